@@ -1,0 +1,50 @@
+/**
+ * Factories for the clients of the stack's services, configured from one place.
+ * The Kafka client stays behind this module so it can be swapped if a benchmark
+ * proves kafkajs the bottleneck (see ../shared/STACK-NOTES.md).
+ */
+import { S3Client } from '@aws-sdk/client-s3';
+import { Redis } from 'ioredis';
+import { Kafka, logLevel as KafkaLogLevel } from 'kafkajs';
+import { config, type Config } from './config';
+import { logger } from './log';
+
+export function kafkaClient(cfg: Config = config(), clientId = cfg.kafka.clientId, opts: { probe?: boolean } = {}): Kafka {
+  const log = logger('kafkajs');
+  return new Kafka({
+    clientId,
+    brokers: cfg.kafka.brokers,
+    connectionTimeout: 3000,
+    requestTimeout: 30000,
+    // A probe (health check) answers once, quietly; services retry with backoff.
+    retry: opts.probe ? { retries: 0 } : { initialRetryTime: 200, retries: 8 },
+    logLevel: opts.probe ? KafkaLogLevel.NOTHING : KafkaLogLevel.WARN,
+    logCreator: () => ({ level, log: entry }) => {
+      const { message, ...rest } = entry;
+      if (level <= KafkaLogLevel.ERROR) log.error(rest, message);
+      else if (level === KafkaLogLevel.WARN) log.warn(rest, message);
+      else log.debug(rest, message);
+    },
+  });
+}
+
+export function s3Client(cfg: Config = config()): S3Client {
+  return new S3Client({
+    endpoint: cfg.s3.endpoint,
+    region: cfg.s3.region,
+    forcePathStyle: cfg.s3.forcePathStyle,
+    credentials: { accessKeyId: cfg.s3.accessKeyId, secretAccessKey: cfg.s3.secretAccessKey },
+  });
+}
+
+export function redisClient(cfg: Config = config(), opts: { lazy?: boolean; probe?: boolean } = {}): Redis {
+  const client = new Redis(cfg.redis.url, {
+    lazyConnect: opts.lazy ?? opts.probe ?? false,
+    maxRetriesPerRequest: opts.probe ? 0 : 3,
+    retryStrategy: opts.probe ? () => null : undefined,
+    enableAutoPipelining: true,
+  });
+  if (opts.probe) client.on('error', () => {});
+  else client.on('error', (err: Error) => logger('redis').warn({ err: err.message }, 'redis connection error'));
+  return client;
+}

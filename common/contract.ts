@@ -1,0 +1,225 @@
+/**
+ * The event contract of ../shared/METRICS.md, in one place: the JSON Schema of
+ * each schema_version, validation, the derived dimensions, and the typed
+ * dead-letter reasons. The collector, both layers and the tests import this;
+ * nobody re-declares a field list.
+ */
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+
+export const EVENT_TYPES = [
+  'page_view',
+  'click',
+  'search',
+  'video_play',
+  'video_pause',
+  'video_resume',
+  'video_seek',
+  'video_stop',
+  'video_complete',
+  'rebuffer',
+  'app_install',
+  'notification_view',
+] as const;
+export type EventType = (typeof EVENT_TYPES)[number];
+
+/** Event types that count as navigation before a play (path analysis). */
+export const NAVIGATION_TYPES: readonly EventType[] = ['page_view', 'click', 'search'];
+
+export const MIN_TIMESTAMP_MS = Date.UTC(2000, 0, 1);
+export const MAX_FUTURE_SKEW_MS = 5 * 60 * 1000;
+export const SESSION_GAP_MS = 1_800_000;
+export const BINGE_WINDOW_MS = 14_400_000;
+export const UNKNOWN = 'unknown';
+export const ALL = 'ALL';
+
+const optionalString = { type: 'string' } as const;
+const optionalNumber = { type: 'number' } as const;
+
+/** JSON Schema of schema_version 1. Unknown extra fields are allowed everywhere (additive evolution). */
+export const eventSchemaV1 = {
+  $id: 'clickstream/event/v1',
+  type: 'object',
+  required: ['event_id', 'event_type', 'user_id', 'timestamp'],
+  properties: {
+    event_id: { type: 'string', minLength: 1, maxLength: 128 },
+    event_type: { type: 'string', enum: EVENT_TYPES },
+    user_id: { type: 'string', minLength: 1, maxLength: 128 },
+    session_id: { type: ['string', 'null'], maxLength: 128 },
+    timestamp: { type: 'integer' },
+    schema_version: { type: 'integer', const: 1 },
+    properties: {
+      type: ['object', 'null'],
+      properties: {
+        content_id: optionalString,
+        device_type: optionalString,
+        video_quality: optionalString,
+        playback_position: optionalNumber,
+        duration_ms: optionalNumber,
+        page: optionalString,
+        target: optionalString,
+      },
+    },
+    context: {
+      type: ['object', 'null'],
+      properties: {
+        location: optionalString,
+        user_agent: optionalString,
+        ip_address: optionalString,
+        app_version: optionalString,
+      },
+    },
+  },
+} as const;
+
+/** Top-level fields the contract knows; anything else is carried in `extra`. */
+export const KNOWN_TOP_LEVEL_FIELDS = new Set(Object.keys(eventSchemaV1.properties));
+
+export const SUPPORTED_SCHEMA_VERSIONS = [1] as const;
+
+/**
+ * The fixed taxonomy of dead-letter reasons (after Snowplow's failed-event types).
+ * Each is machine-readable; `detail` carries the human part.
+ */
+export const DLQ_REASONS = [
+  'malformed_json',
+  'not_an_object',
+  'schema_violation',
+  'unknown_schema_version',
+  'timestamp_out_of_range',
+  'size_violation',
+  'batch_too_large',
+] as const;
+export type DlqReason = (typeof DLQ_REASONS)[number];
+
+/** The record the collector writes to `events.raw`: the event as sent plus derived dimensions. */
+export interface EventRecord {
+  event_id: string;
+  event_type: EventType;
+  user_id: string;
+  session_id: string | null;
+  /** Event time, epoch ms (the event's `timestamp`). */
+  ts: number;
+  schema_version: number;
+  device_type: string;
+  country: string;
+  app_version: string;
+  content_id: string | null;
+  /** Collector time (ms) when the event was accepted. */
+  received_at: number;
+  properties: Record<string, unknown> | null;
+  context: Record<string, unknown> | null;
+  /** Unknown top-level fields, kept verbatim (schema evolution). */
+  extra: Record<string, unknown> | null;
+}
+
+/** The record the collector writes to `events.dlq`. */
+export interface DeadLetter {
+  reason: DlqReason;
+  detail: string;
+  received_at: number;
+  /** The original bytes of the rejected event (UTF-8 text as received). */
+  raw: string;
+  /** Where the event stood in its request (0-based), when the request was a batch. */
+  index?: number;
+}
+
+export type ValidationResult =
+  | { ok: true; record: EventRecord }
+  | { ok: false; reason: DlqReason; detail: string };
+
+const ajv = new Ajv({ allErrors: false, strict: true, allowUnionTypes: true });
+const validators: Record<number, ValidateFunction> = { 1: ajv.compile(eventSchemaV1) };
+
+function describe(error: ErrorObject | undefined): string {
+  if (!error) return 'invalid event';
+  const where = error.instancePath === '' ? 'event' : error.instancePath.slice(1).replaceAll('/', '.');
+  if (error.keyword === 'enum') return `${where} must be one of ${(error.params as { allowedValues: string[] }).allowedValues.join(', ')}`;
+  if (error.keyword === 'required') return `${(error.params as { missingProperty: string }).missingProperty} is required`;
+  return `${where} ${error.message ?? 'is invalid'}`;
+}
+
+function nonEmpty(v: unknown): string | null {
+  return typeof v === 'string' && v !== '' ? v : null;
+}
+
+/** country = the part of location before the first '-', upper-cased, if it is 2 letters; else unknown. */
+export function deriveCountry(location: unknown): string {
+  if (typeof location !== 'string') return UNKNOWN;
+  const dash = location.indexOf('-');
+  const head = dash === -1 ? location : location.slice(0, dash);
+  return /^[A-Za-z]{2}$/.test(head) ? head.toUpperCase() : UNKNOWN;
+}
+
+/**
+ * Validate one parsed event and derive its dimensions. `now` is the collector's
+ * clock, used for the "not more than 5 minutes in the future" rule and as received_at.
+ */
+export function validateEvent(input: unknown, now: number): ValidationResult {
+  if (input === null || typeof input !== 'object' || Array.isArray(input)) {
+    return { ok: false, reason: 'not_an_object', detail: `an event must be a JSON object, got ${input === null ? 'null' : Array.isArray(input) ? 'array' : typeof input}` };
+  }
+  const ev = input as Record<string, unknown>;
+  const version = ev.schema_version ?? 1;
+  if (!Number.isInteger(version) || !(SUPPORTED_SCHEMA_VERSIONS as readonly number[]).includes(version as number)) {
+    return {
+      ok: false,
+      reason: 'unknown_schema_version',
+      detail: `schema_version ${JSON.stringify(version)} is not supported (supported: ${SUPPORTED_SCHEMA_VERSIONS.join(', ')})`,
+    };
+  }
+  const validate = validators[version as number];
+  if (!validate(ev)) {
+    return { ok: false, reason: 'schema_violation', detail: describe(validate.errors?.[0]) };
+  }
+  const ts = ev.timestamp as number;
+  if (ts < MIN_TIMESTAMP_MS || ts > now + MAX_FUTURE_SKEW_MS) {
+    return {
+      ok: false,
+      reason: 'timestamp_out_of_range',
+      detail: `timestamp ${ts} must be between ${MIN_TIMESTAMP_MS} (2000-01-01) and 5 minutes after the collector's clock (${now + MAX_FUTURE_SKEW_MS})`,
+    };
+  }
+  const properties = (ev.properties ?? null) as Record<string, unknown> | null;
+  const context = (ev.context ?? null) as Record<string, unknown> | null;
+  let extra: Record<string, unknown> | null = null;
+  for (const key of Object.keys(ev)) {
+    if (!KNOWN_TOP_LEVEL_FIELDS.has(key)) (extra ??= {})[key] = ev[key];
+  }
+  return {
+    ok: true,
+    record: {
+      event_id: ev.event_id as string,
+      event_type: ev.event_type as EventType,
+      user_id: ev.user_id as string,
+      session_id: (ev.session_id as string | null | undefined) ?? null,
+      ts,
+      schema_version: version as number,
+      device_type: nonEmpty(properties?.device_type) ?? UNKNOWN,
+      country: deriveCountry(context?.location),
+      app_version: nonEmpty(context?.app_version) ?? UNKNOWN,
+      content_id: nonEmpty(properties?.content_id),
+      received_at: now,
+      properties,
+      context,
+      extra,
+    },
+  };
+}
+
+/** Floor of an epoch-ms timestamp to a bucket of the given unit. */
+export const BUCKET_MS = { second: 1000, minute: 60_000, hour: 3_600_000, day: 86_400_000 } as const;
+export type Granularity = keyof typeof BUCKET_MS;
+export function bucketStart(ts: number, unit: Granularity): number {
+  const size = BUCKET_MS[unit];
+  return Math.floor(ts / size) * size;
+}
+
+/** `YYYY-MM-DD` of an epoch-ms timestamp (UTC). */
+export function dayOf(ts: number): string {
+  return new Date(ts).toISOString().slice(0, 10);
+}
+
+/** Two-digit UTC hour of an epoch-ms timestamp. */
+export function hourOf(ts: number): string {
+  return new Date(ts).toISOString().slice(11, 13);
+}

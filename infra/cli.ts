@@ -1,0 +1,69 @@
+/** `npm run infra:up|down|status|logs` — the native stack for machines without Docker. */
+import { spawn } from 'node:child_process';
+import { Command } from 'commander';
+import { config } from '../common/config';
+import { StackError, tail } from './proc';
+import { down, logFile, status, up } from './stack';
+
+const program = new Command('infra')
+  .description(
+    'Install (once) and run the native stack — Kafka (KRaft), Redis, MinIO, Temporal dev server — under STACK_HOME ' +
+      `(now ${config().stack.home}).\nPorts come from KAFKA_PORT, REDIS_PORT, MINIO_PORT, MINIO_CONSOLE_PORT, TEMPORAL_PORT, TEMPORAL_UI_PORT.`,
+  )
+  .showHelpAfterError();
+
+program
+  .command('up')
+  .description('install what is missing, start what is down, health-check everything; reuses a stack that is already up')
+  .argument('[services...]', 'only these services (kafka, redis, minio, temporal)')
+  .action(async (only: string[]) => {
+    const t0 = Date.now();
+    const result = await up({ only });
+    const took = ((Date.now() - t0) / 1000).toFixed(1);
+    process.stdout.write(
+      `stack up in ${took} s (started: ${result.started.join(', ') || 'none'}; already running: ${result.reused.join(', ') || 'none'})\n`,
+    );
+    for (const [name, url] of Object.entries(result.urls)) process.stdout.write(`  ${name.padEnd(18)} ${url}\n`);
+  });
+
+program
+  .command('down')
+  .description('stop the services this stack started (by their recorded pids, nothing else)')
+  .argument('[services...]', 'only these services')
+  .action(async (only: string[]) => {
+    const stopped = await down({ only });
+    process.stdout.write(stopped.length ? `stopped: ${stopped.join(', ')}\n` : 'nothing was running\n');
+  });
+
+program
+  .command('status')
+  .description('show each service: pid, health, ports, log; exits 1 when any is not healthy')
+  .argument('[services...]', 'only these services')
+  .option('--json', 'print JSON')
+  .action(async (only: string[], opts: { json?: boolean }) => {
+    const rows = await status({ only });
+    if (opts.json) process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
+    else
+      for (const r of rows) {
+        const state = r.healthy ? 'healthy' : r.running ? 'UNHEALTHY' : r.installed ? 'stopped' : 'not installed';
+        process.stdout.write(`${r.name.padEnd(9)} ${state.padEnd(13)} pid ${String(r.pid ?? '-').padEnd(8)} ports ${r.ports.join(',').padEnd(11)} log ${r.log}\n`);
+      }
+    if (!rows.every((r) => r.healthy)) process.exitCode = 1;
+  });
+
+program
+  .command('logs')
+  .description("print the end of a service's log (or follow it)")
+  .argument('<service>', 'kafka, redis, minio or temporal')
+  .option('-n, --lines <n>', 'lines to show', '50')
+  .option('-f, --follow', 'keep printing new lines')
+  .action((service: string, opts: { lines: string; follow?: boolean }) => {
+    const file = logFile(service);
+    if (opts.follow) spawn('tail', ['-n', opts.lines, '-F', file], { stdio: 'inherit' });
+    else process.stdout.write(`${tail(file, Number(opts.lines))}\n`);
+  });
+
+program.parseAsync().catch((err: unknown) => {
+  process.stderr.write(`infra: ${err instanceof StackError ? err.message : (err as Error).stack ?? String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,27 @@
+#!/usr/bin/env node
+// First step of `npm test` and `npm run demo` on a fresh clone: check Node, install
+// the npm dependencies when they are missing or stale. Plain Node, no dependencies.
+// The native stack (Kafka, Redis, MinIO, Temporal) is installed by infra/ on first start.
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const [major, minor] = process.versions.node.split('.').map(Number);
+if (major < 20 || (major === 20 && minor < 19)) {
+  console.error(`bootstrap: Node ${process.versions.node} is too old; this project needs Node >= 20.19`);
+  process.exit(1);
+}
+
+const lock = path.join(root, 'package-lock.json');
+const installed = path.join(root, 'node_modules', '.package-lock.json');
+const stale = !fs.existsSync(installed) || fs.statSync(lock).mtimeMs > fs.statSync(installed).mtimeMs;
+if (stale) {
+  console.error('bootstrap: installing npm dependencies (npm ci)…');
+  const r = spawnSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: root, stdio: 'inherit' });
+  if (r.status !== 0) {
+    console.error('bootstrap: npm ci failed');
+    process.exit(r.status ?? 1);
+  }
+}

@@ -1,0 +1,26 @@
+/**
+ * Per-test isolation on the shared stack: every test gets its own topics, Redis
+ * key prefix and bucket, so tests never see each other's (or the demo's) data.
+ */
+import { randomBytes } from 'node:crypto';
+import { loadConfig, type Config } from '../../common/config';
+import { kafkaClient, s3Client } from '../../common/clients';
+import { ensureBucket, ensureTopics } from '../../common/topics';
+
+export async function isolatedConfig(label: string, overrides: Record<string, string> = {}): Promise<Config> {
+  const id = `${label}-${randomBytes(3).toString('hex')}`.toLowerCase().replace(/[^a-z0-9-]/g, '-');
+  const cfg = loadConfig({
+    ...process.env,
+    TOPIC_RAW: `t.${id}.events.raw`,
+    TOPIC_DLQ: `t.${id}.events.dlq`,
+    SPEED_GROUP: `t.${id}.speed`,
+    LAKE_GROUP: `t.${id}.lake`,
+    REDIS_KEY_PREFIX: `t:${id}:`,
+    S3_BUCKET: `t-${id}`,
+    TEMPORAL_TASK_QUEUE: `t-${id}`,
+    ...overrides,
+  });
+  await ensureTopics(kafkaClient(cfg, `test-${id}`), cfg);
+  await ensureBucket(s3Client(cfg), cfg.s3.bucket);
+  return cfg;
+}

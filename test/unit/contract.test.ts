@@ -1,0 +1,90 @@
+import { describe, expect, it } from 'vitest';
+import { bucketStart, dayOf, deriveCountry, EVENT_TYPES, hourOf, validateEvent } from '../../common/contract';
+
+const NOW = Date.UTC(2026, 10, 21, 12, 0, 0);
+const base = { event_id: 'evt_1', event_type: 'video_play', user_id: 'user_1', timestamp: NOW - 1000 };
+
+describe('validateEvent', () => {
+  it('accepts the METRICS.md example and derives its dimensions', () => {
+    const r = validateEvent(
+      {
+        ...base,
+        session_id: 'sess_a',
+        schema_version: 1,
+        properties: { content_id: 'movie_1', device_type: 'smart_tv', video_quality: '4k', playback_position: 0, duration_ms: 7200000 },
+        context: { location: 'us-CA-SF', user_agent: 'Netflix/1.0', ip_address: '192.168.1.1', app_version: '8.41.0' },
+      },
+      NOW,
+    );
+    expect(r.ok).toBe(true);
+    if (!r.ok) return;
+    expect(r.record).toMatchObject({
+      event_id: 'evt_1', ts: NOW - 1000, device_type: 'smart_tv', country: 'US', app_version: '8.41.0',
+      content_id: 'movie_1', received_at: NOW, session_id: 'sess_a', extra: null,
+    });
+  });
+
+  it('defaults missing dimensions to unknown / null', () => {
+    const r = validateEvent(base, NOW);
+    expect(r.ok && r.record).toMatchObject({ device_type: 'unknown', country: 'unknown', app_version: 'unknown', content_id: null, schema_version: 1 });
+  });
+
+  it('keeps unknown extra fields (additive schema evolution)', () => {
+    const r = validateEvent({ ...base, experiment: { arm: 'B' }, properties: { device_type: 'ios', new_field: 3 } }, NOW);
+    expect(r.ok).toBe(true);
+    if (!r.ok) return;
+    expect(r.record.extra).toEqual({ experiment: { arm: 'B' } });
+    expect(r.record.properties).toEqual({ device_type: 'ios', new_field: 3 });
+  });
+
+  it.each([
+    [null, 'not_an_object'],
+    [[base], 'not_an_object'],
+    ['evt', 'not_an_object'],
+    [{ ...base, schema_version: 2 }, 'unknown_schema_version'],
+    [{ ...base, schema_version: '1' }, 'unknown_schema_version'],
+    [{ ...base, event_id: undefined }, 'schema_violation'],
+    [{ ...base, event_id: '' }, 'schema_violation'],
+    [{ ...base, event_id: 'x'.repeat(129) }, 'schema_violation'],
+    [{ ...base, user_id: 42 }, 'schema_violation'],
+    [{ ...base, event_type: 'video_rewind' }, 'schema_violation'],
+    [{ ...base, timestamp: 1.5 }, 'schema_violation'],
+    [{ ...base, properties: { device_type: 7 } }, 'schema_violation'],
+    [{ ...base, timestamp: Date.UTC(1999, 11, 31) }, 'timestamp_out_of_range'],
+    [{ ...base, timestamp: NOW + 5 * 60_000 + 1 }, 'timestamp_out_of_range'],
+  ])('rejects %j as %s', (input, reason) => {
+    const r = validateEvent(input, NOW);
+    expect(r.ok).toBe(false);
+    if (!r.ok) {
+      expect(r.reason).toBe(reason);
+      expect(r.detail.length).toBeGreaterThan(5);
+    }
+  });
+
+  it('names the broken field in the detail', () => {
+    const r = validateEvent({ ...base, event_type: 'video_rewind' }, NOW);
+    expect(!r.ok && r.detail).toMatch(/^event_type must be one of page_view/);
+    const m = validateEvent({ ...base, user_id: undefined }, NOW);
+    expect(!m.ok && m.detail).toBe('user_id is required');
+  });
+
+  it('accepts a timestamp exactly 5 minutes ahead and every listed event type', () => {
+    expect(validateEvent({ ...base, timestamp: NOW + 5 * 60_000 }, NOW).ok).toBe(true);
+    for (const t of EVENT_TYPES) expect(validateEvent({ ...base, event_type: t }, NOW).ok).toBe(true);
+  });
+});
+
+describe('derived dimensions and buckets', () => {
+  it.each([
+    ['US-CA-SF', 'US'], ['br', 'BR'], ['gb-LND', 'GB'], ['USA-NY', 'unknown'], ['1A-x', 'unknown'], ['', 'unknown'], [undefined, 'unknown'], [12, 'unknown'],
+  ])('country of %j is %s', (loc, country) => expect(deriveCountry(loc)).toBe(country));
+
+  it('floors to the bucket in UTC', () => {
+    const ts = Date.UTC(2026, 10, 20, 23, 59, 59, 999);
+    expect(bucketStart(ts, 'minute')).toBe(Date.UTC(2026, 10, 20, 23, 59));
+    expect(bucketStart(ts, 'hour')).toBe(Date.UTC(2026, 10, 20, 23));
+    expect(bucketStart(ts, 'day')).toBe(Date.UTC(2026, 10, 20));
+    expect(dayOf(ts)).toBe('2026-11-20');
+    expect(hourOf(ts)).toBe('23');
+  });
+});
