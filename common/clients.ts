@@ -29,6 +29,8 @@ export function kafkaClient(cfg: Config = config(), clientId = cfg.kafka.clientI
 }
 
 export function s3Client(cfg: Config = config()): S3Client {
+  // The project runs on Node 20 by choice (see README); the SDK's notice about its 2027 releases is not actionable per call.
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   return new S3Client({
     endpoint: cfg.s3.endpoint,
     region: cfg.s3.region,

@@ -1,7 +1,9 @@
 /** `npm run infra:up|down|status|logs` — the native stack for machines without Docker. */
 import { spawn } from 'node:child_process';
 import { Command } from 'commander';
+import { kafkaClient, s3Client } from '../common/clients';
 import { config } from '../common/config';
+import { ensureBucket, ensureTopics } from '../common/topics';
 import { StackError, tail } from './proc';
 import { down, logFile, status, up } from './stack';
 
@@ -49,6 +51,16 @@ program
         process.stdout.write(`${r.name.padEnd(9)} ${state.padEnd(13)} pid ${String(r.pid ?? '-').padEnd(8)} ports ${r.ports.join(',').padEnd(11)} log ${r.log}\n`);
       }
     if (!rows.every((r) => r.healthy)) process.exitCode = 1;
+  });
+
+program
+  .command('provision')
+  .description('create the Kafka topics and the S3 bucket on the configured endpoints (KAFKA_BROKERS, S3_ENDPOINT); for docker-compose or an existing cluster')
+  .action(async () => {
+    const cfg = config();
+    await ensureTopics(kafkaClient(cfg), cfg);
+    await ensureBucket(s3Client(cfg), cfg.s3.bucket);
+    process.stdout.write(`topics ${cfg.kafka.rawTopic}, ${cfg.kafka.dlqTopic} and bucket ${cfg.s3.bucket} are ready\n`);
   });
 
 program
