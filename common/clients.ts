@@ -11,6 +11,8 @@ import { logger } from './log';
 
 export function kafkaClient(cfg: Config = config(), clientId = cfg.kafka.clientId, opts: { probe?: boolean } = {}): Kafka {
   const log = logger('kafkajs');
+  // Producers key by user_id; the v2 default partitioner is the one we want, so its migration notice is noise.
+  process.env.KAFKAJS_NO_PARTITIONER_WARNING ??= '1';
   return new Kafka({
     clientId,
     brokers: cfg.kafka.brokers,

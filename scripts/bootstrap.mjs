@@ -18,10 +18,13 @@ const lock = path.join(root, 'package-lock.json');
 const installed = path.join(root, 'node_modules', '.package-lock.json');
 const stale = !fs.existsSync(installed) || fs.statSync(lock).mtimeMs > fs.statSync(installed).mtimeMs;
 if (stale) {
-  console.error('bootstrap: installing npm dependencies (npm ci)…');
-  const r = spawnSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: root, stdio: 'inherit' });
+  // `npm install` (not `npm ci`): it installs the versions package-lock.json pins, and unlike
+  // `npm ci` it accepts a lock written with omit-lockfile-registry-resolved, which npm 11 otherwise
+  // reports as missing the other platforms' optional packages.
+  console.error('bootstrap: installing npm dependencies (npm install)…');
+  const r = spawnSync('npm', ['install', '--no-audit', '--no-fund'], { cwd: root, stdio: 'inherit' });
   if (r.status !== 0) {
-    console.error('bootstrap: npm ci failed');
+    console.error('bootstrap: npm install failed');
     process.exit(r.status ?? 1);
   }
 }
