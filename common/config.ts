@@ -92,15 +92,132 @@ export function loadConfig(env: Env = process.env) {
       maxBatchEvents: int(env, 'COLLECTOR_MAX_BATCH_EVENTS', 1000, 1),
       maxBodyBytes: int(env, 'COLLECTOR_MAX_BODY_BYTES', 1024 * 1024, 1),
       maxInFlightEvents: int(env, 'COLLECTOR_MAX_IN_FLIGHT_EVENTS', 200_000, 1),
+      /** One event's record larger than this is rejected (size_violation) instead of failing a whole produce. */
+      maxEventBytes: int(env, 'COLLECTOR_MAX_EVENT_BYTES', 64 * 1024, 1024),
+      /** Produces of concurrent requests are coalesced for up to this long… */
+      lingerMs: int(env, 'COLLECTOR_LINGER_MS', 2, 0),
+      /** …or until this many bytes / messages (below the broker's message.max.bytes per partition batch). */
+      flushMaxBytes: int(env, 'COLLECTOR_FLUSH_MAX_BYTES', 1024 * 1024, 1024),
+      flushMaxMessages: int(env, 'COLLECTOR_FLUSH_MAX_MESSAGES', 10_000, 1),
+      /** A request whose produce is not acknowledged within this time is answered 503. */
+      produceTimeoutMs: int(env, 'COLLECTOR_PRODUCE_TIMEOUT_MS', 10_000, 100),
+      /** Retry-After (seconds) on 503 while Kafka is unreachable; also the reconnect probe interval. */
+      retryAfterSec: int(env, 'COLLECTOR_RETRY_AFTER_SEC', 2, 1),
+      /** `none` or `gzip` (the only codec kafkajs ships). */
+      compression: str(env, 'COLLECTOR_COMPRESSION', 'none'),
     },
     serving: {
       host: str(env, 'SERVING_HOST', '0.0.0.0'),
       port: int(env, 'SERVING_PORT', 8090, 0),
       apiKeys: list(env, 'SERVING_API_KEYS', ['dev-read-key']),
+      /** Keys allowed to change the watermark pin (PUT /v1/admin/watermark); separate from the read keys. */
+      adminKeys: list(env, 'SERVING_ADMIN_KEYS', ['dev-admin-key']),
+      /** Origins allowed by CORS; `*` allows any. */
+      corsOrigins: list(env, 'SERVING_CORS_ORIGINS', ['*']),
+      /** Requests per API key (or client address without one) per minute before 429. */
+      rateLimitPerMin: int(env, 'SERVING_RATE_LIMIT_PER_MIN', 6000, 1),
+      /** Manifests are polled this often besides the pub/sub notice (a missed notice costs at most this much). */
+      syncIntervalMs: int(env, 'SERVING_SYNC_INTERVAL_MS', 15_000, 100),
+      /** Where published batch tables are downloaded to for the embedded DuckDB. */
+      dataDir: path.resolve(str(env, 'SERVING_DATA_DIR', path.join(REPO_ROOT, '.scratch', 'serving'))),
+      duckdbThreads: int(env, 'SERVING_DUCKDB_THREADS', 1, 1),
+      /** Most buckets one query may span (bad `from`/`to` otherwise answer 400). */
+      maxBuckets: int(env, 'SERVING_MAX_BUCKETS', 5000, 1),
+      /** Alert when the batch watermark lags now by more than this fraction of the speed retention. */
+      batchLagAlertFraction: int(env, 'SERVING_BATCH_LAG_ALERT_PCT', 75, 1) / 100,
     },
     batch: {
       scratchDir: path.resolve(str(env, 'BATCH_SCRATCH_DIR', path.join(REPO_ROOT, '.scratch'))),
       shards: int(env, 'BATCH_SHARDS', 4, 1),
+      /** Parallel object downloads/uploads of one batch job. */
+      ioConcurrency: int(env, 'BATCH_IO_CONCURRENCY', 8, 1),
+      /** DuckDB worker threads per job (the machine's cores are shared with the other services). */
+      duckdbThreads: int(env, 'BATCH_DUCKDB_THREADS', 2, 1),
+      /** Compaction merges the raw objects of an hour smaller than this into objects of about this size. */
+      compactTargetBytes: int(env, 'BATCH_COMPACT_TARGET_BYTES', 128 * 1024 * 1024, 1),
+      /** applyRetention removes raw days older than this (only days whose daily run is published and clean). */
+      rawMaxAgeDays: int(env, 'BATCH_RAW_MAX_AGE_DAYS', 30, 1),
+    },
+    lake: {
+      /** A raw file rolls when its buffered records reach this many bytes (their flat NDJSON encoding, before Parquet/zstd). */
+      rollBytes: int(env, 'LAKE_ROLL_BYTES', 128 * 1024 * 1024, 1),
+      /** …or when its oldest record has waited this long. */
+      rollAgeSec: int(env, 'LAKE_ROLL_AGE_SEC', 60, 1),
+      /** Consumption pauses while buffered + uploading bytes exceed this (back-pressure on slow S3). */
+      maxBufferBytes: int(env, 'LAKE_MAX_BUFFER_BYTES', 512 * 1024 * 1024, 1),
+      uploadConcurrency: int(env, 'LAKE_UPLOAD_CONCURRENCY', 2, 1),
+      /** Multipart part size for large objects. */
+      partSizeBytes: int(env, 'LAKE_PART_SIZE_BYTES', 16 * 1024 * 1024, 5 * 1024 * 1024),
+      /** How long a crashed writer holds its partitions before the group hands them to another member. */
+      sessionTimeoutMs: int(env, 'LAKE_SESSION_TIMEOUT_MS', 30_000, 6_000),
+      /** /metrics and /health of the lake writer (0 = any free port). */
+      host: str(env, 'LAKE_WRITER_HOST', '0.0.0.0'),
+      port: int(env, 'LAKE_WRITER_PORT', 9471, 0),
+    },
+    speed: {
+      /** /metrics and /health of the speed layer (0 = any free port). */
+      host: str(env, 'SPEED_HOST', '0.0.0.0'),
+      port: int(env, 'SPEED_PORT', 9472, 0),
+      /** A fresh group with no offsets in Redis starts from the earliest offset (late events are counted, not lost). */
+      fromBeginning: str(env, 'SPEED_FROM_BEGINNING', 'true') === 'true',
+      partitionsConsumedConcurrently: int(env, 'SPEED_PARTITIONS_CONCURRENCY', 2, 1),
+      /** Smaller fetches = smaller Redis steps per batch; kafkajs' default is 1 MiB. */
+      maxBytesPerPartition: int(env, 'SPEED_MAX_BYTES_PER_PARTITION', 1024 * 1024, 1024),
+      /** Event-time retention of the per-second counts; older events skip that family. */
+      secondRetentionMs: int(env, 'SPEED_SECOND_RETENTION_MS', 2 * 3600 * 1000, 1000),
+      /** Event-time retention of every other family; older events are counted as late and left to the batch layer. */
+      retentionMs: int(env, 'SPEED_RETENTION_MS', 48 * 3600 * 1000, 60_000),
+      /** How long an event-time minute's set of seen event_ids lives after its last write (memory ~56 B per event). */
+      dedupeWindowMs: int(env, 'SPEED_DEDUPE_WINDOW_MS', 5 * 60 * 1000, 1000),
+      /** Backoff ceiling while Redis is unreachable (the batch is retried, never dropped). */
+      maxRetryBackoffMs: int(env, 'SPEED_MAX_RETRY_BACKOFF_MS', 5000, 10),
+      /** A killed consumer's partitions move to the others after this long (Kafka's minimum is 6 s). */
+      sessionTimeoutMs: int(env, 'SPEED_SESSION_TIMEOUT_MS', 30_000, 6000),
+      alerts: {
+        intervalMs: int(env, 'SPEED_ALERT_INTERVAL_MS', 5000, 100),
+        /** Rates are measured over this trailing window. */
+        windowMs: int(env, 'SPEED_ALERT_WINDOW_MS', 60_000, 1000),
+        maxErrorRatePct: int(env, 'SPEED_ALERT_MAX_ERROR_RATE_PCT', 5, 0),
+        /** 0 disables the rule: an idle dev stack is not an incident. */
+        minEventsPerSec: int(env, 'SPEED_ALERT_MIN_EVENTS_PER_SEC', 0, 0),
+        maxLag: int(env, 'SPEED_ALERT_MAX_LAG', 100_000, 0),
+        maxLatencyMs: int(env, 'SPEED_ALERT_MAX_LATENCY_MS', 5000, 0),
+      },
+    },
+    orchestration: {
+      /** Prepended to every batch workflow id (`hourly-…`, `daily-…`); empty in production, per-test elsewhere. */
+      workflowIdPrefix: str(env, 'TEMPORAL_WORKFLOW_ID_PREFIX', ''),
+      /** Schedules are named `<prefix>hourly`, `<prefix>daily`, `<prefix>reconcile`, `<prefix>retention`. */
+      scheduleIdPrefix: str(env, 'TEMPORAL_SCHEDULE_ID_PREFIX', 'batch-'),
+      /** The worker creates (or updates) the schedules when it starts. */
+      createSchedules: str(env, 'TEMPORAL_CREATE_SCHEDULES', 'true') === 'true',
+      /** DuckDB jobs are CPU- and disk-heavy: few at a time per worker; scale with more workers. */
+      maxConcurrentActivities: int(env, 'WORKER_MAX_CONCURRENT_ACTIVITIES', 2, 1),
+      maxConcurrentWorkflowTasks: int(env, 'WORKER_MAX_CONCURRENT_WORKFLOW_TASKS', 20, 2),
+      /** Upper bound of one batch step (an hourly run, a daily shard, a publish). */
+      activityTimeoutSec: int(env, 'ACTIVITY_TIMEOUT_SEC', 3600, 1),
+      /** A worker that dies mid-step is noticed after this long and the step is retried elsewhere. */
+      activityHeartbeatSec: int(env, 'ACTIVITY_HEARTBEAT_SEC', 60, 1),
+      activityMaxAttempts: int(env, 'ACTIVITY_MAX_ATTEMPTS', 5, 1),
+      activityRetryInitialMs: int(env, 'ACTIVITY_RETRY_INITIAL_MS', 2000, 1),
+      activityRetryMaxMs: int(env, 'ACTIVITY_RETRY_MAX_MS', 120_000, 1),
+      /** Minute past each hour when the previous hour runs (late stragglers get this long). */
+      hourlyMinute: int(env, 'SCHEDULE_HOURLY_MINUTE', 5, 0),
+      /** Minutes past midnight UTC when the previous day runs (after the last hourly run). */
+      dailyMinute: int(env, 'SCHEDULE_DAILY_MINUTE', 30, 0),
+      reconcileEveryMin: int(env, 'SCHEDULE_RECONCILE_EVERY_MIN', 15, 1),
+      /** Hour (UTC) of the daily raw-retention run. */
+      retentionHour: int(env, 'SCHEDULE_RETENTION_HOUR', 3, 0),
+      /** After downtime, missed schedule runs younger than this are still started. */
+      catchupWindowSec: int(env, 'SCHEDULE_CATCHUP_WINDOW_SEC', 24 * 3600, 10),
+      backfillConcurrency: int(env, 'BACKFILL_CONCURRENCY', 4, 1),
+      /** A backfill continues as new after this many periods, keeping its history small. */
+      backfillPeriodsPerRun: int(env, 'BACKFILL_PERIODS_PER_RUN', 100, 1),
+      /** Parallel child runs of reconcileLateData and of dailyBatch's missing hours. */
+      childConcurrency: int(env, 'ORCHESTRATION_CHILD_CONCURRENCY', 4, 1),
+      /** When a period is already running elsewhere, wait this long before trying again. */
+      conflictRetrySec: int(env, 'ORCHESTRATION_CONFLICT_RETRY_SEC', 30, 1),
+      conflictMaxRetries: int(env, 'ORCHESTRATION_CONFLICT_MAX_RETRIES', 20, 0),
     },
     logLevel: str(env, 'LOG_LEVEL', 'info'),
   };

@@ -58,10 +58,16 @@ export const lakePaths = {
   rawObject(hour: string, partition: number, firstOffset: string, lastOffset: string): string {
     return `${lakePaths.rawHourPrefix(hour)}p${partition}-${firstOffset}-${lastOffset}.parquet`;
   },
-  dlqObject(day: string, partition: number, firstOffset: string, lastOffset: string): string {
+  /**
+   * `source` 'raw' is for records on events.raw the lake writer could not read
+   * (a producer broke the contract): archived as dead letters, keyed apart so
+   * their offsets never collide with events.dlq's.
+   */
+  dlqObject(day: string, partition: number, firstOffset: string, lastOffset: string, source: 'dlq' | 'raw' = 'dlq'): string {
     dayStartMs(day);
-    return `raw/dlq/dt=${day}/p${partition}-${firstOffset}-${lastOffset}.parquet`;
+    return `raw/dlq/dt=${day}/${source === 'raw' ? 'raw-' : ''}p${partition}-${firstOffset}-${lastOffset}.parquet`;
   },
+  rawDlqPrefix: 'raw/dlq/',
   /** The one published object of a table for a period. */
   table(zone: Zone, table: string, period: string): string {
     if (HOUR_RE.test(period)) {
@@ -94,6 +100,15 @@ export const lakePaths = {
     return `_manifests/dirty/daily/dt=${period}.json`;
   },
   watermark: '_manifests/watermark.json',
+  /** Objects merged by compaction: named after the digest of the objects they replace, so a retry rewrites the same keys. */
+  compactedObject(hour: string, digest: string, index: number): string {
+    return `${lakePaths.rawHourPrefix(hour)}c-${digest}-${index}.parquet`;
+  },
+  /** What compaction merged in an hour: inputs, outputs, and whether the inputs were removed. */
+  compactionManifest(hour: string): string {
+    const { dt, hh } = splitHour(hour);
+    return `_manifests/compaction/dt=${dt}/hour=${hh}.json`;
+  },
 } as const;
 
 /**
@@ -180,6 +195,8 @@ export const DLQ_COLUMNS = {
   raw: 'VARCHAR',
   /** Position of the event in its request batch (0-based), when it came in a batch. */
   event_index: 'INTEGER',
+  /** The topic the record was read from: events.dlq, or events.raw for an unreadable record. */
+  kafka_topic: 'VARCHAR',
   kafka_partition: 'INTEGER',
   kafka_offset: 'BIGINT',
 } as const;
