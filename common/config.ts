@@ -171,6 +171,8 @@ export function loadConfig(env: Env = process.env) {
       dedupeWindowMs: int(env, 'SPEED_DEDUPE_WINDOW_MS', 5 * 60 * 1000, 1000),
       /** Backoff ceiling while Redis is unreachable (the batch is retried, never dropped). */
       maxRetryBackoffMs: int(env, 'SPEED_MAX_RETRY_BACKOFF_MS', 5000, 10),
+      /** A Redis step not answered within this is retried (a hung Redis must not stall the partition silently). */
+      redisTimeoutMs: int(env, 'SPEED_REDIS_TIMEOUT_MS', 10_000, 100),
       /** A killed consumer's partitions move to the others after this long (Kafka's minimum is 6 s). */
       sessionTimeoutMs: int(env, 'SPEED_SESSION_TIMEOUT_MS', 30_000, 6000),
       alerts: {

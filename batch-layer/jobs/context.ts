@@ -1,0 +1,103 @@
+/**
+ * What every job step receives. Temporal activities build one from the
+ * activity context (heartbeat, cancellation signal); scripts and tests pass a
+ * config and a logger.
+ */
+import { randomBytes } from 'node:crypto';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { s3Client } from '../../common/clients';
+import type { Config } from '../../common/config';
+import { DAY_RE, HOUR_RE, dayStartMs, hourStartMs, type PeriodKind } from '../../common/lake';
+import type { Logger } from '../../common/log';
+import { BatchCancelledError, NonRetryableBatchError } from './errors';
+
+export interface JobContext {
+  cfg: Config;
+  log: Logger;
+  heartbeat?: (details?: unknown) => void;
+  signal?: AbortSignal;
+}
+
+export const HOUR_MS = 3_600_000;
+export const DAY_MS = 86_400_000;
+
+const clients = new WeakMap<Config, S3Client>();
+export function s3Of(ctx: JobContext): S3Client {
+  let s3 = clients.get(ctx.cfg);
+  if (!s3) {
+    s3 = s3Client(ctx.cfg);
+    clients.set(ctx.cfg, s3);
+  }
+  return s3;
+}
+
+export function bucketOf(ctx: JobContext): string {
+  return ctx.cfg.s3.bucket;
+}
+
+/** Throws when the run was cancelled; called between steps so cancellation lands within one step. */
+export function checkpoint(ctx: JobContext, details?: unknown): void {
+  if (ctx.signal?.aborted) throw new BatchCancelledError(`cancelled: ${String(ctx.signal.reason ?? 'aborted')}`);
+  ctx.heartbeat?.(details);
+}
+
+/**
+ * Heartbeats every few seconds while one long step runs (a single DuckDB
+ * statement over a day can outlast a heartbeat timeout). Returns the stop function.
+ */
+export function keepAlive(ctx: JobContext, step: string, everyMs = 5000): () => void {
+  if (!ctx.heartbeat) return () => {};
+  const timer = setInterval(() => ctx.heartbeat?.({ step, alive: true }), everyMs);
+  timer.unref();
+  return () => clearInterval(timer);
+}
+
+export interface Period {
+  kind: PeriodKind;
+  id: string;
+  startMs: number;
+  endMs: number;
+}
+
+/**
+ * Parses and validates a period. A period that has not ended yet is rejected as
+ * "in the future": publishing it would let the watermark pass data still arriving.
+ */
+export function parsePeriod(kind: PeriodKind, id: string, now = Date.now()): Period {
+  const re = kind === 'hourly' ? HOUR_RE : DAY_RE;
+  const startMs = re.test(id) ? (kind === 'hourly' ? hourStartMs(id) : dayStartMs(id)) : NaN;
+  if (!Number.isFinite(startMs) || new Date(startMs).toISOString().slice(0, id.length) !== id) {
+    throw new NonRetryableBatchError(`malformed ${kind} period "${id}" (expected ${kind === 'hourly' ? 'YYYY-MM-DDTHH' : 'YYYY-MM-DD'}, UTC)`);
+  }
+  const endMs = startMs + (kind === 'hourly' ? HOUR_MS : DAY_MS);
+  if (endMs > now) {
+    throw new NonRetryableBatchError(`${kind} period ${id} is in the future (it ends ${new Date(endMs).toISOString()}, now ${new Date(now).toISOString()})`);
+  }
+  return { kind, id, startMs, endMs };
+}
+
+export function hoursOfDay(day: string): string[] {
+  return Array.from({ length: 24 }, (_, h) => `${day}T${String(h).padStart(2, '0')}`);
+}
+
+export function previousDay(day: string): string {
+  return new Date(dayStartMs(day) - DAY_MS).toISOString().slice(0, 10);
+}
+
+export function newRunId(kind: PeriodKind, period: string, now = Date.now()): string {
+  return `${kind}-${period}-${now}-${randomBytes(3).toString('hex')}`;
+}
+
+/** Runs `fn` over `items` with at most `limit` in flight; results keep the items' order. */
+export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T, i: number) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i], i);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(Math.max(1, limit), items.length) }, worker));
+  return out;
+}

@@ -1,0 +1,31 @@
+/**
+ * The batch layer's API, shaped for Temporal activities: every function takes a
+ * JobContext (config, logger, optional heartbeat and AbortSignal), is a function
+ * of a period, and is idempotent. Errors that retrying cannot fix extend
+ * NonRetryableBatchError.
+ */
+export type { JobContext, Period } from './context';
+export { parsePeriod, hoursOfDay, newRunId } from './context';
+export {
+  NonRetryableBatchError,
+  CorruptObjectError,
+  MissingHoursError,
+  QualityCheckError,
+  BatchCancelledError,
+  NON_RETRYABLE_ERROR_TYPES,
+} from './errors';
+export { runHourly, HOURLY_TABLES, type RunOptions } from './hourly';
+export {
+  runDaily,
+  prepareDaily,
+  runDailyShard,
+  publishDaily,
+  DAILY_TABLES,
+  type DailyPlan,
+  type DailyOptions,
+  type ShardResult,
+} from './daily';
+export { compactHour, type CompactionManifest, type CompactionRecord, type CompactionResult } from './compaction';
+export { applyRetention, type RetentionOptions, type RetentionResult } from './retention';
+export { computeWatermark, listDirty, listPublished } from './watermark';
+export { discardStaging } from './publish';

@@ -1,0 +1,151 @@
+/**
+ * The views a data scientist queries, each over one prefix of the lake, and
+ * the session that stages their objects into a scratch dir and declares them
+ * in an embedded DuckDB (httpfs cannot be downloaded here, see STACK-NOTES).
+ */
+import path from 'node:path';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
+import { lakePaths } from '../../common/lake';
+import { listObjects, stageObjects, type LakeObject } from '../lake-io';
+
+export interface LakeView {
+  name: string;
+  prefix: string;
+  /** Objects are per hour (`dt=…/hour=…/`), not per day. */
+  hourly: boolean;
+  description: string;
+}
+
+export const LAKE_VIEWS: readonly LakeView[] = [
+  { name: 'raw_events', prefix: lakePaths.rawEventsPrefix, hourly: true, description: 'the master dataset: every event as received, duplicates included' },
+  { name: 'dlq', prefix: lakePaths.rawDlqPrefix, hourly: false, description: 'dead letters: rejected events with their reason and original bytes' },
+  { name: 'events', prefix: 'processed/events/', hourly: true, description: 'valid events de-duplicated by event_id, per hour' },
+  { name: 'sessions', prefix: 'processed/sessions/', hourly: false, description: 'sessions per METRICS.md (30-minute gap, split at midnight)' },
+  { name: 'user_daily_activity', prefix: 'processed/user_daily_activity/', hourly: false, description: 'one row per user and active day' },
+  { name: 'hourly_events', prefix: 'aggregated/hourly_events/', hourly: true, description: 'event counts per hour x type x device x country x app version, with ALL roll-ups' },
+  { name: 'hourly_users', prefix: 'aggregated/hourly_users/', hourly: true, description: 'exact distinct users per hour, overall and per device' },
+  { name: 'hourly_playback', prefix: 'aggregated/hourly_playback/', hourly: true, description: 'plays, pauses, completes, rebuffers per hour and content' },
+  { name: 'daily_sessions', prefix: 'aggregated/daily_sessions/', hourly: false, description: 'daily session metrics by device of the first event' },
+  { name: 'daily_obt', prefix: 'aggregated/daily_aggregates_with_dimensions/', hourly: false, description: 'the one big table: day x device x app version x country with ALL rows' },
+  { name: 'retention_cohorts', prefix: 'aggregated/retention_cohorts/', hourly: false, description: 'd1/d7/d14/d28 retention and churn per cohort day, as of each day' },
+  { name: 'clicks_to_play', prefix: 'aggregated/clicks_to_play/', hourly: false, description: 'histogram of navigation events before the first play' },
+  { name: 'top_paths', prefix: 'aggregated/top_paths/', hourly: false, description: 'the 20 most frequent paths to a first play per day' },
+  { name: 'binge_users', prefix: 'aggregated/binge_users/', hourly: false, description: 'users with 3 completes within 4 hours, per day' },
+];
+
+export class LakeCliError extends Error {
+  override name = 'LakeCliError';
+}
+
+/** Inclusive day range on the `dt=` partition of each key; keys without one are kept. */
+export interface DayRange {
+  from?: string;
+  to?: string;
+}
+
+export function inRange(key: string, range: DayRange): boolean {
+  const m = /(?:^|\/)dt=(\d{4}-\d{2}-\d{2})\//.exec(key);
+  if (!m) return true;
+  return (!range.from || m[1] >= range.from) && (!range.to || m[1] <= range.to);
+}
+
+/** Views a query mentions (by whole word), in catalog order. */
+export function viewsIn(sql: string): LakeView[] {
+  return LAKE_VIEWS.filter((v) => new RegExp(`\\b${v.name}\\b`, 'i').test(sql));
+}
+
+export interface StageProgress {
+  start(total: number, view: string): void;
+  update(done: number): void;
+  stop(): void;
+}
+
+export interface ViewInfo {
+  view: LakeView;
+  objects: number;
+  bytes: number;
+}
+
+/** One DuckDB over a scratch dir; views are staged on first use. */
+export class LakeSession {
+  private readonly staged = new Map<string, ViewInfo>();
+  private constructor(
+    private readonly s3: S3Client,
+    private readonly bucket: string,
+    private readonly dir: string,
+    private readonly range: DayRange,
+    private readonly db: DuckDBInstance,
+    readonly conn: DuckDBConnection,
+    private readonly progress?: StageProgress,
+  ) {}
+
+  static async open(opts: { s3: S3Client; bucket: string; dir: string; range?: DayRange; progress?: StageProgress }): Promise<LakeSession> {
+    const db = await DuckDBInstance.create(':memory:');
+    const conn = await db.connect();
+    return new LakeSession(opts.s3, opts.bucket, opts.dir, opts.range ?? {}, db, conn, opts.progress);
+  }
+
+  close(): void {
+    this.conn.closeSync();
+    this.db.closeSync();
+  }
+
+  /** Stage a view's objects and declare it; a view without objects is not declared (returns objects: 0). */
+  async ensure(view: LakeView): Promise<ViewInfo> {
+    const known = this.staged.get(view.name);
+    if (known) return known;
+    const objects: LakeObject[] = (await listObjects(this.s3, this.bucket, view.prefix)).filter(
+      (o) => o.key.endsWith('.parquet') && inRange(o.key, this.range),
+    );
+    const info: ViewInfo = { view, objects: objects.length, bytes: objects.reduce((n, o) => n + o.size, 0) };
+    if (objects.length > 0) {
+      this.progress?.start(objects.length, view.name);
+      try {
+        await stageObjects(this.s3, this.bucket, objects.map((o) => o.key), this.dir, {
+          concurrency: 8,
+          onProgress: (done) => this.progress?.update(done),
+        });
+      } finally {
+        this.progress?.stop();
+      }
+      const glob = path.join(this.dir, view.prefix, '**', '*.parquet').replaceAll("'", "''");
+      await this.conn.run(
+        // Declared types: inference would read hour=03 as text and hour=10 as a number.
+        `CREATE OR REPLACE VIEW ${view.name} AS SELECT * FROM read_parquet('${glob}', hive_partitioning = true, union_by_name = true,
+           hive_types = ${view.hourly ? "{'dt': DATE, 'hour': INTEGER}" : "{'dt': DATE}"})`,
+      );
+    }
+    this.staged.set(view.name, info);
+    return info;
+  }
+
+  /** Stage whatever the SQL mentions. Returns the mentioned views that have no objects. */
+  async prepare(sql: string): Promise<LakeView[]> {
+    const missing: LakeView[] = [];
+    for (const v of viewsIn(sql)) if ((await this.ensure(v)).objects === 0) missing.push(v);
+    return missing;
+  }
+
+  /** Turn DuckDB's "table does not exist" into a message that lists what there is. */
+  explain(err: unknown, missing: LakeView[]): LakeCliError {
+    const msg = (err as Error).message ?? String(err);
+    const names = LAKE_VIEWS.map((v) => v.name).join(', ');
+    if (/Table with name (\S+) does not exist/i.test(msg)) {
+      const name = /Table with name (\S+) does not exist/i.exec(msg)![1];
+      const empty = missing.find((v) => v.name.toLowerCase() === name.toLowerCase());
+      if (empty) {
+        return new LakeCliError(
+          `${empty.name} has no objects under s3://${this.bucket}/${empty.prefix}${this.rangeText()} (has the batch layer published it yet?)`,
+        );
+      }
+      return new LakeCliError(`unknown table ${name}; the lake's tables are: ${names}`);
+    }
+    return new LakeCliError(msg);
+  }
+
+  private rangeText(): string {
+    if (!this.range.from && !this.range.to) return '';
+    return ` for days ${this.range.from ?? '…'} to ${this.range.to ?? '…'}`;
+  }
+}

@@ -1,0 +1,128 @@
+/**
+ * The lake writer's bookkeeping, free of I/O so it can be tested on its own:
+ * which file a record goes to, when a file rolls, and how far a partition's
+ * offsets may be committed.
+ *
+ * One Kafka partition feeds several open files at once (one per event-time
+ * hour), so a finished upload does not make its partition committable up to
+ * its last offset: an older record may still sit in another hour's open file.
+ * The committable offset is the lowest first offset of any file not yet
+ * uploaded (open or uploading), or the next offset to consume when none is.
+ */
+import { hourId, dayId, hourStartMs, lakePaths } from '../../common/lake';
+
+export type StreamKind = 'raw' | 'dlq' | 'rawUnreadable';
+
+export interface FileBuffer {
+  kind: StreamKind;
+  topic: string;
+  partition: number;
+  /** Hour (`YYYY-MM-DDTHH`) for raw files, day (`YYYY-MM-DD`) for dead letters. */
+  period: string;
+  firstOffset: bigint;
+  lastOffset: bigint;
+  /** NDJSON lines (rawLine/dlqLine): a record costs its encoded size, not an object graph. */
+  rows: string[];
+  bytes: number;
+  openedAt: number;
+}
+
+/** The object key of a file: a function of its period and its offsets only, so a retry rewrites the same object. */
+export function objectKey(buf: Pick<FileBuffer, 'kind' | 'partition' | 'period' | 'firstOffset' | 'lastOffset'>): string {
+  const first = buf.firstOffset.toString();
+  const last = buf.lastOffset.toString();
+  if (buf.kind === 'raw') return lakePaths.rawObject(buf.period, buf.partition, first, last);
+  return lakePaths.dlqObject(buf.period, buf.partition, first, last, buf.kind === 'rawUnreadable' ? 'raw' : 'dlq');
+}
+
+/** An hour is closed (and data written into it late) once its end is not in the future. */
+export function isHourClosed(hour: string, now: number): boolean {
+  return hourStartMs(hour) + 3_600_000 <= now;
+}
+
+export function periodOf(kind: StreamKind, ts: number): string {
+  return kind === 'raw' ? hourId(ts) : dayId(ts);
+}
+
+export interface RollPolicy {
+  rollBytes: number;
+  rollAgeMs: number;
+}
+
+export function shouldRoll(buf: FileBuffer, policy: RollPolicy, now: number): boolean {
+  return buf.bytes >= policy.rollBytes || now - buf.openedAt >= policy.rollAgeMs;
+}
+
+/** Everything the writer holds for one topic-partition. */
+export class PartitionState {
+  /** Open files by `${kind}|${period}`. */
+  readonly open = new Map<string, FileBuffer>();
+  /** Files being written/uploaded: they hold offsets that are not safe to commit yet. */
+  readonly uploading = new Set<FileBuffer>();
+  /** Last consumed offset + 1; null before the first record of this assignment. */
+  nextOffset: bigint | null = null;
+  /** Last offset committed to Kafka (exclusive, Kafka's convention). */
+  committed: bigint | null = null;
+
+  constructor(
+    readonly topic: string,
+    readonly partition: number,
+  ) {}
+
+  add(kind: StreamKind, period: string, offset: bigint, line: string, bytes: number, now: number): FileBuffer {
+    const id = `${kind}|${period}`;
+    let buf = this.open.get(id);
+    if (!buf) {
+      buf = { kind, topic: this.topic, partition: this.partition, period, firstOffset: offset, lastOffset: offset, rows: [], bytes: 0, openedAt: now };
+      this.open.set(id, buf);
+    }
+    buf.rows.push(line);
+    buf.lastOffset = offset;
+    buf.bytes += bytes;
+    this.consumed(offset);
+    return buf;
+  }
+
+  /** A record that needs no file (e.g. a tombstone) still moves the partition forward. */
+  consumed(offset: bigint): void {
+    if (this.nextOffset === null || offset + 1n > this.nextOffset) this.nextOffset = offset + 1n;
+  }
+
+  /** Move an open file to the uploading set; the caller writes it. */
+  take(buf: FileBuffer): void {
+    this.open.delete(`${buf.kind}|${buf.period}`);
+    this.uploading.add(buf);
+  }
+
+  uploaded(buf: FileBuffer): void {
+    this.uploading.delete(buf);
+  }
+
+  /** The offset that may be committed now (exclusive), or null when nothing was consumed. */
+  committable(): bigint | null {
+    let low = this.nextOffset;
+    for (const b of this.open.values()) if (low === null || b.firstOffset < low) low = b.firstOffset;
+    for (const b of this.uploading) if (low === null || b.firstOffset < low) low = b.firstOffset;
+    return low;
+  }
+
+  /**
+   * A new consumer-group generation re-reads from the committed offset, so
+   * open files would be filled a second time: drop them (what they held is
+   * not committed, hence redelivered). Files already uploading finish normally.
+   */
+  resetForRedelivery(): number {
+    let dropped = 0;
+    for (const b of this.open.values()) dropped += b.rows.length;
+    this.open.clear();
+    this.nextOffset = null;
+    return dropped;
+  }
+
+  bufferedBytes(): number {
+    let n = 0;
+    for (const b of this.open.values()) n += b.bytes;
+    for (const b of this.uploading) n += b.bytes;
+    return n;
+  }
+}

@@ -1,0 +1,46 @@
+/**
+ * `npm run lake-writer`: run the lake writer until SIGTERM/SIGINT, which flush
+ * every open file, wait for the uploads and commit before exiting.
+ */
+import { Command } from 'commander';
+import { config } from '../../common/config';
+import { logger } from '../../common/log';
+import { startLakeWriter } from './writer';
+
+const program = new Command()
+  .name('lake-writer')
+  .description('Consume events.raw and events.dlq (consumer group LAKE_GROUP) into zstd Parquet on S3 by event time.')
+  .addHelpText(
+    'after',
+    `
+Environment (defaults in common/config.ts):
+  LAKE_ROLL_BYTES          roll a file at this many buffered bytes (128 MB)
+  LAKE_ROLL_AGE_SEC        ...or when its oldest record is this old (60)
+  LAKE_MAX_BUFFER_BYTES    pause consuming above this many buffered bytes (512 MB)
+  LAKE_UPLOAD_CONCURRENCY  objects encoded/uploaded at once (2)
+  LAKE_PART_SIZE_BYTES     multipart part size (16 MB)
+  LAKE_WRITER_PORT         /metrics and /health (9471)
+  LAKE_SESSION_TIMEOUT_MS  consumer-group session timeout (30000)
+  LAKE_GROUP, TOPIC_RAW, TOPIC_DLQ, S3_BUCKET, S3_ENDPOINT, KAFKA_BROKERS`,
+  )
+  .showHelpAfterError()
+  .parse();
+void program;
+
+const log = logger('lake-writer');
+const writer = await startLakeWriter(config());
+let exiting = false;
+for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  process.on(signal, () => {
+    if (exiting) return;
+    exiting = true;
+    log.info({ signal }, 'stopping: flushing open files');
+    writer.stop().then(
+      () => process.exit(0),
+      (err: Error) => {
+        log.error({ err: err.message }, 'stop failed; unflushed offsets stay uncommitted and are redelivered');
+        process.exit(1);
+      },
+    );
+  });
+}

@@ -1,0 +1,191 @@
+/**
+ * Batch-layer benchmark (issue 4 §4): N events in one day in the lake (raw
+ * Parquet objects per hour × Kafka partition, 1% duplicates), then
+ *   - the 24 hourly jobs and the daily job (wall time, peak RSS),
+ *   - beside the floor: the same SQL files run by bare DuckDB over the same
+ *     data as one local Parquet file (no S3, no staging, no publish).
+ *
+ *   npx tsx bench/batch.ts --events 10000000            # the issue's target size
+ *   npx tsx bench/batch.ts --events 200000 --shards 4   # a quick check
+ *
+ * Uses its own bucket (BENCH_BUCKET, default bench-batch), emptied first.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { s3Client } from '../common/clients';
+import { loadConfig } from '../common/config';
+import { EVENT_TYPES } from '../common/contract';
+import { lakePaths } from '../common/lake';
+import { logger } from '../common/log';
+import { ensureBucket } from '../common/topics';
+import { deleteObjects, listObjects, uploadFile } from '../batch-layer/lake-io';
+import { hoursOfDay, runDaily, runHourly, type JobContext } from '../batch-layer/jobs';
+import { Duck, rawColumnsSelect, sqlString } from '../batch-layer/jobs/duck';
+
+process.env.LOG_LEVEL ??= 'warn';
+
+const { values: args } = parseArgs({
+  options: {
+    events: { type: 'string', default: '10000000' },
+    day: { type: 'string', default: '2025-02-01' },
+    shards: { type: 'string' },
+    partitions: { type: 'string', default: '6' },
+    'events-per-user': { type: 'string', default: '40' },
+  },
+});
+
+const N = Number(args.events);
+const DAY = args.day!;
+const PARTITIONS = Number(args.partitions);
+const USERS = Math.max(1, Math.round(N / Number(args['events-per-user'])));
+const cfg = loadConfig({ ...process.env, S3_BUCKET: process.env.BENCH_BUCKET ?? 'bench-batch' });
+const shards = Number(args.shards ?? cfg.batch.shards);
+const ctx: JobContext = { cfg, log: logger('bench-batch') };
+const dayStart = Date.parse(`${DAY}T00:00:00Z`);
+
+/** Wall time and peak RSS (sampled every 50 ms) of one phase. */
+async function measure<T>(fn: () => Promise<T>): Promise<{ result: T; seconds: number; peakRssMb: number }> {
+  let peak = process.memoryUsage.rss();
+  const timer = setInterval(() => {
+    peak = Math.max(peak, process.memoryUsage.rss());
+  }, 50);
+  const t0 = performance.now();
+  try {
+    const result = await fn();
+    peak = Math.max(peak, process.memoryUsage.rss());
+    return { result, seconds: (performance.now() - t0) / 1000, peakRssMb: Math.round(peak / 2 ** 20) };
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+/** Synthetic raw day with the lake's schema: users spread over devices/countries, 1% resent later. */
+async function generate(duck: Duck, file: string): Promise<void> {
+  const types = `[${EVENT_TYPES.map(sqlString).join(', ')}]`;
+  await duck.run(`
+    CREATE TABLE gen AS
+    SELECT
+      'evt_' || i AS event_id,
+      ${types}[1 + CAST(hash(i, 'type') % ${EVENT_TYPES.length} AS INTEGER)] AS event_type,
+      'user_' || u AS user_id,
+      'sess_' || u AS session_id,
+      ${dayStart} + CAST(hash(i, 'ts') % 86400000 AS BIGINT) AS ts,
+      1 AS schema_version,
+      ['smart_tv', 'ios', 'android', 'web', 'unknown'][1 + CAST(u % 5 AS INTEGER)] AS device_type,
+      ['US', 'BR', 'GB', 'IN', 'FR', 'unknown'][1 + CAST(u % 6 AS INTEGER)] AS country,
+      ['8.41.0', '8.40.2', '8.39.1'][1 + CAST(u % 3 AS INTEGER)] AS app_version,
+      'movie_' || CAST(hash(i, 'content') % 500 AS INTEGER) AS content_id,
+      NULL AS video_quality, NULL AS playback_position, NULL AS duration_ms, NULL AS page, NULL AS target,
+      NULL AS location, NULL AS user_agent, NULL AS ip_address,
+      ${dayStart} + CAST(hash(i, 'ts') % 86400000 AS BIGINT) + 50 AS received_at,
+      CAST(u % ${PARTITIONS} AS INTEGER) AS kafka_partition,
+      i AS kafka_offset,
+      NULL AS extra
+    FROM (SELECT i, CAST(hash(i, 'user') % ${USERS} AS BIGINT) AS u FROM range(${N}) t(i))`);
+  await duck.run(`
+    INSERT INTO gen
+    SELECT * REPLACE (received_at + 30000 AS received_at, kafka_offset + ${N} AS kafka_offset)
+    FROM gen WHERE hash(event_id, 'dup') % 100 = 0`);
+  await duck.run(`COPY (SELECT ${rawColumnsSelect()} FROM gen ORDER BY kafka_partition, kafka_offset) TO ${sqlString(file)} (FORMAT parquet, COMPRESSION zstd)`);
+}
+
+async function loadLake(duck: Duck, dir: string): Promise<number> {
+  const s3 = s3Client(cfg);
+  await ensureBucket(s3, cfg.s3.bucket);
+  const old = (await listObjects(s3, cfg.s3.bucket, '')).map((o) => o.key);
+  if (old.length > 0) await deleteObjects(s3, cfg.s3.bucket, old);
+  let objects = 0;
+  for (const hour of hoursOfDay(DAY)) {
+    const h0 = Date.parse(`${hour}:00:00Z`);
+    for (let p = 0; p < PARTITIONS; p++) {
+      const where = `ts >= ${h0} AND ts < ${h0 + 3_600_000} AND kafka_partition = ${p}`;
+      const [range] = await duck.rows(`SELECT min(kafka_offset) AS lo, max(kafka_offset) AS hi FROM gen WHERE ${where}`);
+      if (range.lo === null) continue;
+      const file = path.join(dir, `${hour}-${p}.parquet`);
+      await duck.run(`COPY (SELECT ${rawColumnsSelect()} FROM gen WHERE ${where} ORDER BY kafka_offset) TO ${sqlString(file)} (FORMAT parquet, COMPRESSION zstd)`);
+      await uploadFile(s3, cfg.s3.bucket, lakePaths.rawObject(hour, p, String(range.lo), String(range.hi)), file);
+      fs.rmSync(file);
+      objects++;
+    }
+  }
+  return objects;
+}
+
+/** The floor: the batch SQL files over one local Parquet file, no lake around them. */
+async function floor(file: string): Promise<{ hourly: number; daily: number }> {
+  const duck = await Duck.open({ threads: cfg.batch.duckdbThreads });
+  try {
+    await duck.run(`CREATE VIEW raw_events AS SELECT * FROM read_parquet(${sqlString(file)})`);
+    await duck.setVariables({ hour: DAY, hour_start: dayStart, hour_end: dayStart + 86_400_000, day: { date: DAY }, day_start: dayStart, day_end: dayStart + 86_400_000, shards: 1 });
+    const t0 = performance.now();
+    await duck.materialize('events');
+    for (const t of ['hourly_events', 'hourly_users', 'hourly_playback']) await duck.materialize(t);
+    const t1 = performance.now();
+    await duck.run('CREATE VIEW day_events AS SELECT * FROM events');
+    await duck.run("CREATE VIEW prev_completes AS SELECT * FROM events WHERE false");
+    await duck.run('CREATE VIEW history_activity AS SELECT CAST(NULL AS VARCHAR) AS user_id, CAST(NULL AS DATE) AS day WHERE false');
+    for (const t of ['sessions', 'user_daily_activity', 'retention_cohorts_partial', 'binge_users', 'daily_aggregates_partial']) await duck.materialize(t);
+    for (const t of ['retention_cohorts', 'daily_aggregates_with_dimensions', 'daily_sessions', 'clicks_to_play', 'top_paths']) await duck.materialize(t);
+    const t2 = performance.now();
+    return { hourly: (t1 - t0) / 1000, daily: (t2 - t1) / 1000 };
+  } finally {
+    duck.close();
+  }
+}
+
+async function main(): Promise<void> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-batch-'));
+  const local = path.join(dir, 'day.parquet');
+  const now = dayStart + 2 * 86_400_000;
+  try {
+    const gen = await Duck.open({ threads: cfg.batch.duckdbThreads, tempDir: path.join(dir, 'duck') });
+    let objects = 0;
+    const setup = await measure(async () => {
+      await generate(gen, local);
+      objects = await loadLake(gen, dir);
+    });
+    const rawRows = await gen.scalar('SELECT count(*) FROM gen');
+    gen.close();
+    const hourlyTimes: number[] = [];
+    const hourly = await measure(async () => {
+      for (const hour of hoursOfDay(DAY)) {
+        const t0 = performance.now();
+        await runHourly(ctx, hour, { now });
+        hourlyTimes.push((performance.now() - t0) / 1000);
+      }
+    });
+    const daily = await measure(() => runDaily(ctx, DAY, { shards, now }));
+    const bare = await measure(() => floor(local));
+    const report = {
+      events: N,
+      rawRows,
+      users: USERS,
+      rawObjects: objects,
+      shards,
+      setupSeconds: +setup.seconds.toFixed(1),
+      hourly: {
+        totalSeconds: +hourly.seconds.toFixed(2),
+        maxHourSeconds: +Math.max(...hourlyTimes).toFixed(2),
+        meanHourSeconds: +(hourlyTimes.reduce((a, b) => a + b, 0) / hourlyTimes.length).toFixed(2),
+        peakRssMb: hourly.peakRssMb,
+      },
+      daily: { seconds: +daily.seconds.toFixed(2), peakRssMb: daily.peakRssMb, sessions: daily.result.rowCounts.sessions },
+      bareSql: { hourlySeconds: +bare.result.hourly.toFixed(2), dailySeconds: +bare.result.daily.toFixed(2), peakRssMb: bare.peakRssMb },
+      dailyVsBare: +(daily.seconds / bare.result.daily).toFixed(2),
+      note: 'peak RSS is sampled in this process (DuckDB is embedded), so later phases include memory retained from earlier ones',
+    };
+    process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+  } finally {
+    const s3 = s3Client(cfg);
+    const left = (await listObjects(s3, cfg.s3.bucket, '')).map((o) => o.key);
+    if (left.length > 0) await deleteObjects(s3, cfg.s3.bucket, left);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`${(err as Error).stack ?? String(err)}\n`);
+  process.exit(1);
+});
