@@ -123,6 +123,8 @@ export function loadConfig(env: Env = process.env) {
       duckdbThreads: int(env, 'SERVING_DUCKDB_THREADS', 1, 1),
       /** Most buckets one query may span (bad `from`/`to` otherwise answer 400). */
       maxBuckets: int(env, 'SERVING_MAX_BUCKETS', 5000, 1),
+      /** Identical speed-layer reads within this many ms share one Redis round trip (0 = off). */
+      speedCacheMs: int(env, 'SERVING_SPEED_CACHE_MS', 1000, 0),
       /** Alert when the batch watermark lags now by more than this fraction of the speed retention. */
       batchLagAlertFraction: int(env, 'SERVING_BATCH_LAG_ALERT_PCT', 75, 1) / 100,
     },

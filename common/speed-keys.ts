@@ -1,0 +1,331 @@
+/**
+ * The Redis key families of the speed layer: the contract between the speed
+ * layer (the only writer) and the serving layer (a reader). Key names, TTLs and
+ * the typed read helpers live here and nowhere else.
+ *
+ * Every key is `<cfg.redis.keyPrefix>{<family>}:…`. The `{family}` hash tag puts
+ * one family in one Redis Cluster slot, so a cluster can spread families over
+ * nodes. (On one node the speed layer applies a batch to all families in one
+ * Lua step; on a cluster that step would become one step per family, each with
+ * its own offsets — not needed yet.) The prefix must not contain `{`.
+ *
+ * Buckets are event-time bucket starts in epoch ms (UTC). "Retention" R is
+ * cfg.speed.retentionMs (default 48 h), R1 is cfg.speed.secondRetentionMs
+ * (default 2 h); a bucketed key expires at (bucket end + R) so a bucket is
+ * covered by the speed layer while bucket end + R > now.
+ *
+ * | family  | key                                  | type   | content                                                      | expires            |
+ * |---------|--------------------------------------|--------|--------------------------------------------------------------|--------------------|
+ * | cnt     | {cnt}:second:<bucket>                | hash   | field `type|device|country` (any of them `ALL`) → events     | bucket end + R1    |
+ * | cnt     | {cnt}:minute:<bucket>                | hash   | same fields                                                  | bucket end + R     |
+ * | hll     | {hll}:<minute|hour|day>:<bucket>:<device or ALL> | HyperLogLog | distinct user_id                               | bucket end + R     |
+ * | pb      | {pb}:minute:<bucket>                 | hash   | plays, pauses, completes, rebuffers                          | bucket end + R     |
+ * | top     | {top}:hour:<bucket>                  | zset   | content_id scored by plays                                   | bucket end + R     |
+ * | live    | {live}:users                         | zset   | user_id scored by latest event ts; trimmed to the last 5 min | (trimmed)          |
+ * | live    | {live}:sessions                      | zset   | session_id scored by latest event ts; trimmed to 30 min      | (trimmed)          |
+ * | binge   | {binge}:day:<YYYY-MM-DD>             | set    | users who binged that day (third complete on that day)       | day end + R        |
+ * | binge   | {binge}:stream                       | stream | one entry per newly detected (user, day): user, day, ts      | MAXLEN ~ 100k      |
+ * | binge   | {binge}:completes:<user_id>          | zset   | the user's recent video_complete (member = event hash, score = ts) | R + 4 h after last write |
+ * | dedup   | {dedup}:minute:<bucket>              | set    | 8-byte hashes of the event_ids applied in that event-time minute | dedupe window after last write |
+ * | ctl     | {ctl}:offsets:<topic>                | hash   | partition → next offset applied (the source of truth)        | never              |
+ * | ctl     | {ctl}:stats                          | hash   | events, duplicates, late_minute, late_second, unparseable, batches | never        |
+ * | ctl     | {ctl}:freshness                      | hash   | last_ms (max now − received_at of the last batch), at        | never              |
+ * | alert   | {alert}:firing                       | hash   | rule → JSON {rule, since, value, threshold, message}         | never (removed when resolved) |
+ *
+ * Dedupe memory: measured 56 bytes per event_id on Redis 7.0 (a hashtable set
+ * of 8-byte members), so roughly rate × (window + the minute's arrival spread) ×
+ * 56 B: ~2 GB at 100k events/s with the 5-minute default. The lever is
+ * SPEED_DEDUPE_WINDOW_MS (or, later, sharding each minute into sets small enough
+ * for Redis' compact intset encoding).
+ *
+ * Exactness: the `cnt`, `pb`, `top` and `binge` values equal the exact values
+ * over the de-duplicated events of the covered buckets, except for a duplicate
+ * event_id arriving later than the dedupe window (counted twice here, corrected
+ * by the batch layer). `hll` values are estimates (standard error 0.81 %).
+ */
+import type { Redis } from 'ioredis';
+import type { Config } from './config';
+import { ALL, BUCKET_MS, bucketStart, dayOf, type EventType } from './contract';
+
+/** Standard error of Redis' HyperLogLog (16384 registers): 1.04 / sqrt(16384). */
+export const HLL_STANDARD_ERROR = 0.0081;
+/** Live activity windows. */
+export const LIVE_USERS_WINDOW_MS = 5 * 60_000;
+export const LIVE_SESSIONS_WINDOW_MS = 30 * 60_000;
+export const BINGE_STREAM_MAXLEN = 100_000;
+
+export type CountGranularity = 'second' | 'minute';
+export type HllGranularity = 'minute' | 'hour' | 'day';
+
+export const STAT_FIELDS = ['events', 'duplicates', 'late_minute', 'late_second', 'unparseable', 'batches'] as const;
+export type StatField = (typeof STAT_FIELDS)[number];
+export const ALERT_RULES = ['error_rate', 'throughput', 'consumer_lag', 'latency'] as const;
+export type AlertRule = (typeof ALERT_RULES)[number];
+
+export interface SpeedKeys {
+  counts(granularity: CountGranularity, bucket: number): string;
+  hll(granularity: HllGranularity, bucket: number, deviceType: string): string;
+  playback(minuteBucket: number): string;
+  topContent(hourBucket: number): string;
+  liveUsers(): string;
+  liveSessions(): string;
+  bingeDay(day: string): string;
+  bingeStream(): string;
+  bingeCompletes(userId: string): string;
+  dedupe(minuteBucket: number): string;
+  offsets(topic: string): string;
+  stats(): string;
+  freshness(): string;
+  alerts(): string;
+}
+
+export function speedKeys(cfg: Config): SpeedKeys {
+  const p = cfg.redis.keyPrefix;
+  if (p.includes('{')) throw new Error(`REDIS_KEY_PREFIX must not contain "{" (it would become the hash tag): ${p}`);
+  return {
+    counts: (g, b) => `${p}{cnt}:${g}:${b}`,
+    hll: (g, b, d) => `${p}{hll}:${g}:${b}:${d}`,
+    playback: (b) => `${p}{pb}:minute:${b}`,
+    topContent: (b) => `${p}{top}:hour:${b}`,
+    liveUsers: () => `${p}{live}:users`,
+    liveSessions: () => `${p}{live}:sessions`,
+    bingeDay: (day) => `${p}{binge}:day:${day}`,
+    bingeStream: () => `${p}{binge}:stream`,
+    bingeCompletes: (u) => `${p}{binge}:completes:${u}`,
+    dedupe: (b) => `${p}{dedup}:minute:${b}`,
+    offsets: (topic) => `${p}{ctl}:offsets:${topic}`,
+    stats: () => `${p}{ctl}:stats`,
+    freshness: () => `${p}{ctl}:freshness`,
+    alerts: () => `${p}{alert}:firing`,
+  };
+}
+
+/** The hash field of a count: event_type × device_type × country, any of them `ALL`. */
+export function countField(eventType: string, deviceType: string, country: string): string {
+  // event_type and country never contain '|', so a device_type that does stays unambiguous.
+  return `${eventType}|${deviceType}|${country}`;
+}
+
+/** The 8 roll-up fields an event contributes to (each dimension as itself or ALL). */
+export function countFields(eventType: string, deviceType: string, country: string): string[] {
+  const out: string[] = [];
+  for (const t of [eventType, ALL]) for (const d of [deviceType, ALL]) for (const c of [country, ALL]) out.push(countField(t, d, c));
+  return out;
+}
+
+/** When a bucketed key of the family expires (absolute epoch ms). */
+export function expiresAt(cfg: Config, unit: keyof typeof BUCKET_MS, bucket: number): number {
+  const retention = unit === 'second' ? cfg.speed.secondRetentionMs : cfg.speed.retentionMs;
+  return bucket + BUCKET_MS[unit] + retention;
+}
+
+/** Whether the speed layer still holds the bucket (its key has not expired by design). */
+export function covered(cfg: Config, unit: keyof typeof BUCKET_MS, bucket: number, now: number): boolean {
+  return expiresAt(cfg, unit, bucket) > now;
+}
+
+function bucketsOf(unit: keyof typeof BUCKET_MS, from: number, to: number): number[] {
+  const out: number[] = [];
+  for (let b = bucketStart(from, unit); b < to; b += BUCKET_MS[unit]) out.push(b);
+  return out;
+}
+
+const MAX_BUCKETS_PER_READ = 20_000;
+function checkRange(unit: keyof typeof BUCKET_MS, from: number, to: number): void {
+  if (!(to > from)) throw new RangeError(`empty range [${from}, ${to})`);
+  if ((to - from) / BUCKET_MS[unit] > MAX_BUCKETS_PER_READ) throw new RangeError(`range spans more than ${MAX_BUCKETS_PER_READ} ${unit} buckets`);
+}
+
+export interface BucketValue {
+  /** Bucket start, epoch ms. */
+  bucket: number;
+  /** Null when the bucket is not covered (expired by retention): unknown, not zero. */
+  value: number | null;
+  covered: boolean;
+}
+
+/** Event counts per bucket in [from, to) for one combination of dimensions (omitted = ALL). */
+export async function readEventCounts(
+  redis: Redis,
+  cfg: Config,
+  q: { granularity: CountGranularity; from: number; to: number; eventType?: EventType; deviceType?: string; country?: string },
+  now = Date.now(),
+): Promise<BucketValue[]> {
+  checkRange(q.granularity, q.from, q.to);
+  const keys = speedKeys(cfg);
+  const field = countField(q.eventType ?? ALL, q.deviceType ?? ALL, q.country ?? ALL);
+  const buckets = bucketsOf(q.granularity, q.from, q.to);
+  const pipe = redis.pipeline();
+  for (const b of buckets) pipe.hget(keys.counts(q.granularity, b), field);
+  const res = await execOrThrow(pipe);
+  return buckets.map((bucket, i) => {
+    const isCovered = covered(cfg, q.granularity, bucket, now);
+    return { bucket, covered: isCovered, value: isCovered ? Number(res[i] ?? 0) : null };
+  });
+}
+
+/** Every count field of one bucket (the full cross and all roll-ups), e.g. for a breakdown table. */
+export async function readCountBreakdown(redis: Redis, cfg: Config, granularity: CountGranularity, bucket: number): Promise<Record<string, number>> {
+  const raw = await redis.hgetall(speedKeys(cfg).counts(granularity, bucketStart(bucket, granularity)));
+  return Object.fromEntries(Object.entries(raw).map(([k, v]) => [k, Number(v)]));
+}
+
+export interface Estimate {
+  value: number;
+  /** Relative standard error of the estimate (HyperLogLog). */
+  relativeStandardError: number;
+  exact: false;
+}
+
+/**
+ * Distinct users per bucket in [from, to), and distinct users over the whole
+ * range (an HLL union, not a sum). `deviceType` omitted = all devices.
+ */
+export async function readActiveUsers(
+  redis: Redis,
+  cfg: Config,
+  q: { granularity: HllGranularity; from: number; to: number; deviceType?: string },
+  now = Date.now(),
+): Promise<{ buckets: Array<BucketValue & { relativeStandardError: number }>; distinct: Estimate | null }> {
+  checkRange(q.granularity, q.from, q.to);
+  const keys = speedKeys(cfg);
+  const buckets = bucketsOf(q.granularity, q.from, q.to);
+  const bucketKeys = buckets.map((b) => keys.hll(q.granularity, b, q.deviceType ?? ALL));
+  const pipe = redis.pipeline();
+  for (const k of bucketKeys) pipe.pfcount(k);
+  const res = await execOrThrow(pipe);
+  const coveredKeys = bucketKeys.filter((_, i) => covered(cfg, q.granularity, buckets[i], now));
+  const union = coveredKeys.length > 0 ? await redis.pfcount(...coveredKeys) : null;
+  return {
+    buckets: buckets.map((bucket, i) => {
+      const isCovered = covered(cfg, q.granularity, bucket, now);
+      return { bucket, covered: isCovered, value: isCovered ? Number(res[i]) : null, relativeStandardError: HLL_STANDARD_ERROR };
+    }),
+    distinct: union === null ? null : { value: union, relativeStandardError: HLL_STANDARD_ERROR, exact: false },
+  };
+}
+
+export interface Playback {
+  bucket: number;
+  covered: boolean;
+  plays: number;
+  pauses: number;
+  completes: number;
+  rebuffers: number;
+  /** pauses / plays; null when plays = 0 (METRICS.md). */
+  pauseRate: number | null;
+  completionRate: number | null;
+}
+
+export const PLAYBACK_FIELDS = { video_play: 'plays', video_pause: 'pauses', video_complete: 'completes', rebuffer: 'rebuffers' } as const;
+
+/** Playback counters per minute in [from, to). */
+export async function readPlayback(redis: Redis, cfg: Config, q: { from: number; to: number }, now = Date.now()): Promise<Playback[]> {
+  checkRange('minute', q.from, q.to);
+  const keys = speedKeys(cfg);
+  const buckets = bucketsOf('minute', q.from, q.to);
+  const pipe = redis.pipeline();
+  for (const b of buckets) pipe.hmget(keys.playback(b), 'plays', 'pauses', 'completes', 'rebuffers');
+  const res = (await execOrThrow(pipe)) as Array<Array<string | null>>;
+  return buckets.map((bucket, i) => {
+    const [plays, pauses, completes, rebuffers] = res[i].map((v) => Number(v ?? 0));
+    return {
+      bucket,
+      covered: covered(cfg, 'minute', bucket, now),
+      plays,
+      pauses,
+      completes,
+      rebuffers,
+      pauseRate: plays === 0 ? null : pauses / plays,
+      completionRate: plays === 0 ? null : completes / plays,
+    };
+  });
+}
+
+/** content_id ranked by plays in the hour containing `hour` (ties: content_id descending, Redis' order). */
+export async function readTopContent(redis: Redis, cfg: Config, q: { hour: number; limit?: number }): Promise<Array<{ contentId: string; plays: number }>> {
+  const flat = await redis.zrevrange(speedKeys(cfg).topContent(bucketStart(q.hour, 'hour')), 0, (q.limit ?? 10) - 1, 'WITHSCORES');
+  const out: Array<{ contentId: string; plays: number }> = [];
+  for (let i = 0; i < flat.length; i += 2) out.push({ contentId: flat[i], plays: Number(flat[i + 1]) });
+  return out;
+}
+
+/** Users with an event in the last 5 minutes and sessions with an event in the last 30 minutes (by event time). */
+export async function readLive(redis: Redis, cfg: Config, now = Date.now()): Promise<{ activeUsers5m: number; openSessions30m: number; at: number }> {
+  const keys = speedKeys(cfg);
+  const [users, sessions] = await Promise.all([
+    redis.zcount(keys.liveUsers(), now - LIVE_USERS_WINDOW_MS, '+inf'),
+    redis.zcount(keys.liveSessions(), now - LIVE_SESSIONS_WINDOW_MS, '+inf'),
+  ]);
+  return { activeUsers5m: users, openSessions30m: sessions, at: now };
+}
+
+/** Users detected binging on a day (`YYYY-MM-DD` or any ms within it). */
+export async function readBinge(redis: Redis, cfg: Config, day: string | number): Promise<{ day: string; count: number; users: string[] }> {
+  const d = typeof day === 'number' ? dayOf(day) : day;
+  const users = (await redis.smembers(speedKeys(cfg).bingeDay(d))).sort();
+  return { day: d, count: users.length, users };
+}
+
+export interface BingeNotice {
+  id: string;
+  userId: string;
+  day: string;
+  /** ts of the third complete. */
+  ts: number;
+}
+
+/** The latest binge notices, newest first. */
+export async function readBingeStream(redis: Redis, cfg: Config, count = 100): Promise<BingeNotice[]> {
+  const entries = await redis.xrevrange(speedKeys(cfg).bingeStream(), '+', '-', 'COUNT', count);
+  return entries.map(([id, fields]) => {
+    const f: Record<string, string> = {};
+    for (let i = 0; i < fields.length; i += 2) f[fields[i]] = fields[i + 1];
+    return { id, userId: f.user, day: f.day, ts: Number(f.ts) };
+  });
+}
+
+export interface Alert {
+  rule: AlertRule;
+  /** When it started firing (epoch ms). */
+  since: number;
+  value: number;
+  threshold: number;
+  message: string;
+}
+
+/** Alerts firing now. */
+export async function readAlerts(redis: Redis, cfg: Config): Promise<Alert[]> {
+  const raw = await redis.hgetall(speedKeys(cfg).alerts());
+  return Object.values(raw)
+    .map((v) => JSON.parse(v) as Alert)
+    .sort((a, b) => a.rule.localeCompare(b.rule));
+}
+
+/** now − received_at of the newest applied batch, and when it was applied; null before the first batch. */
+export async function readFreshness(redis: Redis, cfg: Config): Promise<{ lastMs: number; at: number } | null> {
+  const raw = await redis.hmget(speedKeys(cfg).freshness(), 'last_ms', 'at');
+  if (raw[0] === null || raw[1] === null) return null;
+  return { lastMs: Number(raw[0]), at: Number(raw[1]) };
+}
+
+/** Next offset to apply, per partition of a topic (events before it are in Redis). */
+export async function readOffsets(redis: Redis, cfg: Config, topic = cfg.kafka.rawTopic): Promise<Record<number, number>> {
+  const raw = await redis.hgetall(speedKeys(cfg).offsets(topic));
+  return Object.fromEntries(Object.entries(raw).map(([p, o]) => [Number(p), Number(o)]));
+}
+
+/** Cumulative speed-layer counters (events applied, duplicates skipped, late, unparseable, batches). */
+export async function readStats(redis: Redis, cfg: Config): Promise<Record<StatField, number>> {
+  const raw = await redis.hmget(speedKeys(cfg).stats(), ...STAT_FIELDS);
+  return Object.fromEntries(STAT_FIELDS.map((f, i) => [f, Number(raw[i] ?? 0)])) as Record<StatField, number>;
+}
+
+async function execOrThrow(pipe: ReturnType<Redis['pipeline']>): Promise<unknown[]> {
+  const res = await pipe.exec();
+  if (!res) throw new Error('redis pipeline returned nothing');
+  return res.map(([err, v]) => {
+    if (err) throw err;
+    return v;
+  });
+}

@@ -1,0 +1,311 @@
+/**
+ * The one atomic Redis step per batch. A generic Lua script runs a list of
+ * operations built here from the fold, guarded by the partition's stored
+ * offset (exactly-once effects) and by the cross-batch event_id dedupe.
+ *
+ * Key names come from common/speed-keys.ts and travel in KEYS, so the script
+ * never re-derives them.
+ */
+import type { Redis } from 'ioredis';
+import type { Config } from '../common/config';
+import { BINGE_WINDOW_MS, bucketStart } from '../common/contract';
+import { BINGE_STREAM_MAXLEN, expiresAt, LIVE_SESSIONS_WINDOW_MS, LIVE_USERS_WINDOW_MS, speedKeys, type SpeedKeys } from '../common/speed-keys';
+import { bingeDays } from './binge';
+import type { Fold } from './fold';
+
+/*
+ * ARGV: partition, first offset, next offset, binge stream MAXLEN, then operations, each as
+ *   code, KEYS index, expire-at ms (0 = leave), n, n arguments.
+ * Codes: D dedupe (base index, packed 8-byte hashes), I HINCRBY (field, by)…,
+ * W HSET (field, value)…, P PFADD members…, Z ZINCRBY (member, by)…,
+ * G ZADD GT (score, member)…, T trim a zset below a score, B binge (stream
+ * KEYS index, then (user, day, ts)…: SADD to the day's set and XADD when new).
+ *
+ * Returns {'applied'} | {'skipped', stored} | {'partial', stored} |
+ * {'duplicates', i…} (indexes into the batch's dedupe hashes already seen; nothing written).
+ */
+const SCRIPT = `
+local offsets = KEYS[1]
+local partition = ARGV[1]
+local first = tonumber(ARGV[2])
+local nxt = tonumber(ARGV[3])
+local stored = redis.call('HGET', offsets, partition)
+if stored then
+  local s = tonumber(stored)
+  if s >= nxt then return {'skipped', stored} end
+  if s > first then return {'partial', stored} end
+end
+
+local function each_op(fn)
+  local i = 5
+  local total = #ARGV
+  while i <= total do
+    local n = tonumber(ARGV[i + 3])
+    fn(ARGV[i], KEYS[tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2]), i + 4, n)
+    i = i + 4 + n
+  end
+end
+
+-- Lua's unpack is limited to a few thousand values: call in chunks.
+local CHUNK = 1000
+local function chunked(list, fn)
+  for c = 1, #list, CHUNK do
+    fn(unpack(list, c, math.min(c + CHUNK - 1, #list)))
+  end
+end
+local function split8(packed)
+  local out = {}
+  for j = 1, #packed, 8 do out[#out + 1] = string.sub(packed, j, j + 7) end
+  return out
+end
+local function slice(a, n)
+  local out = {}
+  for j = a, a + n - 1 do out[#out + 1] = ARGV[j] end
+  return out
+end
+
+local dups = {'duplicates'}
+each_op(function(code, key, exp, a, n)
+  if code == 'D' then
+    local base = tonumber(ARGV[a])
+    local members = split8(ARGV[a + 1])
+    local offset = 0
+    chunked(members, function(...)
+      local r = redis.call('SMISMEMBER', key, ...)
+      for m = 1, #r do
+        if r[m] == 1 then dups[#dups + 1] = base + offset + m - 1 end
+      end
+      offset = offset + #r
+    end)
+  end
+end)
+if #dups > 1 then return dups end
+
+each_op(function(code, key, exp, a, n)
+  if code == 'D' then
+    chunked(split8(ARGV[a + 1]), function(...) redis.call('SADD', key, ...) end)
+  elseif code == 'I' then
+    for j = a, a + n - 1, 2 do redis.call('HINCRBY', key, ARGV[j], ARGV[j + 1]) end
+  elseif code == 'W' then
+    chunked(slice(a, n), function(...) redis.call('HSET', key, ...) end)
+  elseif code == 'P' then
+    chunked(slice(a, n), function(...) redis.call('PFADD', key, ...) end)
+  elseif code == 'Z' then
+    for j = a, a + n - 1, 2 do redis.call('ZINCRBY', key, ARGV[j + 1], ARGV[j]) end
+  elseif code == 'G' then
+    chunked(slice(a, n), function(...) redis.call('ZADD', key, 'GT', ...) end)
+  elseif code == 'T' then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. ARGV[a])
+  elseif code == 'B' then
+    local stream = KEYS[tonumber(ARGV[a])]
+    for j = a + 1, a + n - 1, 3 do
+      if redis.call('SADD', key, ARGV[j]) == 1 then
+        redis.call('XADD', stream, 'MAXLEN', '~', ARGV[4], '*', 'user', ARGV[j], 'day', ARGV[j + 1], 'ts', ARGV[j + 2])
+      end
+    end
+  end
+  if exp > 0 then redis.call('PEXPIREAT', key, exp) end
+end)
+redis.call('HSET', offsets, partition, ARGV[3])
+return {'applied'}
+`;
+
+export type ApplyResult =
+  | { status: 'applied' }
+  | { status: 'skipped'; stored: number }
+  | { status: 'partial'; stored: number }
+  | { status: 'duplicates'; hashes: string[] };
+
+export interface BingeDetection {
+  userId: string;
+  day: string;
+  /** ts of the third complete. */
+  ts: number;
+}
+
+export interface ApplyRequest {
+  topic: string;
+  partition: number;
+  /** Offset of the first message the fold covers, and the one after its last. */
+  firstOffset: number;
+  nextOffset: number;
+  now: number;
+  fold: Fold;
+  binges: BingeDetection[];
+  /** Messages of the batch that could not be read as an EventRecord. */
+  unparseable: number;
+  /** Duplicates found against earlier batches (added to the fold's in-batch ones). */
+  crossBatchDuplicates: number;
+  /** max(now − received_at) over the batch, or null when it had no events. */
+  freshnessMs: number | null;
+}
+
+/** Builds the KEYS/ARGV of one script call. */
+class Plan {
+  readonly keys: string[] = [];
+  readonly args: Array<string | Buffer> = [];
+  private readonly index = new Map<string, number>();
+
+  key(name: string): number {
+    let i = this.index.get(name);
+    if (i === undefined) {
+      this.keys.push(name);
+      i = this.keys.length;
+      this.index.set(name, i);
+    }
+    return i;
+  }
+
+  op(code: string, key: string, expireAt: number, args: Array<string | number | Buffer>): void {
+    if (args.length === 0) return;
+    this.args.push(code, String(this.key(key)), String(expireAt), String(args.length));
+    for (const a of args) this.args.push(typeof a === 'number' ? String(a) : a);
+  }
+}
+
+function pairs<K, V>(m: Map<K, V>, fmt: (k: K, v: V) => Array<string | number>): Array<string | number> {
+  const out: Array<string | number> = [];
+  for (const [k, v] of m) out.push(...fmt(k, v));
+  return out;
+}
+
+export interface BuiltPlan {
+  keys: string[];
+  args: Array<string | Buffer>;
+  /** The dedupe hashes in the order the script indexes them. */
+  dedupeHashes: string[];
+}
+
+export function buildPlan(cfg: Config, keys: SpeedKeys, req: ApplyRequest): BuiltPlan {
+  const { fold, now } = req;
+  const plan = new Plan();
+  plan.key(keys.offsets(req.topic)); // KEYS[1]
+  plan.args.push(String(req.partition), String(req.firstOffset), String(req.nextOffset), String(BINGE_STREAM_MAXLEN));
+
+  const dedupeHashes: string[] = [];
+  for (const [minute, hashes] of fold.dedupe) {
+    const packed = Buffer.from(hashes.join(''), 'hex');
+    plan.op('D', keys.dedupe(minute), now + cfg.speed.dedupeWindowMs, [dedupeHashes.length, packed]);
+    dedupeHashes.push(...hashes);
+  }
+  for (const g of ['second', 'minute'] as const) {
+    for (const [bucket, fields] of fold.counts[g]) {
+      plan.op('I', keys.counts(g, bucket), expiresAt(cfg, g, bucket), pairs(fields, (f, n) => [f, n]));
+    }
+  }
+  for (const g of ['minute', 'hour', 'day'] as const) {
+    for (const [bucket, byDevice] of fold.users[g]) {
+      for (const [device, users] of byDevice) plan.op('P', keys.hll(g, bucket, device), expiresAt(cfg, g, bucket), [...users]);
+    }
+  }
+  for (const [minute, counters] of fold.playback) {
+    plan.op('I', keys.playback(minute), expiresAt(cfg, 'minute', minute), Object.entries(counters).flat() as Array<string | number>);
+  }
+  for (const [hour, plays] of fold.topContent) {
+    plan.op('Z', keys.topContent(hour), expiresAt(cfg, 'hour', hour), pairs(plays, (c, n) => [c, n]));
+  }
+  if (fold.liveUsers.size > 0) {
+    plan.op('G', keys.liveUsers(), now + LIVE_USERS_WINDOW_MS, pairs(fold.liveUsers, (u, ts) => [ts, u]));
+  }
+  plan.op('T', keys.liveUsers(), 0, [now - LIVE_USERS_WINDOW_MS]);
+  if (fold.liveSessions.size > 0) {
+    plan.op('G', keys.liveSessions(), now + LIVE_SESSIONS_WINDOW_MS, pairs(fold.liveSessions, (s, ts) => [ts, s]));
+  }
+  plan.op('T', keys.liveSessions(), 0, [now - LIVE_SESSIONS_WINDOW_MS]);
+
+  const historyTtl = cfg.speed.retentionMs + BINGE_WINDOW_MS;
+  for (const [user, completes] of fold.completes) {
+    const key = keys.bingeCompletes(user);
+    plan.op('G', key, now + historyTtl, completes.flatMap((c) => [c.ts, c.hash]));
+    plan.op('T', key, 0, [now - historyTtl]);
+  }
+  const byDay = new Map<string, BingeDetection[]>();
+  for (const b of req.binges) child(byDay, b.day).push(b);
+  for (const [day, list] of byDay) {
+    const dayStart = Date.parse(`${day}T00:00:00Z`);
+    plan.op('B', keys.bingeDay(day), expiresAt(cfg, 'day', dayStart), [plan.key(keys.bingeStream()), ...list.flatMap((b) => [b.userId, b.day, b.ts])]);
+  }
+
+  const stats: Array<string | number> = ['batches', 1];
+  const add = (field: string, n: number): void => {
+    if (n > 0) stats.push(field, n);
+  };
+  add('events', fold.events);
+  add('duplicates', fold.duplicates + req.crossBatchDuplicates);
+  add('late_minute', fold.lateMinute);
+  add('late_second', fold.lateSecond);
+  add('unparseable', req.unparseable);
+  plan.op('I', keys.stats(), 0, stats);
+  if (req.freshnessMs !== null) plan.op('W', keys.freshness(), 0, ['last_ms', req.freshnessMs, 'at', now]);
+
+  return { keys: plan.keys, args: plan.args, dedupeHashes };
+}
+
+function child<K, V>(m: Map<K, V[]>, k: K): V[] {
+  let v = m.get(k);
+  if (!v) m.set(k, (v = []));
+  return v;
+}
+
+/**
+ * Binge detections the batch's completes produce, given each user's recent
+ * completes already in Redis. Days whose set would already have expired are left out.
+ */
+export async function detectBinges(redis: Redis, cfg: Config, keys: SpeedKeys, fold: Fold, now: number): Promise<BingeDetection[]> {
+  if (fold.completes.size === 0) return [];
+  const users = [...fold.completes.keys()];
+  const pipe = redis.pipeline();
+  for (const u of users) {
+    const fresh = fold.completes.get(u)!;
+    const lo = Math.min(...fresh.map((c) => c.ts)) - BINGE_WINDOW_MS;
+    const hi = Math.max(...fresh.map((c) => c.ts)) + BINGE_WINDOW_MS;
+    pipe.zrangebyscore(keys.bingeCompletes(u), lo, hi, 'WITHSCORES');
+  }
+  const res = await pipe.exec();
+  const out: BingeDetection[] = [];
+  users.forEach((userId, i) => {
+    const [err, flat] = res![i] as [Error | null, string[]];
+    if (err) throw err;
+    const byHash = new Map<string, number>();
+    for (let j = 0; j < flat.length; j += 2) byHash.set(flat[j], Number(flat[j + 1]));
+    for (const c of fold.completes.get(userId)!) byHash.set(c.hash, c.ts);
+    for (const [day, ts] of bingeDays([...byHash.values()])) {
+      if (expiresAt(cfg, 'day', bucketStart(ts, 'day')) > now) out.push({ userId, day, ts });
+    }
+  });
+  return out;
+}
+
+export class RedisApplier {
+  private sha: string | undefined;
+  readonly keys: SpeedKeys;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly cfg: Config,
+  ) {
+    this.keys = speedKeys(cfg);
+  }
+
+  async apply(req: ApplyRequest): Promise<ApplyResult> {
+    const plan = buildPlan(this.cfg, this.keys, req);
+    const raw = (await this.run(plan.keys, plan.args)) as Array<string | number>;
+    const status = raw[0];
+    if (status === 'applied') return { status };
+    if (status === 'skipped' || status === 'partial') return { status, stored: Number(raw[1]) };
+    if (status === 'duplicates') return { status, hashes: raw.slice(1).map((i) => plan.dedupeHashes[Number(i)]) };
+    throw new Error(`unexpected reply from the apply script: ${JSON.stringify(raw)}`);
+  }
+
+  private async run(keys: string[], args: Array<string | Buffer>): Promise<unknown> {
+    this.sha ??= (await this.redis.script('LOAD', SCRIPT)) as string;
+    try {
+      return await this.redis.evalsha(this.sha, keys.length, ...keys, ...args);
+    } catch (err) {
+      // A Redis restart (or SCRIPT FLUSH) forgets loaded scripts.
+      if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err;
+      this.sha = (await this.redis.script('LOAD', SCRIPT)) as string;
+      return this.redis.evalsha(this.sha, keys.length, ...keys, ...args);
+    }
+  }
+}

@@ -1,0 +1,308 @@
+/**
+ * The speed layer's Kafka consumer: group cfg.kafka.speedGroup on events.raw,
+ * one atomic Redis step per batch (apply.ts), offsets kept in Redis.
+ *
+ * Redis is the source of truth of what was applied. On every assignment the
+ * consumer seeks to the offsets stored there; Kafka commits follow each apply
+ * only so that lag is visible to the usual tools. A batch is never resolved
+ * before Redis took it: while Redis is unreachable the batch is retried with
+ * backoff (heartbeating, so the group keeps the partition) and nothing advances.
+ */
+import type { Redis } from 'ioredis';
+import type { Consumer, EachBatchPayload, Kafka } from 'kafkajs';
+import type { Config } from '../common/config';
+import { EVENT_TYPES, type EventRecord } from '../common/contract';
+import type { Logger } from '../common/log';
+import { logger } from '../common/log';
+import { readOffsets } from '../common/speed-keys';
+import { detectBinges, RedisApplier, type ApplyResult } from './apply';
+import { eventIdHash, foldEvents, type Fold } from './fold';
+import type { SpeedMetrics } from './metrics';
+
+const KNOWN_TYPES = new Set<string>(EVENT_TYPES);
+
+/**
+ * The EventRecord a message carries, or null when it is not one (the collector
+ * only writes valid records, but a foreign producer or a corrupted message must
+ * not stop the partition).
+ */
+export function parseRecord(value: Buffer | null): EventRecord | null {
+  if (value === null) return null;
+  let v: unknown;
+  try {
+    v = JSON.parse(value.toString('utf8'));
+  } catch {
+    return null;
+  }
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) return null;
+  const r = v as Record<string, unknown>;
+  const nonEmpty = (x: unknown): x is string => typeof x === 'string' && x !== '';
+  const optional = (x: unknown): x is string | null | undefined => x === undefined || x === null || typeof x === 'string';
+  if (
+    !nonEmpty(r.event_id) ||
+    !nonEmpty(r.user_id) ||
+    typeof r.event_type !== 'string' ||
+    !KNOWN_TYPES.has(r.event_type) ||
+    !Number.isSafeInteger(r.ts) ||
+    !nonEmpty(r.device_type) ||
+    !nonEmpty(r.country) ||
+    !optional(r.session_id) ||
+    !optional(r.content_id)
+  ) {
+    return null;
+  }
+  const rec = r as unknown as EventRecord;
+  rec.session_id ??= null;
+  rec.content_id ??= null;
+  return rec;
+}
+
+interface Entry {
+  offset: number;
+  record: EventRecord | null;
+}
+
+export interface SpeedConsumerOptions {
+  cfg: Config;
+  kafka: Kafka;
+  redis: Redis;
+  metrics: SpeedMetrics;
+  log?: Logger;
+  /**
+   * Seek to Redis' offsets on assignment (default). Only tests turn it off, to
+   * prove that redelivered batches are skipped by the apply script itself.
+   */
+  seekOnAssign?: boolean;
+}
+
+export class SpeedConsumer {
+  private readonly cfg: Config;
+  private readonly redis: Redis;
+  private readonly metrics: SpeedMetrics;
+  private readonly log: Logger;
+  private readonly applier: RedisApplier;
+  private readonly consumer: Consumer;
+  /** partition → next offset known to be applied in Redis (a hint; the script has the last word). */
+  private readonly applied = new Map<number, number>();
+  private crashed: Error | null = null;
+  private stopping = false;
+  private readonly seekOnAssign: boolean;
+
+  constructor(opts: SpeedConsumerOptions) {
+    this.cfg = opts.cfg;
+    this.redis = opts.redis;
+    this.metrics = opts.metrics;
+    this.log = opts.log ?? logger('speed-consumer');
+    this.applier = new RedisApplier(opts.redis, opts.cfg);
+    this.seekOnAssign = opts.seekOnAssign ?? true;
+    this.consumer = opts.kafka.consumer({
+      groupId: opts.cfg.kafka.speedGroup,
+      maxBytesPerPartition: opts.cfg.speed.maxBytesPerPartition,
+      sessionTimeout: opts.cfg.speed.sessionTimeoutMs,
+      heartbeatInterval: Math.min(3000, Math.floor(opts.cfg.speed.sessionTimeoutMs / 3)),
+      retry: { initialRetryTime: 300, retries: 10 },
+    });
+  }
+
+  /** Health: the consumer has not crashed for good. */
+  get healthy(): boolean {
+    return this.crashed === null;
+  }
+
+  async start(): Promise<void> {
+    const { consumer, cfg } = this;
+    const topic = cfg.kafka.rawTopic;
+    consumer.on(consumer.events.GROUP_JOIN, (e) => {
+      const partitions = e.payload.memberAssignment[topic] ?? [];
+      this.log.info({ partitions, groupId: e.payload.groupId }, 'assigned partitions');
+      if (this.seekOnAssign) void this.seekToStoredOffsets(partitions);
+    });
+    consumer.on(consumer.events.CRASH, (e) => {
+      if (e.payload.restart) {
+        this.log.warn({ err: e.payload.error?.message }, 'consumer crashed; kafkajs restarts it');
+      } else {
+        this.crashed = e.payload.error;
+        this.log.error({ err: e.payload.error?.message }, 'consumer crashed and will not restart');
+      }
+    });
+    await consumer.connect();
+    await consumer.subscribe({ topic, fromBeginning: cfg.speed.fromBeginning });
+    await consumer.run({
+      autoCommit: false,
+      eachBatchAutoResolve: false,
+      partitionsConsumedConcurrently: cfg.speed.partitionsConsumedConcurrently,
+      eachBatch: (payload) => this.handleBatch(payload),
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    await this.consumer.disconnect();
+  }
+
+  /** Seek to Redis' offsets; runs after consumer.run, on every (re)assignment. */
+  private async seekToStoredOffsets(partitions: number[]): Promise<void> {
+    const topic = this.cfg.kafka.rawTopic;
+    for (let attempt = 0; !this.stopping; attempt++) {
+      try {
+        const stored = await readOffsets(this.redis, this.cfg, topic);
+        for (const partition of partitions) {
+          const offset = stored[partition];
+          if (offset === undefined) {
+            this.applied.delete(partition);
+            continue;
+          }
+          this.applied.set(partition, offset);
+          this.consumer.seek({ topic, partition, offset: String(offset) });
+        }
+        this.log.info({ stored, partitions }, 'seeked to the offsets stored in Redis');
+        return;
+      } catch (err) {
+        // Not fatal for exactness (the apply script checks the stored offset); retried to avoid re-reading.
+        this.log.warn({ err: (err as Error).message, attempt }, 'could not read stored offsets; retrying');
+        await sleep(Math.min(200 * 2 ** attempt, this.cfg.speed.maxRetryBackoffMs));
+      }
+    }
+  }
+
+  private async handleBatch(p: EachBatchPayload): Promise<void> {
+    const { batch } = p;
+    if (batch.isEmpty()) return;
+    const { topic, partition } = batch;
+    this.metrics.consumed.inc(batch.messages.length);
+    const entries: Entry[] = batch.messages.map((m) => {
+      const record = parseRecord(m.value);
+      if (record === null) {
+        this.log.warn({ topic, partition, offset: m.offset, bytes: m.value?.length ?? 0 }, 'skipping a message that is not an EventRecord');
+      }
+      return { offset: Number(m.offset), record };
+    });
+    const lastOffset = entries[entries.length - 1].offset;
+    const crossBatchDuplicates = new Set<string>();
+    let backoff = 100;
+    let failures = 0;
+    let commitAt = lastOffset + 1;
+
+    for (;;) {
+      if (!p.isRunning() || p.isStale()) return; // not resolved: redelivered or re-seeked, never dropped
+      const known = this.applied.get(partition) ?? -1;
+      const pending = entries.filter((e) => e.offset >= known);
+      if (pending.length === 0) {
+        commitAt = Math.max(commitAt, known);
+        break;
+      }
+      const started = process.hrtime.bigint();
+      let outcome: ApplyResult;
+      let fold: Fold;
+      let dupCount: number;
+      try {
+        // A step that times out may still run later: harmless, the offset guard makes the retry a skip.
+        ({ outcome, fold, dupCount } = await withTimeout(
+          this.applyOnce(topic, partition, pending, lastOffset + 1, crossBatchDuplicates),
+          this.cfg.speed.redisTimeoutMs,
+        ));
+      } catch (err) {
+        failures += 1;
+        this.metrics.applyFailures.inc();
+        this.metrics.batches.inc({ result: 'failed' });
+        this.log.error({ err: (err as Error).message, topic, partition, firstOffset: pending[0].offset, failures, retryInMs: backoff }, 'redis step failed; retrying the batch');
+        await sleep(backoff);
+        backoff = Math.min(backoff * 2, this.cfg.speed.maxRetryBackoffMs);
+        await p.heartbeat();
+        continue;
+      }
+      this.metrics.batches.inc({ result: outcome.status });
+      if (outcome.status === 'duplicates') {
+        for (const h of outcome.hashes) crossBatchDuplicates.add(h);
+        continue;
+      }
+      if (outcome.status === 'partial') {
+        this.applied.set(partition, outcome.stored);
+        continue;
+      }
+      if (outcome.status === 'skipped') {
+        this.applied.set(partition, outcome.stored);
+        commitAt = Math.max(commitAt, outcome.stored);
+        if (outcome.stored > lastOffset + 1) this.consumer.seek({ topic, partition, offset: String(outcome.stored) });
+        break;
+      }
+      this.applied.set(partition, lastOffset + 1);
+      this.observeApplied(fold, dupCount, pending, started);
+      if (failures > 0) this.log.info({ topic, partition, failures }, 'redis step succeeded after retries');
+      break;
+    }
+    p.resolveOffset(String(lastOffset));
+    this.metrics.lag.set({ partition: String(partition) }, Number(batch.offsetLag()));
+    try {
+      await p.commitOffsetsIfNecessary({ topics: [{ topic, partitions: [{ partition, offset: String(commitAt) }] }] });
+    } catch (err) {
+      // Redis holds the truth; a missed commit only makes Kafka's lag look larger until the next one.
+      this.log.warn({ err: (err as Error).message, topic, partition }, 'kafka offset commit failed');
+    }
+    await p.heartbeat();
+  }
+
+  private async applyOnce(topic: string, partition: number, pending: Entry[], nextOffset: number, crossBatchDuplicates: Set<string>) {
+    const now = Date.now();
+    const inputs = [];
+    let dupCount = 0;
+    let unparseable = 0;
+    let oldestReceived = Infinity;
+    for (const e of pending) {
+      if (e.record === null) {
+        unparseable += 1;
+        continue;
+      }
+      const hash = eventIdHash(e.record.event_id);
+      if (crossBatchDuplicates.has(hash)) {
+        dupCount += 1;
+        continue;
+      }
+      inputs.push({ record: e.record, hash });
+      if (typeof e.record.received_at === 'number' && e.record.received_at < oldestReceived) oldestReceived = e.record.received_at;
+    }
+    const fold = foldEvents(inputs, { now, secondRetentionMs: this.cfg.speed.secondRetentionMs, retentionMs: this.cfg.speed.retentionMs });
+    const binges = await detectBinges(this.redis, this.cfg, this.applier.keys, fold, now);
+    const outcome = await this.applier.apply({
+      topic,
+      partition,
+      firstOffset: pending[0].offset,
+      nextOffset,
+      now,
+      fold,
+      binges,
+      unparseable,
+      crossBatchDuplicates: dupCount,
+      freshnessMs: Number.isFinite(oldestReceived) ? Math.max(0, now - oldestReceived) : null,
+    });
+    return { outcome, fold, dupCount: dupCount + fold.duplicates, unparseable };
+  }
+
+  private observeApplied(fold: Fold, dupCount: number, pending: Entry[], started: bigint): void {
+    const m = this.metrics;
+    m.applySeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
+    m.applied.inc(fold.events);
+    if (dupCount > 0) m.duplicates.inc(dupCount);
+    if (fold.lateMinute > 0) m.late.inc({ family: 'minute' }, fold.lateMinute);
+    if (fold.lateSecond > 0) m.late.inc({ family: 'second' }, fold.lateSecond);
+    const now = Date.now();
+    let bad = 0;
+    for (const e of pending) {
+      if (e.record === null) bad += 1;
+      else if (typeof e.record.received_at === 'number') m.freshness.observe(Math.max(0, now - e.record.received_at) / 1000);
+    }
+    if (bad > 0) m.unparseable.inc(bad);
+  }
+}
+
+function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`redis step not answered within ${ms} ms`)), ms);
+  });
+  return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

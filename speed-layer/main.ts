@@ -1,0 +1,51 @@
+/**
+ * `npm run speed`: run the speed layer (events.raw → Redis) until SIGTERM/SIGINT.
+ * A SIGKILL loses nothing: Redis holds the applied offsets with the counts.
+ */
+import { Command } from 'commander';
+import { config } from '../common/config';
+import { logger } from '../common/log';
+import { startSpeedLayer } from './service';
+
+const program = new Command()
+  .name('speed')
+  .description('Consume events.raw (consumer group SPEED_GROUP) into the Redis key families of common/speed-keys.ts, exactly once.')
+  .option('--no-alerts', 'do not evaluate the alert rules in this process')
+  .addHelpText(
+    'after',
+    `
+Environment (defaults in common/config.ts):
+  SPEED_PORT                      /metrics and /health (9472; 0 = any free port)
+  SPEED_RETENTION_MS              event-time retention of the minute/hour/day families (48 h)
+  SPEED_SECOND_RETENTION_MS       ...of the per-second counts (2 h)
+  SPEED_DEDUPE_WINDOW_MS          life of an event-time minute's seen event_ids after its last write (5 min)
+  SPEED_PARTITIONS_CONCURRENCY    partitions processed at once (2)
+  SPEED_MAX_BYTES_PER_PARTITION   fetch size per partition (1 MiB)
+  SPEED_FROM_BEGINNING            a group without stored offsets starts at the earliest offset (true)
+  SPEED_REDIS_TIMEOUT_MS          a Redis step unanswered this long is retried (10 s)
+  SPEED_MAX_RETRY_BACKOFF_MS      backoff ceiling while Redis is unreachable (5 s)
+  SPEED_SESSION_TIMEOUT_MS        Kafka group session timeout (30 s; min 6 s)
+  SPEED_ALERT_INTERVAL_MS, SPEED_ALERT_WINDOW_MS, SPEED_ALERT_MAX_ERROR_RATE_PCT (5),
+  SPEED_ALERT_MIN_EVENTS_PER_SEC (0 = off), SPEED_ALERT_MAX_LAG (100000), SPEED_ALERT_MAX_LATENCY_MS (5000)
+  SPEED_GROUP, TOPIC_RAW, TOPIC_DLQ, REDIS_URL, REDIS_KEY_PREFIX, KAFKA_BROKERS`,
+  )
+  .showHelpAfterError()
+  .parse();
+
+const log = logger('speed');
+const speed = await startSpeedLayer(config(), { alerts: program.opts<{ alerts: boolean }>().alerts, defaultMetrics: true });
+let exiting = false;
+for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  process.on(signal, () => {
+    if (exiting) return;
+    exiting = true;
+    log.info({ signal }, 'stopping');
+    speed.stop().then(
+      () => process.exit(0),
+      (err: Error) => {
+        log.error({ err: err.message }, 'stop failed; unapplied batches are redelivered on restart');
+        process.exit(1);
+      },
+    );
+  });
+}

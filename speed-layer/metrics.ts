@@ -1,0 +1,34 @@
+/** Prometheus metrics of the speed layer (one registry per process, or per test). */
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+export function speedMetrics(opts: { defaults?: boolean } = {}) {
+  const registry = new Registry();
+  if (opts.defaults) collectDefaultMetrics({ register: registry });
+  const registers = [registry];
+  return {
+    registry,
+    consumed: new Counter({ name: 'speed_events_consumed_total', help: 'Messages consumed from events.raw (rate() = consumed events/s)', registers }),
+    applied: new Counter({ name: 'speed_events_applied_total', help: 'Distinct events inside the retention applied to Redis', registers }),
+    batches: new Counter({ name: 'speed_batches_total', help: 'Apply attempts by outcome', labelNames: ['result'] as const, registers }),
+    applySeconds: new Histogram({
+      name: 'speed_batch_apply_seconds',
+      help: 'Fold + atomic Redis step of one batch',
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers,
+    }),
+    freshness: new Histogram({
+      name: 'speed_freshness_seconds',
+      help: 'now − received_at when an event became visible in Redis',
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600],
+      registers,
+    }),
+    lag: new Gauge({ name: 'speed_consumer_lag', help: 'Messages of events.raw not yet applied, per partition', labelNames: ['partition'] as const, registers }),
+    late: new Counter({ name: 'speed_late_events_total', help: 'Events older than a family retention (left to the batch layer)', labelNames: ['family'] as const, registers }),
+    duplicates: new Counter({ name: 'speed_duplicates_skipped_total', help: 'Events skipped because their event_id was already applied', registers }),
+    unparseable: new Counter({ name: 'speed_unparseable_total', help: 'Messages on events.raw that are not an EventRecord (skipped)', registers }),
+    applyFailures: new Counter({ name: 'speed_apply_failures_total', help: 'Failed Redis steps (the batch is retried, not dropped)', registers }),
+    alertFiring: new Gauge({ name: 'speed_alert_firing', help: '1 while an alert rule fires', labelNames: ['rule'] as const, registers }),
+  };
+}
+
+export type SpeedMetrics = ReturnType<typeof speedMetrics>;

@@ -1,0 +1,88 @@
+/**
+ * The speed layer as one running service: the consumer, the alert evaluator and
+ * a small HTTP server with GET /metrics (Prometheus) and GET /health. Used by
+ * main.ts and, in-process, by the integration tests.
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Redis } from 'ioredis';
+import { kafkaClient, redisClient } from '../common/clients';
+import type { Config } from '../common/config';
+import { logger } from '../common/log';
+import { AlertEvaluator } from './alerts';
+import { SpeedConsumer } from './consumer';
+import { speedMetrics, type SpeedMetrics } from './metrics';
+
+const HEALTH_PROBE_MS = 1000;
+
+export interface SpeedLayer {
+  port: number;
+  metrics: SpeedMetrics;
+  consumer: SpeedConsumer;
+  alerts: AlertEvaluator | null;
+  stop(): Promise<void>;
+}
+
+export async function startSpeedLayer(cfg: Config, opts: { alerts?: boolean; redis?: Redis; defaultMetrics?: boolean; seekOnAssign?: boolean } = {}): Promise<SpeedLayer> {
+  const log = logger('speed-layer');
+  const redis = opts.redis ?? redisClient(cfg);
+  const kafka = kafkaClient(cfg, `${cfg.kafka.clientId}-speed`);
+  const metrics = speedMetrics({ defaults: opts.defaultMetrics });
+  const consumer = new SpeedConsumer({ cfg, kafka, redis, metrics, seekOnAssign: opts.seekOnAssign });
+  const admin = kafka.admin();
+  let alerts: AlertEvaluator | null = null;
+
+  const server = http.createServer((req, res) => {
+    void (async () => {
+      if (req.method === 'GET' && req.url === '/metrics') {
+        res.writeHead(200, { 'content-type': metrics.registry.contentType });
+        res.end(await metrics.registry.metrics());
+      } else if (req.method === 'GET' && req.url === '/health') {
+        // ioredis queues commands while reconnecting; a probe must answer quickly either way.
+        const redisOk = await Promise.race([
+          redis.ping().then(
+            () => true,
+            () => false,
+          ),
+          new Promise<boolean>((r) => setTimeout(() => r(false), HEALTH_PROBE_MS).unref()),
+        ]);
+        const ok = redisOk && consumer.healthy;
+        res.writeHead(ok ? 200 : 503, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ status: ok ? 'ok' : 'degraded', redis: redisOk, consumer: consumer.healthy }));
+      } else {
+        res.writeHead(404).end();
+      }
+    })().catch((err: Error) => {
+      log.warn({ err: err.message }, 'http handler failed');
+      if (!res.headersSent) res.writeHead(500);
+      res.end();
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(cfg.speed.port, cfg.speed.host, () => resolve());
+  });
+  const port = (server.address() as AddressInfo).port;
+
+  await consumer.start();
+  if (opts.alerts ?? true) {
+    await admin.connect();
+    alerts = new AlertEvaluator(cfg, redis, admin, metrics);
+    alerts.start();
+  }
+  log.info({ port, topic: cfg.kafka.rawTopic, group: cfg.kafka.speedGroup, prefix: cfg.redis.keyPrefix }, 'speed layer started');
+
+  return {
+    port,
+    metrics,
+    consumer,
+    alerts,
+    async stop() {
+      alerts?.stop();
+      await consumer.stop();
+      if (alerts) await admin.disconnect();
+      await new Promise<void>((r) => server.close(() => r()));
+      if (!opts.redis) redis.disconnect();
+    },
+  };
+}
