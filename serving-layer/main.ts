@@ -1,0 +1,21 @@
+/**
+ * `npm run serving`: the query API and the dashboard on cfg.serving.port, the
+ * batch views synced from the lake, the speed views read from Redis.
+ */
+import { config } from '../common/config';
+import { logger } from '../common/log';
+import { startServing } from './service';
+
+const log = logger('serving');
+const serving = await startServing(config(), { log });
+log.info({ url: serving.url, dashboard: `${serving.url}/`, openapi: `${serving.url}/openapi.json` }, 'serving layer listening');
+
+let stopping = false;
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'stopping');
+    void serving.stop().then(() => process.exit(0));
+  });
+}

@@ -1,0 +1,213 @@
+/**
+ * JSON Schemas of the query API: each validates a request, serialises a reply
+ * and becomes part of /openapi.json (one schema, three uses).
+ */
+import { EVENT_TYPES } from '../common/contract';
+import { CLICK_BINS, EVENT_DIMENSIONS, OBT_DIMENSIONS } from './metrics';
+
+/** Epoch milliseconds, or an ISO-8601 date / date-time (UTC unless it carries an offset). */
+export const TIME_PATTERN = '^(\\d{1,15}|\\d{4}-\\d{2}-\\d{2}(T\\d{2}:\\d{2}(:\\d{2}(\\.\\d{1,3})?)?(Z|[+-]\\d{2}:\\d{2})?)?)$';
+
+const time = (what: string) => ({ type: 'string', pattern: TIME_PATTERN, description: `${what}: epoch ms or ISO-8601 (UTC)` }) as const;
+const dimValue = (what: string) => ({ type: 'string', minLength: 1, maxLength: 128, description: `only ${what} equal to this (ALL = the roll-up)` }) as const;
+const listOf = (values: readonly string[]) => `^(${values.join('|')})(,(${values.join('|')}))*$`;
+
+export function rangeQuery(granularities: readonly string[], extra: Record<string, unknown> = {}) {
+  return {
+    type: 'object',
+    additionalProperties: false,
+    properties: {
+      from: time('start of the range (inclusive; floored to the granularity)'),
+      to: time('end of the range (exclusive)'),
+      granularity: { type: 'string', enum: granularities, default: granularities.includes('hour') ? 'hour' : granularities[0] },
+      ...extra,
+    },
+  } as const;
+}
+
+export const eventsQuery = rangeQuery(['second', 'minute', 'hour', 'day'], {
+  group_by: { type: 'string', pattern: listOf(EVENT_DIMENSIONS), description: `comma-separated: ${EVENT_DIMENSIONS.join(', ')}` },
+  event_type: { type: 'string', enum: [...EVENT_TYPES, 'ALL'] },
+  device_type: dimValue('device_type'),
+  country: dimValue('country'),
+  app_version: dimValue('app_version'),
+});
+export const activeUsersQuery = rangeQuery(['minute', 'hour', 'day'], { device_type: dimValue('device_type') });
+export const playbackQuery = rangeQuery(['minute', 'hour', 'day']);
+export const topContentQuery = rangeQuery(['hour', 'day'], { limit: { type: 'integer', minimum: 1, maximum: 100, default: 10 } });
+export const dailyQuery = rangeQuery(['day']);
+export const dailySessionsQuery = rangeQuery(['day'], {
+  device_type: dimValue('device_type'),
+  group_by: { type: 'string', enum: ['device_type'] },
+});
+export const topPathsQuery = rangeQuery(['day'], { limit: { type: 'integer', minimum: 1, maximum: 20, default: 20 } });
+export const bingeQuery = rangeQuery(['day'], { limit: { type: 'integer', minimum: 0, maximum: 1000, default: 100 } });
+export const obtQuery = rangeQuery(['day'], {
+  group_by: { type: 'string', pattern: listOf(OBT_DIMENSIONS), description: `comma-separated: ${OBT_DIMENSIONS.join(', ')}` },
+  device_type: dimValue('device_type'),
+  app_version: dimValue('app_version'),
+  country: dimValue('country'),
+});
+
+const nullableNumber = { type: ['number', 'null'] } as const;
+const count = { type: 'integer' } as const;
+
+export const valueSchemas = {
+  count: { type: ['integer', 'null'] },
+  playback: {
+    type: ['object', 'null'],
+    properties: { plays: count, pauses: count, completes: count, rebuffers: count, pause_rate: nullableNumber, completion_rate: nullableNumber },
+  },
+  topContent: {
+    type: ['object', 'null'],
+    properties: { items: { type: 'array', items: { type: 'object', properties: { content_id: { type: 'string' }, plays: count } } } },
+  },
+  sessions: {
+    type: ['object', 'null'],
+    properties: {
+      sessions: count,
+      avg_duration_ms: nullableNumber,
+      median_duration_ms: nullableNumber,
+      bounce_rate: nullableNumber,
+      avg_events_per_session: nullableNumber,
+    },
+  },
+  retention: {
+    type: ['object', 'null'],
+    properties: {
+      as_of_day: { type: ['string', 'null'] },
+      cohort_size: count,
+      retained_d1: { type: ['integer', 'null'] },
+      retained_d7: { type: ['integer', 'null'] },
+      retained_d14: { type: ['integer', 'null'] },
+      retained_d28: { type: ['integer', 'null'] },
+      churned: count,
+    },
+  },
+  clicksToPlay: {
+    type: ['object', 'null'],
+    properties: {
+      play_sessions: count,
+      no_play_sessions: count,
+      avg_clicks_to_play: nullableNumber,
+      histogram: { type: 'array', items: { type: 'object', properties: { clicks: { type: 'string', enum: [...CLICK_BINS] }, sessions: count } } },
+    },
+  },
+  topPaths: {
+    type: ['object', 'null'],
+    properties: { paths: { type: 'array', items: { type: 'object', properties: { rank: count, path: { type: 'string' }, sessions: count } } } },
+  },
+  binge: { type: ['object', 'null'], properties: { count, users: { type: 'array', items: { type: 'string' } } } },
+  obt: {
+    type: ['object', 'null'],
+    properties: { total_events: count, total_installs: count, total_views: count, total_plays: count, total_sessions: count, unique_users: count },
+  },
+} as const;
+
+const nullableInt = { type: ['integer', 'null'] } as const;
+
+export const watermarkSchema = {
+  type: 'object',
+  description: 'The batch watermark W (epoch ms, exclusive ends): buckets ending at or before W are exact (batch).',
+  properties: {
+    hourly_start: nullableInt,
+    hourly_end: nullableInt,
+    daily_start: nullableInt,
+    daily_end: nullableInt,
+    pinned_end: nullableInt,
+    lake_hourly_end: nullableInt,
+    lake_daily_end: nullableInt,
+    lake_updated_at: { type: ['string', 'null'] },
+    synced_at: nullableInt,
+    sync_error: { type: ['string', 'null'] },
+  },
+} as const;
+
+export const freshnessSchema = {
+  type: 'object',
+  description: 'How fresh the speed layer is: now − received_at of its newest applied batch, and when it was applied.',
+  properties: {
+    speed_lag_ms: nullableInt,
+    speed_applied_at: nullableInt,
+    speed_age_ms: nullableInt,
+    speed_retention_ms: count,
+    batch_lag_ms: nullableInt,
+  },
+} as const;
+
+export function mergedResponse(value: object, description: string) {
+  return {
+    type: 'object',
+    description,
+    properties: {
+      metric: { type: 'string' },
+      granularity: { type: 'string' },
+      from: count,
+      to: count,
+      boundary: { ...nullableInt, description: 'W applied to this query: buckets ending at or before it came from the batch layer' },
+      exact: { type: 'boolean', description: 'every bucket is exact (batch)' },
+      complete: { type: 'boolean', description: 'every bucket is covered by a layer' },
+      coverage: { type: 'object', properties: { batch: count, speed: count, none: count } },
+      watermark: watermarkSchema,
+      freshness: freshnessSchema,
+      series: {
+        type: 'array',
+        items: {
+          type: 'object',
+          properties: {
+            key: { type: 'object', additionalProperties: { type: 'string' }, description: 'the group-by values of this series' },
+            buckets: {
+              type: 'array',
+              items: {
+                type: 'object',
+                properties: {
+                  start: count,
+                  source: { type: 'string', enum: ['batch', 'speed', 'none'] },
+                  exact: { type: 'boolean' },
+                  covered: { type: 'boolean', description: 'false: neither layer holds this bucket; value is null (unknown, not zero)' },
+                  value,
+                  error: {
+                    type: 'object',
+                    description: 'error bound of an estimate: value ± ci95 is the 95 % interval (1.96 × relative_std_error × value)',
+                    properties: { method: { type: 'string' }, relative_std_error: { type: 'number' }, ci95: { type: 'number' } },
+                  },
+                },
+              },
+            },
+          },
+        },
+      },
+    },
+  } as const;
+}
+
+export const errorSchema = {
+  type: 'object',
+  properties: {
+    error: { type: 'string' },
+    message: { type: 'string' },
+    parameter: { type: 'string' },
+    metric: { type: 'string' },
+    known: { type: 'array', items: { type: 'string' } },
+  },
+} as const;
+
+export const alertsResponse = {
+  type: 'object',
+  properties: {
+    alerts: {
+      type: 'array',
+      items: {
+        type: 'object',
+        properties: {
+          rule: { type: 'string' },
+          layer: { type: 'string', enum: ['speed', 'serving'] },
+          since: count,
+          value: { type: 'number' },
+          threshold: { type: 'number' },
+          message: { type: 'string' },
+        },
+      },
+    },
+  },
+} as const;

@@ -1,0 +1,502 @@
+/**
+ * The query API and the dashboard. Every metric route declares its query and
+ * reply schema and which metric it wants; the batch/speed boundary is applied
+ * by `merge` alone.
+ */
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import cors from '@fastify/cors';
+import rateLimit from '@fastify/rate-limit';
+import fastifyStatic from '@fastify/static';
+import swagger from '@fastify/swagger';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { Redis } from 'ioredis';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { REPO_ROOT, type Config } from '../common/config';
+import { ALL, BUCKET_MS, bucketStart, type Granularity } from '../common/contract';
+import type { Logger } from '../common/log';
+import { readAlerts, readFreshness, readLive } from '../common/speed-keys';
+import type { BatchStore } from './batch-store';
+import { MergeError, merge, type MetricDef, type WatermarkView } from './merge';
+import {
+  activeUsersMetric,
+  bingeMetric,
+  clicksToPlayMetric,
+  dailySessionsMetric,
+  eventsMetric,
+  obtLevelError,
+  obtMetric,
+  playbackMetric,
+  retentionMetric,
+  topContentMetric,
+  topPathsMetric,
+  type BingeValue,
+  type ClicksToPlayValue,
+  type EventDimension,
+  type EventsParams,
+  type ObtDimension,
+  type ObtParams,
+  type ObtValue,
+  type PlaybackValue,
+  type RetentionValue,
+  type SessionsValue,
+  type Sources,
+  type TopContentValue,
+  type TopPathsValue,
+  type UsersParams,
+} from './metrics';
+import * as S from './schemas';
+
+export const PUBLIC_DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), 'public');
+
+export interface ServerDeps {
+  redis: Redis;
+  store: BatchStore;
+  log?: Logger;
+  now?: () => number;
+  /** Collect process metrics (off in tests that build several servers). */
+  defaultMetrics?: boolean;
+}
+
+const DEFAULT_SPAN: Record<Granularity, number> = { second: 60_000, minute: 3_600_000, hour: 86_400_000, day: 7 * 86_400_000 };
+
+function parseTime(raw: string, parameter: string): number {
+  const ms = /^\d+$/.test(raw) ? Number(raw) : Date.parse(/T.*(Z|[+-]\d{2}:\d{2})$/.test(raw) || !raw.includes('T') ? raw : `${raw}Z`);
+  if (!Number.isFinite(ms)) throw new MergeError(parameter, `${parameter} is not a valid time: ${raw}`);
+  return ms;
+}
+
+interface RangeQs {
+  from?: string;
+  to?: string;
+  granularity: Granularity;
+}
+
+function rangeOf(qs: RangeQs, now: number): { from: number; to: number } {
+  const g = qs.granularity;
+  const to = qs.to !== undefined ? parseTime(qs.to, 'to') : bucketStart(now, g) + BUCKET_MS[g];
+  const from = qs.from !== undefined ? parseTime(qs.from, 'from') : to - DEFAULT_SPAN[g];
+  return { from, to };
+}
+
+const csv = <T extends string>(s: string | undefined): T[] => (s ? ([...new Set(s.split(','))] as T[]) : []);
+
+class BatchCache {
+  private version = -1;
+  private entries = new Map<string, unknown>();
+  constructor(private readonly max = 2000) {}
+  get(version: number, key: string): unknown {
+    if (version !== this.version) {
+      this.entries.clear();
+      this.version = version;
+    }
+    return this.entries.get(key);
+  }
+  set(key: string, value: unknown): void {
+    if (this.entries.size >= this.max) this.entries.delete(this.entries.keys().next().value as string);
+    this.entries.set(key, value);
+  }
+}
+
+/**
+ * Batch views change only when a sync publishes a new version, so a batch read
+ * is cached per version: repeated dashboard queries cost a Redis round trip for
+ * their speed part and nothing for their exact part.
+ */
+function withBatchCache<P, V>(def: MetricDef<P, V>, store: BatchStore, cache: BatchCache, speedTtlMs: number): MetricDef<P, V> {
+  const withSpeed = def.speed && speedTtlMs > 0 ? { ...def, speed: withSpeedCache(def.name, def.speed, speedTtlMs) } : def;
+  if (!withSpeed.batch) return withSpeed;
+  const inner = withSpeed.batch;
+  return {
+    ...withSpeed,
+    batch: {
+      ...inner,
+      async read(q) {
+        const key = JSON.stringify([def.name, q.granularity, q.from, q.to, q.boundary, q.params]);
+        const version = store.version;
+        const hit = cache.get(version, key) as Awaited<ReturnType<typeof inner.read>> | undefined;
+        if (hit) return hit;
+        const rows = await inner.read(q);
+        if (store.version === version) cache.set(key, rows);
+        return rows;
+      },
+    },
+  };
+}
+
+/**
+ * Identical speed reads within a short TTL share one Redis round trip: the
+ * speed layer itself is only seconds fresh, and many dashboards polling the
+ * same range would otherwise multiply the per-minute key reads.
+ */
+function withSpeedCache<P, V>(name: string, speed: NonNullable<MetricDef<P, V>['speed']>, ttlMs: number): NonNullable<MetricDef<P, V>['speed']> {
+  const entries = new Map<string, { at: number; rows: Promise<Awaited<ReturnType<typeof speed.read>>> }>();
+  return {
+    ...speed,
+    read(q) {
+      const key = JSON.stringify([name, q.granularity, q.from, q.to, q.params]);
+      const t = Date.now();
+      const hit = entries.get(key);
+      if (hit && t - hit.at < ttlMs) return hit.rows;
+      if (entries.size > 1000) for (const [k, e] of entries) if (t - e.at >= ttlMs) entries.delete(k);
+      const rows = speed.read(q);
+      entries.set(key, { at: t, rows });
+      rows.catch(() => entries.delete(key));
+      return rows;
+    },
+  };
+}
+
+export async function buildServer(cfg: Config, deps: ServerDeps): Promise<FastifyInstance> {
+  const now = deps.now ?? Date.now;
+  const { redis, store } = deps;
+  const app = Fastify({
+    logger: false,
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: true, useDefaults: true, allErrors: false } },
+  });
+
+  // ─── metrics ───
+  const registry = new Registry();
+  if (deps.defaultMetrics) collectDefaultMetrics({ register: registry });
+  const httpDuration = new Histogram({
+    name: 'serving_http_request_duration_seconds',
+    help: 'Query API latency by route and status',
+    labelNames: ['route', 'method', 'status'] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+    registers: [registry],
+  });
+  const bucketsServed = new Counter({
+    name: 'serving_buckets_total',
+    help: 'Buckets answered, by metric and source layer',
+    labelNames: ['metric', 'source'] as const,
+    registers: [registry],
+  });
+  new Gauge({
+    name: 'serving_watermark_end_ms',
+    help: 'Batch watermark applied by the merge (epoch ms; 0 = none)',
+    labelNames: ['kind'] as const,
+    registers: [registry],
+    collect() {
+      const w = store.watermark();
+      this.set({ kind: 'hourly' }, w.hourly.end ?? 0);
+      this.set({ kind: 'daily' }, w.daily.end ?? 0);
+      this.set({ kind: 'pinned' }, w.pinnedEnd ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'serving_batch_version',
+    help: 'Syncs of the batch views that changed what queries see',
+    registers: [registry],
+    collect() {
+      this.set(store.version);
+    },
+  });
+  new Gauge({
+    name: 'serving_batch_sync_ok',
+    help: '1 when the last sync of the batch views succeeded',
+    registers: [registry],
+    collect() {
+      this.set(store.lastError === null ? 1 : 0);
+    },
+  });
+  app.addHook('onResponse', async (req, reply) => {
+    httpDuration.observe({ route: req.routeOptions.url ?? 'unknown', method: req.method, status: String(reply.statusCode) }, reply.elapsedTime / 1000);
+  });
+
+  // ─── plumbing: errors, CORS, rate limit, auth, OpenAPI ───
+  app.setErrorHandler((err: Error & { validation?: Array<{ instancePath: string; params: Record<string, unknown>; message?: string }>; validationContext?: string; statusCode?: number }, _req, reply) => {
+    if (err instanceof MergeError) {
+      const message = err.message.includes(err.parameter) ? err.message : `${err.parameter}: ${err.message}`;
+      return reply.code(400).send({ error: 'bad_request', parameter: err.parameter, message });
+    }
+    if (err.validation) {
+      const v = err.validation[0];
+      const parameter =
+        v.instancePath.replace(/^\//, '').split('/')[0] || String(v.params.missingProperty ?? v.params.additionalProperty ?? err.validationContext ?? 'request');
+      const message = v.params.additionalProperty ? `unknown parameter ${parameter}` : `${parameter} ${v.message ?? 'is invalid'}`;
+      return reply.code(400).send({ error: 'bad_request', parameter, message });
+    }
+    if (err.statusCode === 429) return reply.code(429).send({ error: 'rate_limited', message: err.message });
+    if (err.statusCode && err.statusCode < 500) return reply.code(err.statusCode).send({ error: 'bad_request', message: err.message });
+    deps.log?.error({ err: err.message }, 'request failed');
+    return reply.code(503).send({ error: 'unavailable', message: err.message });
+  });
+
+  await app.register(cors, { origin: cfg.serving.corsOrigins.includes('*') ? '*' : cfg.serving.corsOrigins, methods: ['GET', 'PUT', 'OPTIONS'] });
+  await app.register(rateLimit, {
+    max: cfg.serving.rateLimitPerMin,
+    timeWindow: 60_000,
+    keyGenerator: (req) => String(req.headers['x-api-key'] ?? req.ip),
+    allowList: (req) => !req.url.startsWith('/v1/'),
+    errorResponseBuilder: (_req, ctx) => ({ statusCode: 429, error: 'rate_limited', message: `more than ${ctx.max} requests per minute; retry in ${ctx.after}` }),
+  });
+
+  const readKeys = new Set([...cfg.serving.apiKeys, ...cfg.serving.adminKeys]);
+  const adminKeys = new Set(cfg.serving.adminKeys);
+  app.addHook('onRequest', async (req, reply) => {
+    if (!req.url.startsWith('/v1/') || req.method === 'OPTIONS') return;
+    const key = req.headers['x-api-key'];
+    const keys = req.url.startsWith('/v1/admin/') ? adminKeys : readKeys;
+    if (typeof key !== 'string' || !keys.has(key)) {
+      return reply.code(401).send({ error: 'unauthorized', message: req.url.startsWith('/v1/admin/') ? 'an admin key is required in x-api-key' : 'a read API key is required in x-api-key' });
+    }
+  });
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: {
+        title: 'Clickstream query API',
+        version: '1.0.0',
+        description:
+          'Batch views (exact) below the watermark W, speed layer (approximate, seconds fresh) above it, merged per bucket. Every bucket says its source, whether it is exact, and whether any layer covers it.',
+      },
+      components: { securitySchemes: { apiKey: { type: 'apiKey', in: 'header', name: 'x-api-key' } } },
+      security: [{ apiKey: [] }],
+    },
+  });
+
+  // ─── shared response parts ───
+  const watermarkOut = () => {
+    const w: WatermarkView = store.watermark();
+    return {
+      hourly_start: w.hourly.start,
+      hourly_end: w.pinnedEnd !== null && w.hourly.end !== null ? Math.min(w.hourly.end, w.pinnedEnd) : w.hourly.end,
+      daily_start: w.daily.start,
+      daily_end: w.pinnedEnd !== null && w.daily.end !== null ? Math.min(w.daily.end, w.pinnedEnd) : w.daily.end,
+      pinned_end: w.pinnedEnd,
+      lake_hourly_end: store.lakeWatermark?.hourlyEnd ?? null,
+      lake_daily_end: store.lakeWatermark?.dailyEnd ?? null,
+      lake_updated_at: store.lakeWatermark?.updatedAt ?? null,
+      synced_at: store.syncedAt,
+      sync_error: store.lastError,
+    };
+  };
+  const freshnessOut = async () => {
+    const t = now();
+    const f = await readFreshness(redis, cfg);
+    const hourlyEnd = watermarkOut().hourly_end;
+    return {
+      speed_lag_ms: f?.lastMs ?? null,
+      speed_applied_at: f?.at ?? null,
+      speed_age_ms: f ? t - f.at : null,
+      speed_retention_ms: cfg.speed.retentionMs,
+      batch_lag_ms: hourlyEnd === null ? null : t - hourlyEnd,
+    };
+  };
+
+  const src: Sources = { cfg, batch: store, redis };
+  const cache = new BatchCache();
+  const metricNames: string[] = [];
+
+  /** One metric route: the schema, and how the query string becomes the metric's parameters. */
+  function metricRoute<Q extends RangeQs, P, V>(opts: {
+    name: string;
+    summary: string;
+    querystring: object;
+    value: object;
+    def: MetricDef<P, V>;
+    params: (qs: Q) => { params: P; groupBy: string[] };
+  }): void {
+    metricNames.push(opts.name);
+    const def = withBatchCache(opts.def, store, cache, cfg.serving.speedCacheMs);
+    app.get(
+      `/v1/metrics/${opts.name}`,
+      {
+        schema: {
+          tags: ['metrics'],
+          summary: opts.summary,
+          querystring: opts.querystring,
+          response: { 200: S.mergedResponse(opts.value, opts.summary), 400: S.errorSchema, 401: S.errorSchema, 429: S.errorSchema },
+        },
+      },
+      async (req) => {
+        const t = now();
+        const qs = req.query as Q;
+        const { from, to } = rangeOf(qs, t);
+        const { params, groupBy } = opts.params(qs);
+        const [result, freshness] = await Promise.all([
+          merge(def, { from, to, granularity: qs.granularity, params, groupBy }, { watermark: store.watermark(), now: t, maxBuckets: cfg.serving.maxBuckets }),
+          freshnessOut(),
+        ]);
+        for (const s of ['batch', 'speed', 'none'] as const) if (result.coverage[s] > 0) bucketsServed.inc({ metric: opts.name, source: s }, result.coverage[s] * result.series.length);
+        return { ...result, watermark: watermarkOut(), freshness };
+      },
+    );
+  }
+
+  type EventsQs = RangeQs & { group_by?: string; event_type?: string; device_type?: string; country?: string; app_version?: string };
+  metricRoute<EventsQs, EventsParams, number>({
+    name: 'events',
+    summary: 'Events per bucket, optionally grouped by and filtered on event_type, device_type, country, app_version',
+    querystring: S.eventsQuery,
+    value: S.valueSchemas.count,
+    def: eventsMetric(src),
+    params: (qs) => {
+      const groupBy = csv<EventDimension>(qs.group_by);
+      const filters: Partial<Record<EventDimension, string>> = {};
+      for (const d of ['event_type', 'device_type', 'country', 'app_version'] as const) if (qs[d] !== undefined) filters[d] = qs[d];
+      return { params: { groupBy, filters }, groupBy };
+    },
+  });
+  metricRoute<RangeQs & { device_type?: string }, UsersParams, number>({
+    name: 'active_users',
+    summary: 'Distinct users per bucket (HAU/DAU); speed values are HyperLogLog estimates with their error',
+    querystring: S.activeUsersQuery,
+    value: S.valueSchemas.count,
+    def: activeUsersMetric(src),
+    params: (qs) => ({ params: { deviceType: qs.device_type ?? ALL }, groupBy: [] }),
+  });
+  metricRoute<RangeQs, Record<string, never>, PlaybackValue>({
+    name: 'playback',
+    summary: 'Plays, pauses, completes, rebuffers, pause rate and completion rate (null when plays = 0)',
+    querystring: S.playbackQuery,
+    value: S.valueSchemas.playback,
+    def: playbackMetric(src),
+    params: () => ({ params: {}, groupBy: [] }),
+  });
+  metricRoute<RangeQs & { limit: number }, { limit: number }, TopContentValue>({
+    name: 'top_content',
+    summary: 'content_id ranked by plays per bucket',
+    querystring: S.topContentQuery,
+    value: S.valueSchemas.topContent,
+    def: topContentMetric(src),
+    params: (qs) => ({ params: { limit: qs.limit }, groupBy: [] }),
+  });
+  metricRoute<RangeQs & { device_type?: string; group_by?: string }, { deviceType: string; groupByDevice: boolean }, SessionsValue>({
+    name: 'daily_sessions',
+    summary: 'Daily session metrics (batch only): sessions, durations, bounce rate, events per session',
+    querystring: S.dailySessionsQuery,
+    value: S.valueSchemas.sessions,
+    def: dailySessionsMetric(src),
+    params: (qs) => ({ params: { deviceType: qs.device_type ?? ALL, groupByDevice: qs.group_by === 'device_type' }, groupBy: qs.group_by ? ['device_type'] : [] }),
+  });
+  metricRoute<RangeQs, Record<string, never>, RetentionValue>({
+    name: 'retention',
+    summary: 'Retention and churn per cohort day (batch only), as of the latest day before the watermark',
+    querystring: S.dailyQuery,
+    value: S.valueSchemas.retention,
+    def: retentionMetric(src),
+    params: () => ({ params: {}, groupBy: [] }),
+  });
+  metricRoute<RangeQs, Record<string, never>, ClicksToPlayValue>({
+    name: 'clicks_to_play',
+    summary: 'Daily histogram of clicks before the first play (batch only)',
+    querystring: S.dailyQuery,
+    value: S.valueSchemas.clicksToPlay,
+    def: clicksToPlayMetric(src),
+    params: () => ({ params: {}, groupBy: [] }),
+  });
+  metricRoute<RangeQs & { limit: number }, { limit: number }, TopPathsValue>({
+    name: 'top_paths',
+    summary: 'The most frequent paths to the first play per day (batch only)',
+    querystring: S.topPathsQuery,
+    value: S.valueSchemas.topPaths,
+    def: topPathsMetric(src),
+    params: (qs) => ({ params: { limit: qs.limit }, groupBy: [] }),
+  });
+  metricRoute<RangeQs & { limit: number }, { limit: number }, BingeValue>({
+    name: 'binge_users',
+    summary: 'Users binging per day: ≥3 completes within 4 hours',
+    querystring: S.bingeQuery,
+    value: S.valueSchemas.binge,
+    def: bingeMetric(src),
+    params: (qs) => ({ params: { limit: qs.limit }, groupBy: [] }),
+  });
+  type ObtQs = RangeQs & { group_by?: string; device_type?: string; app_version?: string; country?: string };
+  metricRoute<ObtQs, ObtParams, ObtValue>({
+    name: 'obt',
+    summary: 'The one big table: daily totals by device_type, app_version, country with ALL roll-ups (batch only)',
+    querystring: S.obtQuery,
+    value: S.valueSchemas.obt,
+    def: obtMetric(src),
+    params: (qs) => {
+      const groupBy = csv<ObtDimension>(qs.group_by);
+      const filters: Partial<Record<ObtDimension, string>> = {};
+      for (const d of ['device_type', 'app_version', 'country'] as const) if (qs[d] !== undefined) filters[d] = qs[d];
+      const p = { groupBy, filters };
+      const problem = obtLevelError(p);
+      if (problem) throw new MergeError(groupBy.length > 0 ? 'group_by' : (Object.keys(filters)[0] ?? 'group_by'), problem);
+      return { params: p, groupBy };
+    },
+  });
+
+  app.get<{ Params: { metric: string } }>(
+    '/v1/metrics/:metric',
+    { schema: { hide: true, params: { type: 'object', properties: { metric: { type: 'string' } } }, response: { 404: S.errorSchema } } },
+    async (req, reply) => reply.code(404).send({ error: 'unknown_metric', metric: req.params.metric, message: `no metric named ${req.params.metric}`, known: metricNames }),
+  );
+
+  // ─── operations ───
+  app.get(
+    '/v1/freshness',
+    {
+      schema: {
+        tags: ['operations'],
+        summary: 'The batch watermark (what is exact) and the speed layer freshness (how live)',
+        response: { 200: { type: 'object', properties: { now: { type: 'integer' }, watermark: S.watermarkSchema, freshness: S.freshnessSchema, live: { type: 'object', properties: { active_users_5m: { type: 'integer' }, open_sessions_30m: { type: 'integer' } } } } } },
+      },
+    },
+    async () => {
+      const t = now();
+      const [freshness, live] = await Promise.all([freshnessOut(), readLive(redis, cfg, t)]);
+      return { now: t, watermark: watermarkOut(), freshness, live: { active_users_5m: live.activeUsers5m, open_sessions_30m: live.openSessions30m } };
+    },
+  );
+
+  app.get('/v1/alerts', { schema: { tags: ['operations'], summary: 'Alerts firing now (speed-layer rules and the serving layer’s batch-lag rule)', response: { 200: S.alertsResponse } } }, async () => {
+    const t = now();
+    const speed = (await readAlerts(redis, cfg)).map((a) => ({ ...a, layer: 'speed' as const }));
+    const serving: Array<{ rule: string; layer: 'serving'; since: number; value: number; threshold: number; message: string }> = [];
+    const hourlyEnd = watermarkOut().hourly_end;
+    const limit = cfg.serving.batchLagAlertFraction * cfg.speed.retentionMs;
+    // The speed layer drops buckets after its retention: a batch lag near it means buckets about to become uncovered.
+    if (hourlyEnd !== null && t - hourlyEnd > limit) {
+      serving.push({ rule: 'batch_lag', layer: 'serving', since: hourlyEnd + limit, value: t - hourlyEnd, threshold: limit, message: `batch watermark is ${Math.round((t - hourlyEnd) / 60_000)} min behind; speed data expires after ${Math.round(cfg.speed.retentionMs / 60_000)} min` });
+    }
+    if (store.lastError !== null) serving.push({ rule: 'batch_sync', layer: 'serving', since: store.syncedAt ?? t, value: 1, threshold: 0, message: `batch views not refreshed: ${store.lastError}` });
+    return { alerts: [...speed, ...serving] };
+  });
+
+  app.put<{ Body: { pinned_end: number | null } }>(
+    '/v1/admin/watermark',
+    {
+      schema: {
+        tags: ['admin'],
+        summary: 'Pin the watermark (serving uses min(pin, computed)); null clears the pin. Needs an admin key.',
+        body: { type: 'object', required: ['pinned_end'], additionalProperties: false, properties: { pinned_end: { type: ['integer', 'null'], minimum: 0 } } },
+        response: { 200: { type: 'object', properties: { watermark: S.watermarkSchema } }, 400: S.errorSchema, 401: S.errorSchema },
+      },
+    },
+    async (req) => {
+      await store.pin(req.body.pinned_end);
+      await redis.publish(`${cfg.redis.keyPrefix}watermark`, JSON.stringify(store.lakeWatermark)).catch(() => 0);
+      deps.log?.warn({ pinnedEnd: req.body.pinned_end }, 'watermark pin changed');
+      return { watermark: watermarkOut() };
+    },
+  );
+
+  app.get('/health', { schema: { tags: ['operations'], summary: 'Liveness of the dependencies', response: { 200: { type: 'object', additionalProperties: true }, 503: { type: 'object', additionalProperties: true } } } }, async (_req, reply) => {
+    const redisOk = await redis.ping().then(
+      () => true,
+      () => false,
+    );
+    const batchOk = store.syncedAt !== null && store.lastError === null;
+    const ok = redisOk && batchOk;
+    return reply.code(ok ? 200 : 503).send({ status: ok ? 'ok' : 'degraded', redis: redisOk, batch_views: batchOk, synced_at: store.syncedAt, sync_error: store.lastError, version: store.version });
+  });
+
+  app.get('/metrics', { schema: { hide: true } }, async (_req, reply: FastifyReply) => {
+    reply.type(registry.contentType);
+    return registry.metrics();
+  });
+
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+
+  // ─── dashboard ───
+  await app.register(fastifyStatic, { root: PUBLIC_DIR, prefix: '/', index: ['index.html'] });
+  await app.register(fastifyStatic, { root: path.join(REPO_ROOT, 'node_modules', 'chart.js', 'dist'), prefix: '/vendor/chart.js/', decorateReply: false });
+
+  app.setNotFoundHandler((req: FastifyRequest, reply) => reply.code(404).send({ error: 'not_found', message: `no route ${req.method} ${req.url}` }));
+  return app;
+}
