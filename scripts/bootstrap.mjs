@@ -28,3 +28,16 @@ if (stale) {
     process.exit(r.status ?? 1);
   }
 }
+
+// The dashboard's page test drives Debian's Chromium through playwright-core (no browser download).
+if (!fs.existsSync('/usr/bin/chromium')) {
+  if (process.getuid?.() === 0) {
+    console.error('bootstrap: installing Chromium for the page tests (apt-get install chromium)…');
+    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+    const update = spawnSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env });
+    const install = update.status === 0 ? spawnSync('apt-get', ['install', '-y', '-qq', 'chromium'], { stdio: 'inherit', env }) : update;
+    if (install.status !== 0) console.error('bootstrap: could not install chromium; the dashboard page test will fail (apt-get install chromium)');
+  } else {
+    console.error('bootstrap: /usr/bin/chromium is missing; the dashboard page test needs it (sudo apt-get install chromium)');
+  }
+}
