@@ -1,0 +1,91 @@
+/** Data that crosses the workflow/activity/client boundary (plain JSON, no classes). */
+import type { PeriodKind } from '../common/lake';
+
+/** Configuration the workflows need, read once per run through a local activity (workflows cannot read env). */
+export interface OrchestrationSettings {
+  idPrefix: string;
+  activityTimeoutMs: number;
+  heartbeatTimeoutMs: number;
+  maxAttempts: number;
+  retryInitialMs: number;
+  retryMaxMs: number;
+  childConcurrency: number;
+  conflictRetryMs: number;
+  conflictMaxRetries: number;
+  backfillConcurrency: number;
+  backfillPeriodsPerRun: number;
+}
+
+/** What a published run reports back: the manifest without its (possibly long) input list. */
+export interface RunSummary {
+  kind: PeriodKind;
+  period: string;
+  runId: string;
+  publishedAt: string;
+  inputs: number;
+  rowCounts: Record<string, number>;
+  shards?: number;
+}
+
+export type PrepareDayResult =
+  | { ready: true; shards: number; processedRows: number }
+  | { ready: false; missingHours: string[] };
+
+export interface LateData {
+  hourly: string[];
+  daily: string[];
+}
+
+export interface PeriodFailure {
+  period: string;
+  workflowId: string;
+  error: string;
+  /** Failure type of the root cause (e.g. CorruptObjectError) and the object it names, when there is one. */
+  type?: string;
+  objectKey?: string;
+}
+
+export interface BackfillInput {
+  kind: PeriodKind;
+  from: string;
+  to: string;
+  concurrency?: number;
+  /** Continue-as-new after this many periods (defaults to config). */
+  periodsPerRun?: number;
+  /** Carried across continue-as-new. */
+  state?: BackfillCarry;
+}
+
+export interface BackfillCarry {
+  next: number;
+  done: number;
+  failures: PeriodFailure[];
+  runs: number;
+}
+
+export interface BackfillProgress {
+  kind: PeriodKind;
+  first: string;
+  last: string;
+  total: number;
+  done: number;
+  failed: number;
+  running: number;
+  remaining: number;
+  runningPeriods: string[];
+  failures: PeriodFailure[];
+  /** Workflow runs so far (continue-as-new starts a new one). */
+  run: number;
+  state: 'running' | 'cancelling' | 'finished';
+}
+
+export interface FanOutResult {
+  done: string[];
+  failures: PeriodFailure[];
+}
+
+/**
+ * Failure types no retry can fix (declared here, not in activities.ts, so the
+ * workflow bundle can use them without pulling in the batch layer).
+ */
+export const NON_RETRYABLE_TYPES = ['NonRetryableBatchError', 'CorruptObjectError', 'MissingHoursError', 'QualityCheckError', 'InvalidPeriodError'];
