@@ -5,17 +5,10 @@
 import { config } from '../common/config';
 import { logger } from '../common/log';
 import { startServing } from './service';
+import { stopOnSignals } from '../common/process';
 
 const log = logger('serving');
 const serving = await startServing(config(), { log });
 log.info({ url: serving.url, dashboard: `${serving.url}/`, openapi: `${serving.url}/openapi.json` }, 'serving layer listening');
 
-let stopping = false;
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(signal, () => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, 'stopping');
-    void serving.stop().then(() => process.exit(0));
-  });
-}
+stopOnSignals(log, () => serving.stop(), { stopping: 'stopping', onFailure: 'unclean stop' });

@@ -6,6 +6,7 @@ import { Command } from 'commander';
 import { config } from '../common/config';
 import { logger } from '../common/log';
 import { startSpeedLayer } from './service';
+import { stopOnSignals } from '../common/process';
 
 const program = new Command()
   .name('speed')
@@ -20,7 +21,7 @@ Environment (defaults in common/config.ts):
   SPEED_SECOND_RETENTION_MS       ...of the per-second counts (2 h)
   SPEED_DEDUPE_WINDOW_MS          life of an event-time minute's seen event_ids after its last write (5 min)
   SPEED_PARTITIONS_CONCURRENCY    partitions processed at once (2)
-  SPEED_MAX_BYTES_PER_PARTITION   fetch size per partition (1 MiB)
+  SPEED_MAX_BYTES_PER_PARTITION   fetch size per partition (4 MiB); SPEED_MAX_BYTES: per fetch (32 MiB)
   SPEED_FROM_BEGINNING            a group without stored offsets starts at the earliest offset (true)
   SPEED_REDIS_TIMEOUT_MS          a Redis step unanswered this long is retried (10 s)
   SPEED_MAX_RETRY_BACKOFF_MS      backoff ceiling while Redis is unreachable (5 s)
@@ -34,18 +35,4 @@ Environment (defaults in common/config.ts):
 
 const log = logger('speed');
 const speed = await startSpeedLayer(config(), { alerts: program.opts<{ alerts: boolean }>().alerts, defaultMetrics: true });
-let exiting = false;
-for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-  process.on(signal, () => {
-    if (exiting) return;
-    exiting = true;
-    log.info({ signal }, 'stopping');
-    speed.stop().then(
-      () => process.exit(0),
-      (err: Error) => {
-        log.error({ err: err.message }, 'stop failed; unapplied batches are redelivered on restart');
-        process.exit(1);
-      },
-    );
-  });
-}
+stopOnSignals(log, () => speed.stop(), { stopping: 'stopping', onFailure: 'stop failed; unapplied batches are redelivered on restart' });

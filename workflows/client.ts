@@ -22,3 +22,15 @@ export function isMain(metaUrl: string): boolean {
   const strip = (p: string) => path.resolve(p).replace(/\.ts$/, '');
   return strip(fileURLToPath(metaUrl)) === strip(entry);
 }
+
+/** Run a CLI's `main(argv) → exit code` when this module is the script node was asked to run. */
+export function runCliIfMain(metaUrl: string, main: (argv: string[]) => Promise<number>): void {
+  if (!isMain(metaUrl)) return;
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (err: unknown) => {
+      console.error(`error: ${(err as Error).message}`);
+      process.exit(1);
+    },
+  );
+}

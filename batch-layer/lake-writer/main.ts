@@ -6,6 +6,7 @@ import { Command } from 'commander';
 import { config } from '../../common/config';
 import { logger } from '../../common/log';
 import { startLakeWriter } from './writer';
+import { stopOnSignals } from '../../common/process';
 
 const program = new Command()
   .name('lake-writer')
@@ -29,18 +30,4 @@ void program;
 
 const log = logger('lake-writer');
 const writer = await startLakeWriter(config());
-let exiting = false;
-for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-  process.on(signal, () => {
-    if (exiting) return;
-    exiting = true;
-    log.info({ signal }, 'stopping: flushing open files');
-    writer.stop().then(
-      () => process.exit(0),
-      (err: Error) => {
-        log.error({ err: err.message }, 'stop failed; unflushed offsets stay uncommitted and are redelivered');
-        process.exit(1);
-      },
-    );
-  });
-}
+stopOnSignals(log, () => writer.stop(), { stopping: 'stopping: flushing open files', onFailure: 'stop failed; unflushed offsets stay uncommitted and are redelivered' });

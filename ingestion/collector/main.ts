@@ -7,6 +7,7 @@ import { kafkaClient } from '../../common/clients';
 import { logger } from '../../common/log';
 import { ensureTopics } from '../../common/topics';
 import { buildCollector } from './server';
+import { stopOnSignals } from '../../common/process';
 
 const cfg = config();
 const log = logger('collector');
@@ -21,18 +22,4 @@ ensureTopics(kafkaClient(cfg, `${cfg.kafka.clientId}-collector-setup`, { probe: 
 const address = await collector.start();
 log.info({ address, rawTopic: cfg.kafka.rawTopic, dlqTopic: cfg.kafka.dlqTopic, brokers: cfg.kafka.brokers }, 'collector listening');
 
-let stopping = false;
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(signal, () => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, 'stopping: answering in-flight requests, flushing to Kafka');
-    collector.stop().then(
-      () => process.exit(0),
-      (err: Error) => {
-        log.error({ err: err.message }, 'unclean stop');
-        process.exit(1);
-      },
-    );
-  });
-}
+stopOnSignals(log, () => collector.stop(), { stopping: 'stopping: answering in-flight requests, flushing to Kafka', onFailure: 'unclean stop' });

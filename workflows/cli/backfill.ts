@@ -9,7 +9,7 @@ import { WorkflowFailedError, WorkflowExecutionAlreadyStartedError, type Client,
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { config, type Config } from '../../common/config';
 import type { PeriodKind } from '../../common/lake';
-import { connectClient, isMain, workflowLink } from '../client';
+import { connectClient, runCliIfMain, workflowLink } from '../client';
 import { InvalidPeriodError, backfillWorkflowId, planRange, type PeriodRange } from '../ids';
 import { batchAttributes } from '../search-attributes';
 import type { BackfillProgress, PeriodFailure } from '../types';
@@ -167,12 +167,4 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-if (isMain(import.meta.url)) {
-  main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
-    (err: unknown) => {
-      console.error(`error: ${(err as Error).message}`);
-      process.exit(1);
-    },
-  );
-}
+runCliIfMain(import.meta.url, main);

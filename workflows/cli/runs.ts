@@ -8,7 +8,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import type { Client, WorkflowExecutionInfo } from '@temporalio/client';
 import { config, type Config } from '../../common/config';
-import { connectClient, isMain, workflowLink } from '../client';
+import { connectClient, runCliIfMain, workflowLink } from '../client';
 
 const STATUSES = ['running', 'completed', 'failed', 'canceled', 'terminated', 'continued_as_new', 'timed_out'] as const;
 
@@ -144,12 +144,4 @@ export async function main(argv: string[]): Promise<number> {
   return 0;
 }
 
-if (isMain(import.meta.url)) {
-  main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
-    (err: unknown) => {
-      console.error(`error: ${(err as Error).message}`);
-      process.exit(1);
-    },
-  );
-}
+runCliIfMain(import.meta.url, main);

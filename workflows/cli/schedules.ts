@@ -8,7 +8,7 @@
 import { Command } from 'commander';
 import { ScheduleNotFoundError, type Client } from '@temporalio/client';
 import { config, type Config } from '../../common/config';
-import { connectClient, isMain, workflowLink } from '../client';
+import { connectClient, runCliIfMain, workflowLink } from '../client';
 import { SCHEDULE_NAMES, scheduleId, scheduleUiUrl, type ScheduleName } from '../ids';
 import { ensureSchedules } from '../schedules';
 
@@ -127,12 +127,4 @@ export async function main(argv: string[]): Promise<number> {
   return code;
 }
 
-if (isMain(import.meta.url)) {
-  main(process.argv.slice(2)).then(
-    (code) => process.exit(code),
-    (err: unknown) => {
-      console.error(`error: ${(err as Error).message}`);
-      process.exit(1);
-    },
-  );
-}
+runCliIfMain(import.meta.url, main);
