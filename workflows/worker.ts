@@ -14,6 +14,7 @@ import { logger } from '../common/log';
 import { createActivities } from './activities';
 import { connectClient, isMain } from './client';
 import { ensureSchedules, type EnsuredSchedule } from './schedules';
+import { Command } from 'commander';
 
 export const WORKFLOWS_PATH = fileURLToPath(new URL('./workflows.ts', import.meta.url));
 
@@ -100,6 +101,10 @@ async function main(): Promise<void> {
 }
 
 if (isMain(import.meta.url)) {
+  new Command('worker')
+    .description('The Temporal batch worker: runs hourly/daily/backfill/reconcile/compaction/retention workflows and creates their schedules.')
+    .addHelpText('after', '\nSettings (environment, defaults in common/config.ts): TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_TASK_QUEUE, S3_*, REDIS_URL, BATCH_*.')
+    .parse();
   main().catch((err: unknown) => {
     logger('batch-worker').fatal({ err }, 'batch worker failed');
     process.exit(1);
