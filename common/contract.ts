@@ -87,7 +87,6 @@ export const DLQ_REASONS = [
   'unknown_schema_version',
   'timestamp_out_of_range',
   'size_violation',
-  'batch_too_large',
 ] as const;
 export type DlqReason = (typeof DLQ_REASONS)[number];
 
