@@ -96,9 +96,17 @@ export function loadConfig(env: Env = process.env) {
       maxEventBytes: int(env, 'COLLECTOR_MAX_EVENT_BYTES', 64 * 1024, 1024),
       /** Produces of concurrent requests are coalesced for up to this long… */
       lingerMs: int(env, 'COLLECTOR_LINGER_MS', 2, 0),
-      /** …or until this many bytes / messages (below the broker's message.max.bytes per partition batch). */
-      flushMaxBytes: int(env, 'COLLECTOR_FLUSH_MAX_BYTES', 1024 * 1024, 1024),
+      /**
+       * …or until this many bytes / messages. A flush is split over the partitions of its lane, and each
+       * partition's record batch must stay below the broker's message.max.bytes (4 MiB here): 3 MiB leaves room.
+       */
+      flushMaxBytes: int(env, 'COLLECTOR_FLUSH_MAX_BYTES', 3 * 1024 * 1024, 1024),
       flushMaxMessages: int(env, 'COLLECTOR_FLUSH_MAX_MESSAGES', 10_000, 1),
+      /**
+       * Idempotent producers sending in parallel, each owning the raw partitions p with
+       * p % producers = its index (per-partition order and idempotence unchanged).
+       */
+      producers: int(env, 'COLLECTOR_PRODUCERS', 3, 1),
       /** A request whose produce is not acknowledged within this time is answered 503. */
       produceTimeoutMs: int(env, 'COLLECTOR_PRODUCE_TIMEOUT_MS', 10_000, 100),
       /** Retry-After (seconds) on 503 while Kafka is unreachable; also the reconnect probe interval. */
@@ -163,8 +171,13 @@ export function loadConfig(env: Env = process.env) {
       /** A fresh group with no offsets in Redis starts from the earliest offset (late events are counted, not lost). */
       fromBeginning: str(env, 'SPEED_FROM_BEGINNING', 'true') === 'true',
       partitionsConsumedConcurrently: int(env, 'SPEED_PARTITIONS_CONCURRENCY', 2, 1),
-      /** Smaller fetches = smaller Redis steps per batch; kafkajs' default is 1 MiB. */
-      maxBytesPerPartition: int(env, 'SPEED_MAX_BYTES_PER_PARTITION', 1024 * 1024, 1024),
+      /**
+       * Larger fetches = larger batches = fewer Redis steps per event: a step's cost is mostly per
+       * distinct key/field/user, which grows far slower than the batch (kafkajs' default is 1 MiB).
+       */
+      maxBytesPerPartition: int(env, 'SPEED_MAX_BYTES_PER_PARTITION', 4 * 1024 * 1024, 1024),
+      /** Upper bound of one fetch over all partitions (kafkajs' default is 10 MiB). */
+      maxBytes: int(env, 'SPEED_MAX_BYTES', 32 * 1024 * 1024, 1024),
       /** Event-time retention of the per-second counts; older events skip that family. */
       secondRetentionMs: int(env, 'SPEED_SECOND_RETENTION_MS', 2 * 3600 * 1000, 1000),
       /** Event-time retention of every other family; older events are counted as late and left to the batch layer. */
@@ -189,6 +202,9 @@ export function loadConfig(env: Env = process.env) {
       },
     },
     orchestration: {
+      /** /metrics and /health of the batch worker (0 = any free port). */
+      workerHost: str(env, 'WORKER_HOST', '0.0.0.0'),
+      workerPort: int(env, 'WORKER_PORT', 9473, 0),
       /** Prepended to every batch workflow id (`hourly-…`, `daily-…`); empty in production, per-test elsewhere. */
       workflowIdPrefix: str(env, 'TEMPORAL_WORKFLOW_ID_PREFIX', ''),
       /** Schedules are named `<prefix>hourly`, `<prefix>daily`, `<prefix>reconcile`, `<prefix>retention`. */

@@ -15,6 +15,8 @@ import { createActivities } from './activities';
 import { connectClient, isMain } from './client';
 import { ensureSchedules, type EnsuredSchedule } from './schedules';
 import { Command } from 'commander';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { startStatusServer } from '../common/status-server';
 
 export const WORKFLOWS_PATH = fileURLToPath(new URL('./workflows.ts', import.meta.url));
 
@@ -33,6 +35,35 @@ const quietBundlerLogger = {
   error: (message: string, meta?: Record<string, unknown>) => bundlerLog().error(meta ?? {}, message),
 };
 
+/** Prometheus metrics of the activities a worker runs: every batch step, by name and outcome. */
+function instrument<T extends Record<string, (...args: never[]) => Promise<unknown>>>(activities: T, registry: Registry): T {
+  const runs = new Counter({ name: 'batch_activity_runs_total', help: 'Activity executions by name and outcome', labelNames: ['activity', 'outcome'] as const, registers: [registry] });
+  const seconds = new Histogram({
+    name: 'batch_activity_seconds',
+    help: 'Activity duration by name',
+    labelNames: ['activity'] as const,
+    buckets: [0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900],
+    registers: [registry],
+  });
+  const wrapped: Record<string, unknown> = {};
+  for (const [name, fn] of Object.entries(activities)) {
+    wrapped[name] = async (...args: never[]) => {
+      const stop = seconds.startTimer({ activity: name });
+      try {
+        const out = await fn(...args);
+        runs.inc({ activity: name, outcome: 'completed' });
+        return out;
+      } catch (err) {
+        runs.inc({ activity: name, outcome: 'failed' });
+        throw err;
+      } finally {
+        stop();
+      }
+    };
+  }
+  return wrapped as T;
+}
+
 export interface BatchWorker {
   worker: Worker;
   schedules: EnsuredSchedule[];
@@ -41,10 +72,15 @@ export interface BatchWorker {
   shutdown(): void;
 }
 
-export async function createBatchWorker(cfg: Config, opts: { bundle?: WorkflowBundle; schedules?: boolean } = {}): Promise<BatchWorker> {
+export async function createBatchWorker(
+  cfg: Config,
+  opts: { bundle?: WorkflowBundle; schedules?: boolean; registry?: Registry } = {},
+): Promise<BatchWorker> {
   const log = logger('batch-worker');
   const connection = await NativeConnection.connect({ address: cfg.temporal.address });
-  const { activities, close } = createActivities(cfg);
+  const created = createActivities(cfg);
+  const close = created.close;
+  const activities = opts.registry ? instrument(created.activities, opts.registry) : created.activities;
   const o = cfg.orchestration;
   const worker = await Worker.create({
     connection,
@@ -86,17 +122,34 @@ export async function createBatchWorker(cfg: Config, opts: { bundle?: WorkflowBu
 async function main(): Promise<void> {
   const cfg = config();
   const log = logger('batch-worker');
-  const bw = await createBatchWorker(cfg);
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const bw = await createBatchWorker(cfg, { registry });
+  const state = new Gauge({ name: 'batch_worker_running', help: '1 while the worker polls its task queue', registers: [registry] });
+  state.set(1);
+  const status = await startStatusServer({
+    host: cfg.orchestration.workerHost,
+    port: cfg.orchestration.workerPort,
+    registry,
+    log,
+    health: () => ({ ok: bw.worker.getState() === 'RUNNING', state: bw.worker.getState(), taskQueue: cfg.temporal.taskQueue }),
+  });
   log.info(
     {
       taskQueue: cfg.temporal.taskQueue,
       namespace: cfg.temporal.namespace,
       maxConcurrentActivities: cfg.orchestration.maxConcurrentActivities,
       ui: `${cfg.temporal.uiUrl}/namespaces/${cfg.temporal.namespace}/workflows`,
+      status: `http://127.0.0.1:${status.port}/health`,
     },
     'batch worker running',
   );
-  await bw.run();
+  try {
+    await bw.run();
+  } finally {
+    state.set(0);
+    await status.close();
+  }
   log.info('batch worker stopped');
 }
 
