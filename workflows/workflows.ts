@@ -328,7 +328,10 @@ export async function backfill(input: BackfillInput): Promise<BackfillResult> {
   // After the handler: a client watching from the start must not find the query missing.
   const s = await orchestrationSettings();
   // The server allows 2,000 pending children per workflow; far fewer keeps each run's history small.
-  const concurrency = Math.min(MAX_BACKFILL_CONCURRENCY, Math.max(1, Math.floor(input.concurrency ?? s.backfillConcurrency)));
+  // Day D's cohorts read every earlier day's user activity, so days publish in order, one at a time
+  // (each day's missing hours still fan out in parallel inside it); hours have no such dependency.
+  const concurrency =
+    range.kind === 'daily' ? 1 : Math.min(MAX_BACKFILL_CONCURRENCY, Math.max(1, Math.floor(input.concurrency ?? s.backfillConcurrency)));
   const perRun = Math.max(1, Math.floor(input.periodsPerRun ?? s.backfillPeriodsPerRun));
 
   const lane = async (): Promise<void> => {

@@ -14,7 +14,7 @@ import { lakePaths, type QualityCheck, type RunManifest } from '../../common/lak
 import { getJson, listObjects, putJson, withScratchDir, type LakeObject } from '../lake-io';
 import { bucketOf, checkpoint, hoursOfDay, keepAlive, newRunId, parsePeriod, previousDay, s3Of, type JobContext } from './context';
 import { Duck, sqlList, sqlString } from './duck';
-import { MissingHoursError, NonRetryableBatchError } from './errors';
+import { MissingHoursError, MissingPreviousDaysError, NonRetryableBatchError } from './errors';
 import { discardStaging, publish } from './publish';
 import { blameCorrupt, stage, uploadAll, verifyParquet, type StagedObject } from './stage';
 import { listDirty, listPublished } from './watermark';
@@ -116,6 +116,9 @@ export async function prepareDaily(ctx: JobContext, day: string, runId: string, 
     { natural: 0, synthetic: 0 },
   );
   const historyDays = (await listPublished(ctx, 'daily')).filter((d) => d < day);
+  const historySet = new Set(historyDays);
+  const unpublishedDays = [...new Set([...published].map((h) => h.slice(0, 10)))].filter((d) => d < day && !historySet.has(d)).sort();
+  if (unpublishedDays.length > 0) throw new MissingPreviousDaysError(day, unpublishedDays);
 
   const dayObjects = await Promise.all(hoursOfDay(day).map((h) => objectOf(ctx, lakePaths.table('processed', 'events', h))));
   const prevObjects = await Promise.all(prevUsed.map((h) => objectOf(ctx, lakePaths.table('processed', 'events', h))));

@@ -33,6 +33,21 @@ export class MissingHoursError extends NonRetryableBatchError {
   }
 }
 
+/**
+ * Earlier days have published hours but no published daily run. Day D's cohorts
+ * read every earlier day's user activity (first_seen), so computing D first
+ * would count those days' users as new: days must publish in order.
+ */
+export class MissingPreviousDaysError extends NonRetryableBatchError {
+  override name = 'MissingPreviousDaysError';
+  constructor(
+    readonly day: string,
+    readonly days: string[],
+  ) {
+    super(`day ${day} cannot run before ${days.length} earlier day(s) with data are published: ${days.join(', ')} (run them first, in order: npm run backfill -- --kind daily)`);
+  }
+}
+
 /** Data-quality checks failed: nothing was published. */
 export class QualityCheckError extends NonRetryableBatchError {
   override name = 'QualityCheckError';

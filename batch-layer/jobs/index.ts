@@ -10,6 +10,7 @@ export {
   NonRetryableBatchError,
   CorruptObjectError,
   MissingHoursError,
+  MissingPreviousDaysError,
   QualityCheckError,
   BatchCancelledError,
   NON_RETRYABLE_ERROR_TYPES,

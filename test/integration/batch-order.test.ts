@@ -1,0 +1,79 @@
+/**
+ * Day D's retention cohorts read every earlier day's user activity, so a day
+ * may not publish before the earlier days that have data: running it out of
+ * order fails with the days it waits for, and in order the cohorts are right.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { s3Client } from '../../common/clients';
+import type { Config } from '../../common/config';
+import { lakePaths } from '../../common/lake';
+import { logger } from '../../common/log';
+import { uploadFile } from '../../batch-layer/lake-io';
+import { writeRawParquet } from '../../batch-layer/lake-writer/parquet';
+import { MissingPreviousDaysError, hoursOfDay, runDaily, runHourly, type JobContext } from '../../batch-layer/jobs';
+import { Duck } from '../../batch-layer/jobs/duck';
+import { validateEvent, type EventRecord } from '../../common/contract';
+import { isolatedConfig } from '../support/isolated';
+
+const DAY1 = '2025-02-01';
+const DAY2 = '2025-02-02';
+let cfg: Config;
+let ctx: JobContext;
+let tmp: string;
+
+function event(id: string, user: string, ts: number): EventRecord {
+  const r = validateEvent({ event_id: id, event_type: 'page_view', user_id: user, timestamp: ts }, Date.parse('2026-01-01'));
+  if (!r.ok) throw new Error(r.detail);
+  return r.record;
+}
+
+beforeAll(async () => {
+  cfg = await isolatedConfig('batchorder');
+  ctx = { cfg, log: logger('test') };
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'order-'));
+  // Users a and b arrive on day 1; on day 2 a comes back and c is new. One event every hour keeps every hour non-empty.
+  let offset = 0;
+  for (const day of [DAY1, DAY2]) {
+    for (const hour of hoursOfDay(day)) {
+      const t = Date.parse(`${hour}:10:00Z`);
+      const users = day === DAY1 ? ['a', 'b'] : ['a', 'c'];
+      const records = users.map((u) => event(`evt_${u}_${hour}`, u, t));
+      const file = path.join(tmp, `${hour}.parquet`);
+      const first = offset;
+      await writeRawParquet(records.map((record) => ({ record, partition: 0, offset: String(offset++) })), file);
+      await uploadFile(s3Client(cfg), cfg.s3.bucket, lakePaths.rawObject(hour, 0, String(first), String(offset - 1)), file);
+    }
+  }
+  for (const hour of [...hoursOfDay(DAY1), ...hoursOfDay(DAY2)]) await runHourly(ctx, hour);
+});
+
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+it('refuses day 2 while day 1 (published hours, no daily run) waits, naming it', async () => {
+  const err = await runDaily(ctx, DAY2, { shards: 1 }).catch((e: unknown) => e);
+  expect(err).toBeInstanceOf(MissingPreviousDaysError);
+  expect((err as MissingPreviousDaysError).days).toEqual([DAY1]);
+});
+
+it('in order, day 2 sees day 1 users as returning, not new', async () => {
+  await runDaily(ctx, DAY1, { shards: 1 });
+  const manifest = await runDaily(ctx, DAY2, { shards: 1 });
+  const duck = await Duck.open();
+  try {
+    const dir = fs.mkdtempSync(path.join(tmp, 'out-'));
+    const local = path.join(dir, 'cohorts.parquet');
+    const { GetObjectCommand } = await import('@aws-sdk/client-s3');
+    const got = await s3Client(cfg).send(new GetObjectCommand({ Bucket: cfg.s3.bucket, Key: manifest.outputs.retention_cohorts }));
+    fs.writeFileSync(local, Buffer.from(await got.Body!.transformToByteArray()));
+    const rows = await duck.json(`SELECT cohort_day::VARCHAR AS cohort_day, cohort_size::INTEGER AS size, retained_d1::INTEGER AS d1 FROM read_parquet('${local}') ORDER BY 1`);
+    expect(rows).toEqual([
+      { cohort_day: DAY1, size: 2, d1: 1 }, // a and b; only a came back
+      { cohort_day: DAY2, size: 1, d1: null }, // only c is new on day 2
+    ]);
+  } finally {
+    duck.close();
+  }
+});
