@@ -58,10 +58,12 @@ local function split8(packed)
   for j = 1, #packed, 8 do out[#out + 1] = string.sub(packed, j, j + 7) end
   return out
 end
-local function slice(a, n)
-  local out = {}
-  for j = a, a + n - 1 do out[#out + 1] = ARGV[j] end
-  return out
+-- The same over ARGV[a .. a+n-1] in place (no copy). CHUNK is even, so (field, value) pairs stay whole.
+local function chunked_args(a, n, fn)
+  local last = a + n - 1
+  for c = a, last, CHUNK do
+    fn(unpack(ARGV, c, math.min(c + CHUNK - 1, last)))
+  end
 end
 
 local dups = {'duplicates'}
@@ -87,13 +89,13 @@ each_op(function(code, key, exp, a, n)
   elseif code == 'I' then
     for j = a, a + n - 1, 2 do redis.call('HINCRBY', key, ARGV[j], ARGV[j + 1]) end
   elseif code == 'W' then
-    chunked(slice(a, n), function(...) redis.call('HSET', key, ...) end)
+    chunked_args(a, n, function(...) redis.call('HSET', key, ...) end)
   elseif code == 'P' then
-    chunked(slice(a, n), function(...) redis.call('PFADD', key, ...) end)
+    chunked_args(a, n, function(...) redis.call('PFADD', key, ...) end)
   elseif code == 'Z' then
     for j = a, a + n - 1, 2 do redis.call('ZINCRBY', key, ARGV[j + 1], ARGV[j]) end
   elseif code == 'G' then
-    chunked(slice(a, n), function(...) redis.call('ZADD', key, 'GT', ...) end)
+    chunked_args(a, n, function(...) redis.call('ZADD', key, 'GT', ...) end)
   elseif code == 'T' then
     redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. ARGV[a])
   elseif code == 'B' then

@@ -26,6 +26,14 @@ const KNOWN_TYPES = new Set<string>(EVENT_TYPES);
  * only writes valid records, but a foreign producer or a corrupted message must
  * not stop the partition).
  */
+// Module-level (not per call): this runs once per consumed message.
+function nonEmpty(x: unknown): x is string {
+  return typeof x === 'string' && x !== '';
+}
+function optional(x: unknown): x is string | null | undefined {
+  return x === undefined || x === null || typeof x === 'string';
+}
+
 export function parseRecord(value: Buffer | null): EventRecord | null {
   if (value === null) return null;
   let v: unknown;
@@ -36,8 +44,6 @@ export function parseRecord(value: Buffer | null): EventRecord | null {
   }
   if (v === null || typeof v !== 'object' || Array.isArray(v)) return null;
   const r = v as Record<string, unknown>;
-  const nonEmpty = (x: unknown): x is string => typeof x === 'string' && x !== '';
-  const optional = (x: unknown): x is string | null | undefined => x === undefined || x === null || typeof x === 'string';
   if (
     !nonEmpty(r.event_id) ||
     !nonEmpty(r.user_id) ||
@@ -98,6 +104,7 @@ export class SpeedConsumer {
     this.consumer = opts.kafka.consumer({
       groupId: opts.cfg.kafka.speedGroup,
       maxBytesPerPartition: opts.cfg.speed.maxBytesPerPartition,
+      maxBytes: Math.max(opts.cfg.speed.maxBytes, opts.cfg.speed.maxBytesPerPartition),
       sessionTimeout: opts.cfg.speed.sessionTimeoutMs,
       heartbeatInterval: Math.min(3000, Math.floor(opts.cfg.speed.sessionTimeoutMs / 3)),
       retry: { initialRetryTime: 300, retries: 10 },

@@ -4,7 +4,7 @@
  * the rules here are unit-tested without a stack.
  */
 import { ALL, BUCKET_MS, bucketStart, type EventRecord } from '../common/contract';
-import { countFields, LIVE_SESSIONS_WINDOW_MS, LIVE_USERS_WINDOW_MS, PLAYBACK_FIELDS, type HllGranularity } from '../common/speed-keys';
+import { countField, countFields, LIVE_SESSIONS_WINDOW_MS, LIVE_USERS_WINDOW_MS, PLAYBACK_FIELDS, type HllGranularity } from '../common/speed-keys';
 
 export interface FoldInput {
   record: EventRecord;
@@ -116,6 +116,7 @@ export function foldEvents(inputs: Iterable<FoldInput>, opts: FoldOptions): Fold
   const seen = new Set<string>();
   const liveUsersFrom = opts.now - LIVE_USERS_WINDOW_MS;
   const liveSessionsFrom = opts.now - LIVE_SESSIONS_WINDOW_MS;
+  const combos = { second: new Map<number, Map<string, number>>(), minute: new Map<number, Map<string, number>>() };
   for (const { record: e, hash } of inputs) {
     if (seen.has(hash)) {
       f.duplicates += 1;
@@ -129,14 +130,13 @@ export function foldEvents(inputs: Iterable<FoldInput>, opts: FoldOptions): Fold
     f.events += 1;
     const minute = bucketStart(e.ts, 'minute');
     child(f.dedupe, minute, () => []).push(hash);
-    const fields = countFields(e.event_type, e.device_type, e.country);
-    const minuteCounts = child(f.counts.minute, minute, () => new Map<string, number>());
-    for (const field of fields) inc(minuteCounts, field);
+    // Count each event once under its own combination; the 8 roll-ups are expanded per combination below.
+    const combo = countField(e.event_type, e.device_type, e.country);
+    inc(child(combos.minute, minute, () => new Map<string, number>()), combo);
     if (isLate(e.ts, 'second', opts.secondRetentionMs, opts.now)) {
       f.lateSecond += 1;
     } else {
-      const secondCounts = child(f.counts.second, bucketStart(e.ts, 'second'), () => new Map<string, number>());
-      for (const field of fields) inc(secondCounts, field);
+      inc(child(combos.second, bucketStart(e.ts, 'second'), () => new Map<string, number>()), combo);
     }
     for (const g of ['minute', 'hour', 'day'] as const) {
       const byDevice = child(f.users[g], bucketStart(e.ts, g), () => new Map<string, Set<string>>());
@@ -157,6 +157,18 @@ export function foldEvents(inputs: Iterable<FoldInput>, opts: FoldOptions): Fold
     if (e.ts >= liveUsersFrom && e.ts > (f.liveUsers.get(e.user_id) ?? -Infinity)) f.liveUsers.set(e.user_id, e.ts);
     if (e.session_id !== null && e.ts >= liveSessionsFrom && e.ts > (f.liveSessions.get(e.session_id) ?? -Infinity)) {
       f.liveSessions.set(e.session_id, e.ts);
+    }
+  }
+  for (const g of ['second', 'minute'] as const) {
+    for (const [bucket, byCombo] of combos[g]) {
+      const counts = new Map<string, number>();
+      f.counts[g].set(bucket, counts);
+      for (const [combo, n] of byCombo) {
+        // event_type and country never contain '|' (countField), so the device is what lies between the first and last.
+        const a = combo.indexOf('|');
+        const b = combo.lastIndexOf('|');
+        for (const field of countFields(combo.slice(0, a), combo.slice(a + 1, b), combo.slice(b + 1))) inc(counts, field, n);
+      }
     }
   }
   return f;

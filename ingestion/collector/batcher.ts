@@ -10,6 +10,8 @@
 export interface OutMessage {
   key: string;
   value: string;
+  /** Set by a sink that routes by partition; otherwise the producer's partitioner picks it from the key. */
+  partition?: number;
 }
 
 export interface BatcherOptions {

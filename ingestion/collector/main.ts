@@ -2,12 +2,28 @@
  * Runs the collector: `npm run collector` (settings from the COLLECTOR_* and
  * KAFKA_* environment variables, see common/config.ts).
  */
+import './kafkajs-linear-grouping'; // first: before anything loads kafkajs (see the module)
 import { config } from '../../common/config';
 import { kafkaClient } from '../../common/clients';
 import { logger } from '../../common/log';
 import { ensureTopics } from '../../common/topics';
 import { buildCollector } from './server';
 import { stopOnSignals } from '../../common/process';
+import { Command } from 'commander';
+
+new Command('collector')
+  .description('The HTTP collector: POST /v1/events (JSON, array or NDJSON) → Kafka events.raw, invalid events → events.dlq; GET /health, /metrics.')
+  .addHelpText(
+    'after',
+    `
+Settings (environment, defaults in common/config.ts):
+  COLLECTOR_PORT, COLLECTOR_HOST       where it listens (8080, 0.0.0.0)
+  COLLECTOR_API_KEYS                   comma-separated ingestion keys (dev-ingest-key)
+  COLLECTOR_MAX_BATCH_EVENTS / _BYTES  per request (1000 events / 1 MiB), 413 beyond
+  COLLECTOR_MAX_IN_FLIGHT_EVENTS       backpressure: 429 beyond this many unacknowledged events
+  KAFKA_BROKERS, TOPIC_RAW, TOPIC_DLQ`,
+  )
+  .parse();
 
 const cfg = config();
 const log = logger('collector');

@@ -6,6 +6,7 @@
  * (the collector answers 503) and a probe retries in the background; the process
  * never exits or crash-loops because the broker is away.
  */
+import './kafkajs-linear-grouping'; // first: before kafkajs loads (see the module)
 import { CompressionTypes, Partitioners, type Admin, type Kafka, type Producer } from 'kafkajs';
 import type { Config } from '../../common/config';
 import { kafkaClient } from '../../common/clients';
@@ -46,8 +47,17 @@ export class KafkaSink implements EventSink {
   state: SinkState = 'connecting';
   onFlush: ((info: FlushInfo) => void) | undefined;
   private readonly kafka: Kafka;
-  private readonly producer: Producer;
-  private readonly batcher: Batcher;
+  /**
+   * One lane per producer. kafkajs' idempotent producer keeps one request in
+   * flight per broker, so one producer caps throughput at (batch ÷ round trip).
+   * Lanes send in parallel, each owning a fixed set of partitions (partition %
+   * lanes): every partition is still written by one idempotent producer with
+   * one request in flight, so per-partition order and idempotence are unchanged.
+   */
+  private readonly lanes: Array<{ producer: Producer; batcher: Batcher }>;
+  private readonly partitioner = Partitioners.DefaultPartitioner();
+  /** Partitions of the raw topic (from the probe's metadata); 0 until known. */
+  private rawPartitions = 0;
   private readonly compression: CompressionTypes;
   private lastEvidence = 0;
   private probing: Promise<void> | undefined;
@@ -64,25 +74,28 @@ export class KafkaSink implements EventSink {
     }
     this.compression = c.compression === 'gzip' ? CompressionTypes.GZIP : CompressionTypes.None;
     this.kafka = kafkaClient(cfg, `${cfg.kafka.clientId}-collector`);
-    this.producer = this.kafka.producer({
-      idempotent: true,
-      maxInFlightRequests: 1,
-      allowAutoTopicCreation: false,
-      createPartitioner: Partitioners.DefaultPartitioner,
-      // Bounded, so a request cannot hang for minutes; the batch deadline answers 503 first anyway.
-      retry: { retries: 5, initialRetryTime: 100, maxRetryTime: 2000 },
+    this.lanes = Array.from({ length: c.producers }, () => {
+      const producer = this.kafka.producer({
+        idempotent: true,
+        maxInFlightRequests: 1,
+        allowAutoTopicCreation: false,
+        createPartitioner: Partitioners.DefaultPartitioner,
+        // Bounded, so a request cannot hang for minutes; the batch deadline answers 503 first anyway.
+        retry: { retries: 5, initialRetryTime: 100, maxRetryTime: 2000 },
+      });
+      const batcher = new Batcher((raw, dlq) => this.send(producer, raw, dlq), {
+        lingerMs: c.lingerMs,
+        maxBytes: c.flushMaxBytes,
+        maxMessages: c.flushMaxMessages,
+        timeoutMs: c.produceTimeoutMs,
+      });
+      batcher.onFlush = (info) => {
+        if (info.error) this.markDown(info.error);
+        else this.lastEvidence = Date.now();
+        this.onFlush?.(info);
+      };
+      return { producer, batcher };
     });
-    this.batcher = new Batcher((raw, dlq) => this.send(raw, dlq), {
-      lingerMs: c.lingerMs,
-      maxBytes: c.flushMaxBytes,
-      maxMessages: c.flushMaxMessages,
-      timeoutMs: c.produceTimeoutMs,
-    });
-    this.batcher.onFlush = (info) => {
-      if (info.error) this.markDown(info.error);
-      else this.lastEvidence = Date.now();
-      this.onFlush?.(info);
-    };
   }
 
   start(): void {
@@ -91,8 +104,26 @@ export class KafkaSink implements EventSink {
 
   write(raw: readonly OutMessage[], dlq: readonly OutMessage[]): Promise<void> {
     if (this.state !== 'up') return Promise.reject(new SinkUnavailableError(`Kafka is ${this.state}`));
-    return this.batcher.write(raw, dlq);
+    const n = this.lanes.length;
+    if (n === 1 || this.rawPartitions === 0) return this.lanes[0].batcher.write(raw, dlq);
+    // The partition the default partitioner would pick (murmur2 of the key), fixed here so the lane owning it sends it.
+    const byLane: OutMessage[][] = Array.from({ length: n }, () => []);
+    const topic = this.cfg.kafka.rawTopic;
+    const partitionMetadata = this.partitionMetadata;
+    for (const m of raw) {
+      const partition = this.partitioner({ topic, partitionMetadata, message: m });
+      m.partition = partition;
+      byLane[partition % n].push(m);
+    }
+    const writes: Array<Promise<void>> = [];
+    for (let i = 0; i < n; i++) {
+      const laneDlq = i === 0 ? dlq : [];
+      if (byLane[i].length > 0 || laneDlq.length > 0) writes.push(this.lanes[i].batcher.write(byLane[i], laneDlq));
+    }
+    return writes.length === 1 ? writes[0] : Promise.all(writes).then(() => undefined);
   }
+
+  private partitionMetadata: Array<{ partitionId: number; leader: number; replicas: number[]; isr: number[]; partitionErrorCode: number }> = [];
 
   async check(maxAgeMs: number): Promise<SinkState> {
     if (this.state === 'closed') return this.state;
@@ -104,17 +135,17 @@ export class KafkaSink implements EventSink {
   async close(): Promise<void> {
     if (this.state === 'closed') return;
     clearTimeout(this.retryTimer);
-    if (this.state === 'up') await this.batcher.drain();
-    this.batcher.failPending(new SinkUnavailableError('collector is shutting down'));
+    if (this.state === 'up') await Promise.all(this.lanes.map((l) => l.batcher.drain()));
+    for (const l of this.lanes) l.batcher.failPending(new SinkUnavailableError('collector is shutting down'));
     this.state = 'closed';
-    await this.producer.disconnect().catch(() => {});
+    await Promise.all(this.lanes.map((l) => l.producer.disconnect().catch(() => {})));
   }
 
-  private async send(raw: OutMessage[], dlq: OutMessage[]): Promise<void> {
+  private async send(producer: Producer, raw: OutMessage[], dlq: OutMessage[]): Promise<void> {
     const topicMessages = [];
     if (raw.length > 0) topicMessages.push({ topic: this.cfg.kafka.rawTopic, messages: raw });
     if (dlq.length > 0) topicMessages.push({ topic: this.cfg.kafka.dlqTopic, messages: dlq });
-    await this.producer.sendBatch({ topicMessages, acks: -1, compression: this.compression });
+    await producer.sendBatch({ topicMessages, acks: -1, compression: this.compression });
   }
 
   private markDown(err: Error): void {
@@ -122,7 +153,7 @@ export class KafkaSink implements EventSink {
     this.state = 'down';
     this.log.error({ err: err.message }, 'Kafka produce failed; answering 503 until it is reachable again');
     // What is still queued would only wait for the deadline: answer it now.
-    this.batcher.failPending(new SinkUnavailableError('Kafka is unreachable'));
+    for (const l of this.lanes) l.batcher.failPending(new SinkUnavailableError('Kafka is unreachable'));
     this.scheduleProbe();
   }
 
@@ -148,9 +179,14 @@ export class KafkaSink implements EventSink {
     try {
       admin = kafkaClient(this.cfg, `${this.cfg.kafka.clientId}-collector-probe`, { probe: true }).admin();
       await admin.connect();
-      await admin.fetchTopicMetadata({ topics: [this.cfg.kafka.rawTopic, this.cfg.kafka.dlqTopic] });
+      const meta = await admin.fetchTopicMetadata({ topics: [this.cfg.kafka.rawTopic, this.cfg.kafka.dlqTopic] });
+      const rawMeta = meta.topics.find((t) => t.name === this.cfg.kafka.rawTopic);
+      if (rawMeta && rawMeta.partitions.length > 0) {
+        this.rawPartitions = rawMeta.partitions.length;
+        this.partitionMetadata = rawMeta.partitions.map((p) => ({ ...p, replicas: p.replicas ?? [], isr: p.isr ?? [] }));
+      }
       if (!this.connected) {
-        await this.producer.connect();
+        await Promise.all(this.lanes.map((l) => l.producer.connect()));
         this.connected = true;
       }
       if (this.state === 'closed') return;

@@ -3,7 +3,7 @@
  * real stack: batch views published by the real jobs, speed views applied by
  * the real speed layer (including events of the last minute, so the live chart
  * has something to draw). Every chart must render real data, the page must log
- * no console errors, and the screenshot goes to docs/dashboard.png.
+ * no console errors, and the screenshot goes to test-results/dashboard.png (docs/dashboard.png is a copy of one).
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -127,7 +127,7 @@ describe('dashboard in headless Chromium', () => {
     expect(await page.textContent('#alerts')).toMatch(/none firing|\(speed\)|\(serving\)/);
 
     fs.mkdirSync(path.join(REPO_ROOT, 'docs'), { recursive: true });
-    await page.screenshot({ path: path.join(REPO_ROOT, 'docs', 'dashboard.png'), fullPage: true });
+    await page.screenshot({ path: path.join(REPO_ROOT, 'test-results', 'dashboard.png'), fullPage: true });
     expect(problems).toEqual([]);
     await page.close();
   });
