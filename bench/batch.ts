@@ -13,7 +13,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
+import { Command } from 'commander';
 import { s3Client } from '../common/clients';
 import { loadConfig } from '../common/config';
 import { EVENT_TYPES } from '../common/contract';
@@ -26,20 +26,21 @@ import { Duck, rawColumnsSelect, sqlString } from '../batch-layer/jobs/duck';
 
 process.env.LOG_LEVEL ??= 'warn';
 
-const { values: args } = parseArgs({
-  options: {
-    events: { type: 'string', default: '10000000' },
-    day: { type: 'string', default: '2025-02-01' },
-    shards: { type: 'string' },
-    partitions: { type: 'string', default: '6' },
-    'events-per-user': { type: 'string', default: '40' },
-  },
-});
+const args = new Command('bench-batch')
+  .description('Batch-layer benchmark: N events of one day in the lake → 24 hourly jobs + the daily job, beside bare DuckDB SQL over one local Parquet file.')
+  .option('--events <n>', 'events in the day', '10000000')
+  .option('--day <YYYY-MM-DD>', 'the simulated day', '2025-02-01')
+  .option('--shards <n>', 'user-hash shards of the daily job (default BATCH_SHARDS)')
+  .option('--partitions <n>', 'Kafka partitions the raw objects pretend to come from', '6')
+  .option('--events-per-user <n>', 'average events per user', '40')
+  .addHelpText('after', '\nUses its own bucket (BENCH_BUCKET, default bench-batch), emptied first.')
+  .parse()
+  .opts<{ events: string; day: string; shards?: string; partitions: string; eventsPerUser: string }>();
 
 const N = Number(args.events);
-const DAY = args.day!;
+const DAY = args.day;
 const PARTITIONS = Number(args.partitions);
-const USERS = Math.max(1, Math.round(N / Number(args['events-per-user'])));
+const USERS = Math.max(1, Math.round(N / Number(args.eventsPerUser)));
 const cfg = loadConfig({ ...process.env, S3_BUCKET: process.env.BENCH_BUCKET ?? 'bench-batch' });
 const shards = Number(args.shards ?? cfg.batch.shards);
 const ctx: JobContext = { cfg, log: logger('bench-batch') };
