@@ -9,6 +9,8 @@ import type { Logger } from './log';
 
 export interface Health {
   ok: boolean;
+  /** Shown as `status` in the body; defaults to "ok" / "degraded" from `ok`. */
+  status?: string;
   [detail: string]: unknown;
 }
 

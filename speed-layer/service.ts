@@ -3,8 +3,6 @@
  * a small HTTP server with GET /metrics (Prometheus) and GET /health. Used by
  * main.ts and, in-process, by the integration tests.
  */
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { Redis } from 'ioredis';
 import { kafkaClient, redisClient } from '../common/clients';
 import type { Config } from '../common/config';
@@ -12,6 +10,7 @@ import { logger } from '../common/log';
 import { AlertEvaluator } from './alerts';
 import { SpeedConsumer } from './consumer';
 import { speedMetrics, type SpeedMetrics } from './metrics';
+import { startStatusServer } from '../common/status-server';
 
 const HEALTH_PROBE_MS = 1000;
 
@@ -32,37 +31,24 @@ export async function startSpeedLayer(cfg: Config, opts: { alerts?: boolean; red
   const admin = kafka.admin();
   let alerts: AlertEvaluator | null = null;
 
-  const server = http.createServer((req, res) => {
-    void (async () => {
-      if (req.method === 'GET' && req.url === '/metrics') {
-        res.writeHead(200, { 'content-type': metrics.registry.contentType });
-        res.end(await metrics.registry.metrics());
-      } else if (req.method === 'GET' && req.url === '/health') {
-        // ioredis queues commands while reconnecting; a probe must answer quickly either way.
-        const redisOk = await Promise.race([
-          redis.ping().then(
-            () => true,
-            () => false,
-          ),
-          new Promise<boolean>((r) => setTimeout(() => r(false), HEALTH_PROBE_MS).unref()),
-        ]);
-        const ok = redisOk && consumer.healthy;
-        res.writeHead(ok ? 200 : 503, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ status: ok ? 'ok' : 'degraded', redis: redisOk, consumer: consumer.healthy }));
-      } else {
-        res.writeHead(404).end();
-      }
-    })().catch((err: Error) => {
-      log.warn({ err: err.message }, 'http handler failed');
-      if (!res.headersSent) res.writeHead(500);
-      res.end();
-    });
+  const status = await startStatusServer({
+    host: cfg.speed.host,
+    port: cfg.speed.port,
+    registry: metrics.registry,
+    log,
+    health: async () => {
+      // ioredis queues commands while reconnecting; a probe must answer quickly either way.
+      const redisOk = await Promise.race([
+        redis.ping().then(
+          () => true,
+          () => false,
+        ),
+        new Promise<boolean>((r) => setTimeout(() => r(false), HEALTH_PROBE_MS).unref()),
+      ]);
+      return { ok: redisOk && consumer.healthy, redis: redisOk, consumer: consumer.healthy };
+    },
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(cfg.speed.port, cfg.speed.host, () => resolve());
-  });
-  const port = (server.address() as AddressInfo).port;
+  const port = status.port;
 
   await consumer.start();
   if (opts.alerts ?? true) {
@@ -81,7 +67,7 @@ export async function startSpeedLayer(cfg: Config, opts: { alerts?: boolean; red
       alerts?.stop();
       await consumer.stop();
       if (alerts) await admin.disconnect();
-      await new Promise<void>((r) => server.close(() => r()));
+      await status.close();
       if (!opts.redis) redis.disconnect();
     },
   };

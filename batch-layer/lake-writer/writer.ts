@@ -17,8 +17,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import fsp from 'node:fs/promises';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { Consumer, EachBatchPayload, KafkaMessage } from 'kafkajs';
@@ -28,6 +26,7 @@ import type { Config } from '../../common/config';
 import { DLQ_REASONS, EVENT_TYPES, type DeadLetter, type EventRecord } from '../../common/contract';
 import { dayId, lakePaths, type DirtyMarker } from '../../common/lake';
 import { logger } from '../../common/log';
+import { startStatusServer, type StatusServer } from '../../common/status-server';
 import { putJson, uploadFile } from '../lake-io';
 import { PartitionState, isHourClosed, objectKey, periodOf, shouldRoll, type FileBuffer, type StreamKind } from './buffers';
 import { dlqLine, rawLine, writeParquetLines } from './parquet';
@@ -449,27 +448,21 @@ export async function startLakeWriter(cfg: Config, opts: LakeWriterOptions = {})
     },
   });
 
-  let server: http.Server | null = null;
+  let server: StatusServer | null = null;
   let port = 0;
   if (opts.http !== false) {
-    server = http.createServer(async (req, res) => {
-      if (req.url === '/metrics') {
-        res.writeHead(200, { 'content-type': registry.contentType });
-        res.end(await registry.metrics());
-      } else if (req.url === '/health') {
+    server = await startStatusServer({
+      host: cfg.lake.host,
+      port: cfg.lake.port,
+      registry,
+      log,
+      health: () => {
         const st = status();
         const state = stopping ? 'stopping' : st.failingUploads >= UNHEALTHY_AFTER_FAILURES ? 'uploads failing' : 'ok';
-        res.writeHead(state === 'ok' ? 200 : 503, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ status: state, ...st }));
-      } else {
-        res.writeHead(404).end();
-      }
+        return { ok: state === 'ok', ...st, status: state };
+      },
     });
-    await new Promise<void>((resolve, reject) => {
-      server!.once('error', reject);
-      server!.listen(cfg.lake.port, cfg.lake.host, () => resolve());
-    });
-    port = (server.address() as AddressInfo).port;
+    port = server.port;
   }
   log.info({ group: cfg.kafka.lakeGroup, topics: [rawTopic, dlqTopic], bucket, rollBytes: policy.rollBytes, rollAgeSec: cfg.lake.rollAgeSec, port }, 'lake writer started');
 
@@ -506,7 +499,7 @@ export async function startLakeWriter(cfg: Config, opts: LakeWriterOptions = {})
       } finally {
         clearTimeout(timeout);
         await consumer.disconnect().catch((err: Error) => log.warn({ err: err.message }, 'consumer disconnect failed'));
-        if (server) await new Promise<void>((r) => server!.close(() => r()));
+        if (server) await server.close();
         await fsp.rm(scratch, { recursive: true, force: true });
         log.info(status(), 'lake writer stopped');
       }
