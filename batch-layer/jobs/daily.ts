@@ -8,6 +8,7 @@
  *   publishDaily   combines the shards (concatenation or sums; medians and paths
  *                  from the combined sessions), runs the checks, publishes.
  */
+import fs from 'node:fs';
 import path from 'node:path';
 import { BINGE_WINDOW_MS } from '../../common/contract';
 import { lakePaths, type QualityCheck, type RunManifest } from '../../common/lake';
@@ -56,6 +57,22 @@ export interface DailyOptions {
   now?: number;
 }
 
+/**
+ * When prepare, the shards and publish run in one process (runDaily, scripts,
+ * tests), they hand each other their shard files through this local directory
+ * instead of uploading them to `_staging/` and downloading them again. The
+ * separate activities (prepareDay / runDayShard / publishDay on any worker) leave
+ * it unset and go through S3. The files and the published bytes are the same
+ * either way: the same statements write the same Parquet, only where it lies differs.
+ */
+export interface LocalHandoff {
+  handoffDir?: string;
+}
+
+function handoffFile(handoffDir: string, key: string): string {
+  return path.join(handoffDir, key);
+}
+
 function planKey(runId: string): string {
   return lakePaths.staging(runId, '_plan.json');
 }
@@ -86,7 +103,7 @@ async function objectOf(ctx: JobContext, key: string): Promise<LakeObject> {
  * Checks the day is ready, stages its inputs once and writes them back as N
  * user-hash shards, so shard workers download only their own users.
  */
-export async function prepareDaily(ctx: JobContext, day: string, runId: string, shards: number = ctx.cfg.batch.shards, opts: { now?: number } = {}): Promise<DailyPlan> {
+export async function prepareDaily(ctx: JobContext, day: string, runId: string, shards: number = ctx.cfg.batch.shards, opts: { now?: number } & LocalHandoff = {}): Promise<DailyPlan> {
   const period = parsePeriod('daily', day, opts.now);
   checkShard(0, shards);
   const startedAt = new Date().toISOString();
@@ -149,18 +166,40 @@ export async function prepareDaily(ctx: JobContext, day: string, runId: string, 
       );
       const uploads: { key: string; file: string }[] = [];
       await blameCorrupt(duck, all, async () => {
-        for (let shard = 0; shard < shards; shard++) {
-          for (const [name, view, order] of [
-            ['events', 'day_all', 'ts, event_id'],
-            ['prev_completes', 'prev_all', 'ts, event_id'],
-            ['history', 'history_all', 'user_id, day'],
-          ] as const) {
-            const file = path.join(dir, 'out', `${shard}`, `${name}.parquet`);
-            await duck.run(`CREATE OR REPLACE TABLE shard_part AS SELECT * FROM ${view} WHERE ${shardPredicate(shard)} ORDER BY ${order}`);
-            await duck.writeParquet('shard_part', file);
-            uploads.push({ key: shardKey(runId, shard, shards, name), file });
+        // One streaming pass per input reads and hashes every row once, writing it to its shard's
+        // local (uncompressed, unordered) part files; each shard file is then those rows in order,
+        // exactly what `WHERE <its hash> ORDER BY <order>` over the input gives, without
+        // re-reading and re-hashing the whole day once per shard. Only one shard is sorted in
+        // memory at a time (the partitioned write buffers a little per shard).
+        for (const [name, view, order] of [
+          ['events', 'day_all', 'ts, event_id'],
+          ['prev_completes', 'prev_all', 'ts, event_id'],
+          ['history', 'history_all', 'user_id, day'],
+        ] as const) {
+          const parts = path.join(dir, 'split', name);
+          // One shard is the whole input: nothing to split.
+          if (shards > 1) {
+            await fs.promises.mkdir(path.dirname(parts), { recursive: true });
+            await duck.run(
+              `COPY (SELECT *, ${shardOf()} AS __shard FROM ${view}) TO ${sqlString(parts)} (FORMAT parquet, COMPRESSION uncompressed, PARTITION_BY (__shard))`,
+            );
           }
-          checkpoint(ctx, { step: 'split', shard, shards });
+          for (let shard = 0; shard < shards; shard++) {
+            const key = shardKey(runId, shard, shards, name);
+            const file = opts.handoffDir ? handoffFile(opts.handoffDir, key) : path.join(dir, 'out', `${shard}`, `${name}.parquet`);
+            const partDir = path.join(parts, `__shard=${shard}`);
+            const source = shards === 1
+              ? view
+              : fs.existsSync(partDir)
+              ? `read_parquet(${sqlString(path.join(partDir, '*.parquet'))}, hive_partitioning = false)`
+              : `(SELECT * FROM ${view} WHERE false)`;
+            await duck.run(`CREATE OR REPLACE TABLE shard_part AS SELECT * FROM ${source} ORDER BY ${order}`);
+            await duck.writeParquet('shard_part', file);
+            if (!opts.handoffDir) uploads.push({ key, file });
+            checkpoint(ctx, { step: 'split', input: name, shard, shards });
+          }
+          await duck.run('DROP TABLE IF EXISTS shard_part');
+          await fs.promises.rm(parts, { recursive: true, force: true });
         }
       });
       await uploadAll(ctx, uploads, 'upload');
@@ -189,7 +228,12 @@ export async function prepareDaily(ctx: JobContext, day: string, runId: string, 
  * DuckDB build agrees. (md5_number's 128-bit modulo is ~15× slower.)
  */
 export function shardPredicate(shard: number): string {
-  return `md5_number_lower(user_id) % getvariable('shards') = ${shard}`;
+  return `${shardOf()} = ${shard}`;
+}
+
+/** The shard of a row's user, 0 <= shard < getvariable('shards'). */
+export function shardOf(): string {
+  return `md5_number_lower(user_id) % getvariable('shards')`;
 }
 
 export interface ShardResult {
@@ -199,7 +243,7 @@ export interface ShardResult {
 }
 
 /** One user-hash shard's per-user daily work. Idempotent: a retry rewrites the same staged keys. */
-export async function runDailyShard(ctx: JobContext, day: string, runId: string, shard: number, shards: number): Promise<ShardResult> {
+export async function runDailyShard(ctx: JobContext, day: string, runId: string, shard: number, shards: number, opts: LocalHandoff = {}): Promise<ShardResult> {
   checkShard(shard, shards);
   const plan = await readPlan(ctx, day, runId);
   if (plan.shards !== shards) throw new NonRetryableBatchError(`run ${runId} was prepared for ${plan.shards} shards, not ${shards}`);
@@ -207,10 +251,14 @@ export async function runDailyShard(ctx: JobContext, day: string, runId: string,
   const stopBeating = keepAlive(ctx, `runDailyShard ${shard}`);
   return withScratchDir(ctx.cfg, async (dir) => {
     const keys = ['events', 'prev_completes', 'history'].map((name) => ({ key: shardKey(runId, shard, shards, name), etag: '', size: 0 }));
-    const [events, prev, history] = await stage(ctx, keys, path.join(dir, 'in'), 'stage');
+    const handoffDir = opts.handoffDir;
+    // Handed over locally, the files are the ones prepareDaily wrote in this process: nothing to download or re-verify.
+    const [events, prev, history] = handoffDir
+      ? keys.map((k) => ({ ...k, file: handoffFile(handoffDir, k.key) }))
+      : await stage(ctx, keys, path.join(dir, 'in'), 'stage');
     const duck = await Duck.open({ threads: ctx.cfg.batch.duckdbThreads, tempDir: path.join(dir, 'duck'), signal: ctx.signal });
     try {
-      await verifyParquet(duck, [events, prev, history]);
+      if (!handoffDir) await verifyParquet(duck, [events, prev, history]);
       await duck.run(`CREATE VIEW day_events AS SELECT * FROM read_parquet(${sqlString(events.file)})`);
       await duck.run(`CREATE VIEW prev_completes AS SELECT * FROM read_parquet(${sqlString(prev.file)})`);
       await duck.run(`CREATE VIEW history_activity AS SELECT * FROM read_parquet(${sqlString(history.file)})`);
@@ -219,9 +267,10 @@ export async function runDailyShard(ctx: JobContext, day: string, runId: string,
       const uploads: { key: string; file: string }[] = [];
       for (const table of SHARD_TABLES) {
         rowCounts[table] = await duck.materialize(table);
-        const file = path.join(dir, 'out', `${table}.parquet`);
+        const key = shardKey(runId, shard, shards, table);
+        const file = handoffDir ? handoffFile(handoffDir, key) : path.join(dir, 'out', `${table}.parquet`);
         await duck.writeParquet(table, file);
-        uploads.push({ key: shardKey(runId, shard, shards, table), file });
+        if (!handoffDir) uploads.push({ key, file });
         checkpoint(ctx, { step: 'compute', shard, table });
       }
       await uploadAll(ctx, uploads, 'upload');
@@ -234,23 +283,30 @@ export async function runDailyShard(ctx: JobContext, day: string, runId: string,
 }
 
 /** Combines the shards' outputs, checks them and publishes the day. */
-export async function publishDaily(ctx: JobContext, day: string, runId: string, shards: number): Promise<RunManifest> {
+export async function publishDaily(ctx: JobContext, day: string, runId: string, shards: number, opts: LocalHandoff = {}): Promise<RunManifest> {
   const plan = await readPlan(ctx, day, runId);
   if (plan.shards !== shards) throw new NonRetryableBatchError(`run ${runId} was prepared for ${plan.shards} shards, not ${shards}`);
   const period = parsePeriod('daily', day, Number.POSITIVE_INFINITY);
   const stopBeating = keepAlive(ctx, 'publishDaily');
   return withScratchDir(ctx.cfg, async (dir) => {
     const wanted = Array.from({ length: shards }, (_, shard) => SHARD_TABLES.map((table) => ({ shard, table, key: shardKey(runId, shard, shards, table) }))).flat();
+    const handoffDir = opts.handoffDir;
     let staged: StagedObject[];
     try {
-      staged = await stage(ctx, wanted.map((w) => ({ key: w.key, etag: '', size: 0 })), path.join(dir, 'in'), 'stage');
+      if (handoffDir) {
+        staged = wanted.map((w) => ({ key: w.key, etag: '', size: 0, file: handoffFile(handoffDir, w.key) }));
+        const absent = staged.filter((s) => !fs.existsSync(s.file));
+        if (absent.length > 0) throw new Error(`no local shard output ${absent[0].key}`);
+      } else {
+        staged = await stage(ctx, wanted.map((w) => ({ key: w.key, etag: '', size: 0 })), path.join(dir, 'in'), 'stage');
+      }
     } catch (err) {
       throw new NonRetryableBatchError(`shard outputs of run ${runId} are incomplete (run every runDailyShard first): ${(err as Error).message}`);
     }
     const filesOf = (table: string) => sqlList(staged.filter((_, i) => wanted[i].table === table).map((s) => s.file));
     const duck = await Duck.open({ threads: ctx.cfg.batch.duckdbThreads, tempDir: path.join(dir, 'duck'), signal: ctx.signal });
     try {
-      await verifyParquet(duck, staged);
+      if (!handoffDir) await verifyParquet(duck, staged);
       await duck.setVariables({
         day: { date: day },
         day_start: period.startMs,
@@ -303,9 +359,18 @@ export async function runDaily(ctx: JobContext, day: string, opts: DailyOptions 
   const shards = opts.shards ?? ctx.cfg.batch.shards;
   const runId = opts.runId ?? newRunId('daily', day);
   try {
-    await prepareDaily(ctx, day, runId, shards, { now: opts.now });
-    for (let shard = 0; shard < shards; shard++) await runDailyShard(ctx, day, runId, shard, shards);
-    return await publishDaily(ctx, day, runId, shards);
+    // One process runs every step, so the shard files stay on local disk instead of going through S3 `_staging/`.
+    return await withScratchDir(ctx.cfg, async (handoffDir) => {
+      await prepareDaily(ctx, day, runId, shards, { now: opts.now, handoffDir });
+      for (let shard = 0; shard < shards; shard++) {
+        await runDailyShard(ctx, day, runId, shard, shards, { handoffDir });
+        // The shard's input split is no longer needed; free the disk before the next shard.
+        for (const name of ['events', 'prev_completes', 'history']) {
+          await fs.promises.rm(handoffFile(handoffDir, shardKey(runId, shard, shards, name)), { force: true });
+        }
+      }
+      return await publishDaily(ctx, day, runId, shards, { handoffDir });
+    });
   } catch (err) {
     await discardStaging(ctx, runId).catch((e: unknown) => ctx.log.warn({ err: (e as Error).message, runId }, 'could not remove staging'));
     throw err;

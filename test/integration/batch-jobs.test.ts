@@ -28,7 +28,11 @@ import {
   computeWatermark,
   hoursOfDay,
   listDirty,
+  newRunId,
+  prepareDaily,
+  publishDaily,
   runDaily,
+  runDailyShard,
   runHourly,
   type JobContext,
 } from '../../batch-layer/jobs';
@@ -233,6 +237,12 @@ describe('batch jobs over a simulated lake', () => {
     await runHourly(ctx, HOURS[30], { now });
     await runDaily(ctx, DAYS[1], { shards: 4, now });
     await runDaily(ctx, DAYS[2], { shards: 1, now });
+    // The separate steps a workflow runs on any worker hand the shards over through S3 `_staging/`,
+    // where runDaily keeps them on local disk: the published bytes are the same.
+    const runId = newRunId('daily', DAYS[1]);
+    await prepareDaily(ctx, DAYS[1], runId, 3, { now });
+    for (let shard = 0; shard < 3; shard++) await runDailyShard(ctx, DAYS[1], runId, shard, 3);
+    await publishDaily(ctx, DAYS[1], runId, 3);
     const after = await outputEtags();
     expect(after.size).toBe(before.size);
     expect([...after].filter(([k, v]) => before.get(k) !== v)).toEqual([]);
