@@ -11,15 +11,14 @@ import path from 'node:path';
 import type { Redis } from 'ioredis';
 import { chromium, type Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { redisClient, s3Client } from '../../common/clients';
+import { redisClient } from '../../common/clients';
 import { REPO_ROOT, type Config } from '../../common/config';
 import { BUCKET_MS, bucketStart, dayOf, type EventRecord } from '../../common/contract';
 import { logger } from '../../common/log';
-import { deleteObjects, listObjects } from '../../batch-layer/lake-io';
 import { hoursOfDay, runDaily } from '../../batch-layer/jobs';
 import { startSpeedLayer, type SpeedLayer } from '../../speed-layer/service';
 import { startServing, type Serving } from '../../serving-layer/service';
-import { isolatedConfig } from '../support/isolated';
+import { dropIsolated, isolatedConfig } from '../support/isolated';
 import { lambdaFixture } from './serving-support';
 import { produce, toMessages, waitAllApplied } from './speed-support';
 
@@ -81,12 +80,7 @@ afterAll(async () => {
   await serving?.stop();
   await speed?.stop();
   if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
-  if (cfg) {
-    const keys = (await listObjects(s3Client(cfg), cfg.s3.bucket, '')).map((o) => o.key);
-    if (keys.length > 0) await deleteObjects(s3Client(cfg), cfg.s3.bucket, keys);
-    const rkeys = await redis.keys(`${cfg.redis.keyPrefix}*`);
-    if (rkeys.length > 0) await redis.del(...rkeys);
-  }
+  if (cfg) await dropIsolated(cfg, redis);
   redis?.disconnect();
 });
 

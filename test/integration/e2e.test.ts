@@ -29,7 +29,7 @@ import { BUCKET_MS, bucketStart, dayOf } from '../../common/contract';
 import { hourId, lakePaths } from '../../common/lake';
 import { hoursOfDay } from '../../batch-layer/jobs';
 import { Duck, sqlList, type Row } from '../../batch-layer/jobs/duck';
-import { deleteObjects, listObjects, stageObjects } from '../../batch-layer/lake-io';
+import { listObjects, stageObjects } from '../../batch-layer/lake-io';
 import { startLakeWriter, type LakeWriter } from '../../batch-layer/lake-writer/writer';
 import { buildCollector, type Collector } from '../../ingestion/collector/server';
 import { writeNdjson, type SimulatedSend } from '../../ingestion/simulator/generate';
@@ -39,7 +39,7 @@ import { backfillWorkflowId, periodWorkflowId } from '../../workflows/ids';
 import { buildWorkflowBundle, createBatchWorker, type BatchWorker } from '../../workflows/worker';
 import { backfill, hourlyBatch } from '../../workflows/workflows';
 import { defineExpected, expectedSql } from '../support/expected-sql';
-import { isolatedConfig } from '../support/isolated';
+import { dropIsolated, isolatedConfig } from '../support/isolated';
 import { quietTemporalRuntime } from '../support/temporal';
 import { highWatermarks, waitAllApplied, waitFor } from './speed-support';
 import { orchestrationOverrides, temporalClient } from './workflow-support';
@@ -204,12 +204,7 @@ afterAll(async () => {
   await Promise.all([speed?.stop(), lake?.stop(), serving?.stop()]);
   duck?.close();
   if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
-  if (cfg) {
-    const keys = (await listObjects(s3Client(cfg), cfg.s3.bucket, '')).map((o) => o.key);
-    if (keys.length > 0) await deleteObjects(s3Client(cfg), cfg.s3.bucket, keys);
-    const rkeys = await redis.keys(`${cfg.redis.keyPrefix}*`);
-    if (rkeys.length > 0) await redis.del(...rkeys);
-  }
+  if (cfg) await dropIsolated(cfg, redis);
   redis?.disconnect();
   process.stderr.write(`[e2e] timings (ms): ${JSON.stringify(timings)}\n`);
 });

@@ -17,12 +17,12 @@ import type { Config } from '../../common/config';
 import { BUCKET_MS, bucketStart, dayOf, type EventRecord } from '../../common/contract';
 import { hourId, lakePaths } from '../../common/lake';
 import { logger } from '../../common/log';
-import { deleteObjects, listObjects, stageObjects } from '../../batch-layer/lake-io';
+import { stageObjects } from '../../batch-layer/lake-io';
 import { hoursOfDay, runDaily, type JobContext } from '../../batch-layer/jobs';
 import { Duck, sqlList } from '../../batch-layer/jobs/duck';
 import { startSpeedLayer, type SpeedLayer } from '../../speed-layer/service';
 import { startServing, type Serving } from '../../serving-layer/service';
-import { isolatedConfig } from '../support/isolated';
+import { dropIsolated, isolatedConfig } from '../support/isolated';
 import { lambdaFixture } from './serving-support';
 import { produce, toMessages, waitAllApplied, waitFor } from './speed-support';
 
@@ -83,12 +83,7 @@ afterAll(async () => {
   await speed?.stop();
   duck?.close();
   if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
-  if (cfg) {
-    const keys = (await listObjects(s3Client(cfg), cfg.s3.bucket, '')).map((o) => o.key);
-    if (keys.length > 0) await deleteObjects(s3Client(cfg), cfg.s3.bucket, keys);
-    const rkeys = await redis.keys(`${cfg.redis.keyPrefix}*`);
-    if (rkeys.length > 0) await redis.del(...rkeys);
-  }
+  if (cfg) await dropIsolated(cfg, redis);
   redis?.disconnect();
 });
 

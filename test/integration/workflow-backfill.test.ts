@@ -6,13 +6,11 @@
  */
 import { WorkflowExecutionAlreadyStartedError, WorkflowFailedError, type Client } from '@temporalio/client';
 import { CancelledFailure } from '@temporalio/common';
-import { NativeConnection, Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { s3Client } from '../../common/clients';
 import type { Config } from '../../common/config';
 import { lakePaths, type RunManifest } from '../../common/lake';
 import { getJson, listObjects } from '../../batch-layer/lake-io';
-import { createActivities } from '../../workflows/activities';
 import { failuresOf, startBackfill } from '../../workflows/cli/backfill';
 import { periodWorkflowId } from '../../workflows/ids';
 import type { BackfillProgress } from '../../workflows/types';
@@ -20,7 +18,7 @@ import { buildWorkflowBundle } from '../../workflows/worker';
 import { hourlyBatch, progressQuery } from '../../workflows/workflows';
 import { isolatedConfig } from '../support/isolated';
 import { quietTemporalRuntime } from '../support/temporal';
-import { attributesOf, eventually, orchestrationOverrides, putCorruptObject, seedRaw, temporalClient, waitFor } from './workflow-support';
+import { attributesOf, eventually, orchestrationOverrides, putCorruptObject, seedRaw, startTestWorker, temporalClient, waitFor } from './workflow-support';
 
 process.env.LOG_LEVEL ??= 'warn';
 
@@ -30,9 +28,7 @@ const hourOf = (h: number) => `${DAY}T${String(h).padStart(2, '0')}`;
 
 let cfg: Config;
 let client: Client;
-let worker: Worker;
-let workerDone: Promise<void>;
-let closeActivities: () => Promise<void>;
+let testWorker: { stop(): Promise<void> } | undefined;
 
 const manifest = (period: string) => getJson<RunManifest>(s3Client(cfg), cfg.s3.bucket, lakePaths.manifest('hourly', period));
 
@@ -41,23 +37,11 @@ beforeAll(async () => {
   cfg = await isolatedConfig('wfbackfill', orchestrationOverrides('wfbackfill'));
   const [bundle] = await Promise.all([buildWorkflowBundle(), seedRaw(cfg, { seed: 11, users: 8, startMs: DAY_START, endMs: DAY_START + 12 * 3_600_000 })]);
   client = await temporalClient(cfg);
-  const { activities, close } = createActivities(cfg);
-  closeActivities = close;
-  worker = await Worker.create({
-    connection: await NativeConnection.connect({ address: cfg.temporal.address }),
-    namespace: cfg.temporal.namespace,
-    taskQueue: cfg.temporal.taskQueue,
-    workflowBundle: bundle,
-    activities,
-    maxConcurrentActivityTaskExecutions: 2,
-  });
-  workerDone = worker.run();
+  testWorker = await startTestWorker(cfg, bundle);
 }, 180_000);
 
 afterAll(async () => {
-  worker?.shutdown();
-  await workerDone?.catch(() => undefined);
-  await closeActivities?.();
+  await testWorker?.stop();
   await client?.connection.close();
 });
 

@@ -7,14 +7,14 @@
  */
 import { WorkflowFailedError, type Client } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
-import { NativeConnection, Worker, type WorkflowBundle } from '@temporalio/worker';
+import { Worker, type WorkflowBundle } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { redisClient, s3Client } from '../../common/clients';
 import type { Config } from '../../common/config';
 import { lakePaths, type RunManifest, type Watermark } from '../../common/lake';
 import { DAILY_TABLES, HOURLY_TABLES } from '../../batch-layer/jobs';
 import { getJson, listObjects } from '../../batch-layer/lake-io';
-import { createActivities, watermarkChannel } from '../../workflows/activities';
+import { watermarkChannel } from '../../workflows/activities';
 import { periodWorkflowId } from '../../workflows/ids';
 import { batchAttributes } from '../../workflows/search-attributes';
 import { buildWorkflowBundle } from '../../workflows/worker';
@@ -23,7 +23,7 @@ import { isolatedConfig } from '../support/isolated';
 import { quietTemporalRuntime } from '../support/temporal';
 process.env.LOG_LEVEL ??= 'warn';
 
-import { attributesOf, markDirty, orchestrationOverrides, seedRaw, temporalClient, waitFor, type SeededHour } from './workflow-support';
+import { attributesOf, markDirty, orchestrationOverrides, seedRaw, startTestWorker, temporalClient, waitFor, type SeededHour } from './workflow-support';
 
 const DAY = '2025-03-04';
 const DAY_START = Date.parse(`${DAY}T00:00:00Z`);
@@ -32,9 +32,7 @@ const HOUR = `${DAY}T05`;
 let cfg: Config;
 let client: Client;
 let bundle: WorkflowBundle;
-let worker: Worker;
-let workerDone: Promise<void>;
-let closeActivities: () => Promise<void>;
+let testWorker: { stop(): Promise<void> } | undefined;
 let seeded: Map<string, SeededHour>;
 
 const manifest = (kind: 'hourly' | 'daily', period: string) => getJson<RunManifest>(s3Client(cfg), cfg.s3.bucket, lakePaths.manifest(kind, period));
@@ -47,23 +45,11 @@ beforeAll(async () => {
     seedRaw(cfg, { seed: 7, users: 12, startMs: DAY_START, endMs: DAY_START + 86_400_000 }),
   ]);
   client = await temporalClient(cfg);
-  const { activities, close } = createActivities(cfg);
-  closeActivities = close;
-  worker = await Worker.create({
-    connection: await NativeConnection.connect({ address: cfg.temporal.address }),
-    namespace: cfg.temporal.namespace,
-    taskQueue: cfg.temporal.taskQueue,
-    workflowBundle: bundle,
-    activities,
-    maxConcurrentActivityTaskExecutions: 2,
-  });
-  workerDone = worker.run();
+  testWorker = await startTestWorker(cfg, bundle);
 }, 180_000);
 
 afterAll(async () => {
-  worker?.shutdown();
-  await workerDone?.catch(() => undefined);
-  await closeActivities?.();
+  await testWorker?.stop();
   await client?.connection.close();
 });
 

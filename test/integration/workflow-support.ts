@@ -15,6 +15,8 @@ import { hourId, lakePaths, type DirtyMarker } from '../../common/lake';
 import { putJson, uploadFile } from '../../batch-layer/lake-io';
 import { writeRawParquet, type RawRow } from '../../batch-layer/lake-writer/parquet';
 import { simulate } from '../../ingestion/simulator/generate';
+import { NativeConnection, Worker, type WorkflowBundle } from '@temporalio/worker';
+import { createActivities } from '../../workflows/activities';
 
 export interface SeededHour {
   hour: string;
@@ -135,4 +137,25 @@ export function orchestrationOverrides(label: string): Record<string, string> {
 /** waitFor that treats a throwing probe as "not yet" (e.g. a query before the workflow's first task ran). */
 export function eventually<T>(what: string, fn: () => Promise<T | undefined | null | false>, timeoutMs = 60_000, everyMs = 250): Promise<T> {
   return waitFor(what, () => fn().catch(() => undefined), timeoutMs, everyMs);
+}
+
+/** A worker with the real activities on the test's isolated task queue, running until `stop()`. */
+export async function startTestWorker(cfg: Config, bundle: WorkflowBundle): Promise<{ stop(): Promise<void> }> {
+  const { activities, close } = createActivities(cfg);
+  const worker = await Worker.create({
+    connection: await NativeConnection.connect({ address: cfg.temporal.address }),
+    namespace: cfg.temporal.namespace,
+    taskQueue: cfg.temporal.taskQueue,
+    workflowBundle: bundle,
+    activities,
+    maxConcurrentActivityTaskExecutions: 2,
+  });
+  const done = worker.run();
+  return {
+    async stop() {
+      worker.shutdown();
+      await done.catch(() => undefined);
+      await close();
+    },
+  };
 }

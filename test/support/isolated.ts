@@ -6,6 +6,8 @@ import { randomBytes } from 'node:crypto';
 import { loadConfig, type Config } from '../../common/config';
 import { kafkaClient, s3Client } from '../../common/clients';
 import { ensureBucket, ensureTopics } from '../../common/topics';
+import type { Redis } from 'ioredis';
+import { deleteObjects, listObjects } from '../../batch-layer/lake-io';
 
 export async function isolatedConfig(label: string, overrides: Record<string, string> = {}): Promise<Config> {
   const id = `${label}-${randomBytes(3).toString('hex')}`.toLowerCase().replace(/[^a-z0-9-]/g, '-');
@@ -23,4 +25,13 @@ export async function isolatedConfig(label: string, overrides: Record<string, st
   await ensureTopics(kafkaClient(cfg, `test-${id}`), cfg);
   await ensureBucket(s3Client(cfg), cfg.s3.bucket);
   return cfg;
+}
+
+/** Remove what a test wrote under its isolated bucket and Redis prefix (the counterpart of isolatedConfig). */
+export async function dropIsolated(cfg: Config, redis: Redis): Promise<void> {
+  const s3 = s3Client(cfg);
+  const keys = (await listObjects(s3, cfg.s3.bucket, '')).map((o) => o.key);
+  if (keys.length > 0) await deleteObjects(s3, cfg.s3.bucket, keys);
+  const rkeys = await redis.keys(`${cfg.redis.keyPrefix}*`);
+  if (rkeys.length > 0) await redis.del(...rkeys);
 }
