@@ -30,6 +30,25 @@ export type EventDimension = (typeof EVENT_DIMENSIONS)[number];
 const SPEED_DIMENSIONS = ['event_type', 'device_type', 'country'] as const;
 
 export const OBT_DIMENSIONS = ['device_type', 'app_version', 'country'] as const;
+
+/**
+ * Conditions on the roll-up tables' dimension columns: a filtered dimension matches its value, a
+ * grouped one every real value (not its ALL row), any other only its ALL row. Appends to `where`/`params`.
+ */
+function dimensionConditions(
+  dims: readonly string[],
+  q: { filters: Partial<Record<string, string>>; groupBy: readonly string[] },
+  where: string[],
+  params: DuckDBValue[],
+): void {
+  for (const d of dims) {
+    const f = q.filters[d];
+    if (f !== undefined) {
+      params.push(f);
+      where.push(`${d} = $${params.length}`);
+    } else where.push(q.groupBy.includes(d) ? `${d} <> 'ALL'` : `${d} = 'ALL'`);
+  }
+}
 export type ObtDimension = (typeof OBT_DIMENSIONS)[number];
 /** The grouping sets of the one big table (METRICS.md), as the set of dimensions that are not ALL. */
 const OBT_LEVELS = [['device_type', 'app_version', 'country'], ['device_type', 'country'], ['device_type'], ['country'], []].map((l) => l.sort().join(','));
@@ -96,13 +115,7 @@ export function eventsMetric(src: Sources): MetricDef<EventsParams, number> {
         if (!src.batch.has('hourly_events')) return [];
         const where: string[] = ['hour_start_ms >= $1', 'hour_start_ms < $2'];
         const params: DuckDBValue[] = [q.from, q.to];
-        for (const d of EVENT_DIMENSIONS) {
-          const f = q.params.filters[d];
-          if (f !== undefined) {
-            params.push(f);
-            where.push(`${d} = $${params.length}`);
-          } else where.push(q.params.groupBy.includes(d) ? `${d} <> 'ALL'` : `${d} = 'ALL'`);
-        }
+        dimensionConditions(EVENT_DIMENSIONS, q.params, where, params);
         const keys = q.params.groupBy;
         const rows = await src.batch.query(
           `SELECT ${bucketExpr('hour_start_ms', q.granularity)} AS bucket${keys.map((k) => `, ${k}`).join('')}, CAST(sum(events) AS BIGINT) AS events
@@ -554,13 +567,7 @@ export function obtMetric(src: Sources): MetricDef<ObtParams, ObtValue> {
     async (q) => {
       const where = [`${dayMsExpr('day')} >= $1`, `${dayMsExpr('day')} < $2`];
       const params: DuckDBValue[] = [q.from, q.to];
-      for (const d of OBT_DIMENSIONS) {
-        const f = q.params.filters[d];
-        if (f !== undefined) {
-          params.push(f);
-          where.push(`${d} = $${params.length}`);
-        } else where.push(q.params.groupBy.includes(d) ? `${d} <> 'ALL'` : `${d} = 'ALL'`);
-      }
+      dimensionConditions(OBT_DIMENSIONS, q.params, where, params);
       const rows = await src.batch.query(
         `SELECT ${dayMsExpr('day')} AS bucket, device_type, app_version, country, total_events, total_installs, total_views, total_plays, total_sessions, unique_users
          FROM daily_aggregates_with_dimensions WHERE ${where.join(' AND ')}`,

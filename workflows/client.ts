@@ -34,3 +34,15 @@ export function runCliIfMain(metaUrl: string, main: (argv: string[]) => Promise<
     },
   );
 }
+
+/** Parse a CLI's argv; commander's own exits (--help, a usage error) become the exit code instead of ending the process. */
+export async function parseCli(program: { parseAsync(argv: string[], opts: { from: 'user' }): Promise<unknown> }, argv: string[]): Promise<number | undefined> {
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return undefined;
+  } catch (err) {
+    const exitCode = (err as { exitCode?: number }).exitCode;
+    if (exitCode !== undefined) return exitCode;
+    throw err;
+  }
+}

@@ -8,7 +8,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import type { Client, WorkflowExecutionInfo } from '@temporalio/client';
 import { config, type Config } from '../../common/config';
-import { connectClient, runCliIfMain, workflowLink } from '../client';
+import { connectClient, parseCli, runCliIfMain, workflowLink } from '../client';
 
 const STATUSES = ['running', 'completed', 'failed', 'canceled', 'terminated', 'continued_as_new', 'timed_out'] as const;
 
@@ -134,14 +134,7 @@ export async function main(argv: string[]): Promise<number> {
         console.log(`cancellation requested: ${workflowLink(cfg, id)}`);
       }),
     );
-  try {
-    await program.parseAsync(argv, { from: 'user' });
-  } catch (err) {
-    const exitCode = (err as { exitCode?: number }).exitCode;
-    if (exitCode !== undefined) return exitCode;
-    throw err;
-  }
-  return 0;
+  return (await parseCli(program, argv)) ?? 0;
 }
 
 runCliIfMain(import.meta.url, main);

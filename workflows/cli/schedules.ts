@@ -8,7 +8,7 @@
 import { Command } from 'commander';
 import { ScheduleNotFoundError, type Client } from '@temporalio/client';
 import { config, type Config } from '../../common/config';
-import { connectClient, runCliIfMain, workflowLink } from '../client';
+import { connectClient, parseCli, runCliIfMain, workflowLink } from '../client';
 import { SCHEDULE_NAMES, scheduleId, scheduleUiUrl, type ScheduleName } from '../ids';
 import { ensureSchedules } from '../schedules';
 
@@ -117,14 +117,7 @@ export async function main(argv: string[]): Promise<number> {
         for (const s of await ensureSchedules(c, cfg)) console.log(`${s.outcome} ${s.scheduleId}  ${s.url}`);
       }),
     );
-  try {
-    await program.parseAsync(argv, { from: 'user' });
-  } catch (err) {
-    const exitCode = (err as { exitCode?: number }).exitCode;
-    if (exitCode !== undefined) return exitCode;
-    throw err;
-  }
-  return code;
+  return (await parseCli(program, argv)) ?? code;
 }
 
 runCliIfMain(import.meta.url, main);
