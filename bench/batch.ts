@@ -21,7 +21,7 @@ import { lakePaths } from '../common/lake';
 import { logger } from '../common/log';
 import { ensureBucket } from '../common/topics';
 import { deleteObjects, listObjects, uploadFile } from '../batch-layer/lake-io';
-import { hoursOfDay, runDaily, runHourly, type JobContext } from '../batch-layer/jobs';
+import { hoursOfDay, newRunId, prepareDaily, publishDaily, runDaily, runDailyShard, runHourly, type JobContext } from '../batch-layer/jobs';
 import { Duck, rawColumnsSelect, sqlString } from '../batch-layer/jobs/duck';
 
 process.env.LOG_LEVEL ??= 'warn';
@@ -33,9 +33,11 @@ const args = new Command('bench-batch')
   .option('--shards <n>', 'user-hash shards of the daily job (default BATCH_SHARDS)')
   .option('--partitions <n>', 'Kafka partitions the raw objects pretend to come from', '6')
   .option('--events-per-user <n>', 'average events per user', '40')
+  .option('--via-s3', 'run the daily job as the Temporal activities do (prepare, shards, publish handing files over through S3 _staging/) instead of runDaily in one process')
+  .option('--reuse', 'keep the generated lake and local file (under .scratch/bench-batch/), and on the next run with the same --events/--day skip generating them and the hourly jobs')
   .addHelpText('after', '\nUses its own bucket (BENCH_BUCKET, default bench-batch), emptied first.')
   .parse()
-  .opts<{ events: string; day: string; shards?: string; partitions: string; eventsPerUser: string }>();
+  .opts<{ events: string; day: string; shards?: string; partitions: string; eventsPerUser: string; reuse?: boolean; viaS3?: boolean }>();
 
 const N = Number(args.events);
 const DAY = args.day;
@@ -43,7 +45,7 @@ const PARTITIONS = Number(args.partitions);
 const USERS = Math.max(1, Math.round(N / Number(args.eventsPerUser)));
 const cfg = loadConfig({ ...process.env, S3_BUCKET: process.env.BENCH_BUCKET ?? 'bench-batch' });
 const shards = Number(args.shards ?? cfg.batch.shards);
-const ctx: JobContext = { cfg, log: logger('bench-batch') };
+const ctx: JobContext = { cfg, log: logger('bench-batch'), timings: {} };
 const dayStart = Date.parse(`${DAY}T00:00:00Z`);
 
 /** Wall time and peak RSS (sampled every 50 ms) of one phase. */
@@ -115,7 +117,7 @@ async function loadLake(duck: Duck, dir: string): Promise<number> {
 }
 
 /** The floor: the batch SQL files over one local Parquet file, no lake around them. */
-async function floor(file: string): Promise<{ hourly: number; daily: number }> {
+async function floor(file: string): Promise<{ hourly: number; daily: number; steps: Record<string, number> }> {
   const duck = await Duck.open({ threads: cfg.batch.duckdbThreads });
   try {
     await duck.run(`CREATE VIEW raw_events AS SELECT * FROM read_parquet(${sqlString(file)})`);
@@ -127,37 +129,64 @@ async function floor(file: string): Promise<{ hourly: number; daily: number }> {
     await duck.run('CREATE VIEW day_events AS SELECT * FROM events');
     await duck.run("CREATE VIEW prev_completes AS SELECT * FROM events WHERE false");
     await duck.run('CREATE VIEW history_activity AS SELECT CAST(NULL AS VARCHAR) AS user_id, CAST(NULL AS DATE) AS day WHERE false');
-    for (const t of ['sessions', 'user_daily_activity', 'retention_cohorts_partial', 'binge_users', 'daily_aggregates_partial']) await duck.materialize(t);
-    for (const t of ['retention_cohorts', 'daily_aggregates_with_dimensions', 'daily_sessions', 'clicks_to_play', 'top_paths']) await duck.materialize(t);
+    const steps: Record<string, number> = {};
+    for (const t of ['sessions', 'user_daily_activity', 'retention_cohorts_partial', 'binge_users', 'daily_aggregates_partial', 'retention_cohorts', 'daily_aggregates_with_dimensions', 'daily_sessions', 'clicks_to_play', 'top_paths']) {
+      const s0 = performance.now();
+      await duck.materialize(t);
+      steps[t] = +((performance.now() - s0) / 1000).toFixed(2);
+    }
     const t2 = performance.now();
-    return { hourly: (t1 - t0) / 1000, daily: (t2 - t1) / 1000 };
+    return { hourly: (t1 - t0) / 1000, daily: (t2 - t1) / 1000, steps };
   } finally {
     duck.close();
   }
 }
 
 async function main(): Promise<void> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-batch-'));
+  const reuseDir = path.resolve('.scratch', 'bench-batch', `${DAY}-${N}-${PARTITIONS}-${USERS}`);
+  const dir = args.reuse ? reuseDir : fs.mkdtempSync(path.join(os.tmpdir(), 'bench-batch-'));
   const local = path.join(dir, 'day.parquet');
+  const ready = path.join(dir, 'ready.json');
   const now = dayStart + 2 * 86_400_000;
+  let keep = false;
   try {
-    const gen = await Duck.open({ threads: cfg.batch.duckdbThreads, tempDir: path.join(dir, 'duck') });
+    let setup = { seconds: 0 };
     let objects = 0;
-    const setup = await measure(async () => {
-      await generate(gen, local);
-      objects = await loadLake(gen, dir);
+    let rawRows = 0;
+    let hourlyTimes: number[] = [];
+    let hourly = { seconds: 0, peakRssMb: 0 };
+    if (args.reuse && fs.existsSync(ready)) {
+      ({ objects, rawRows, hourlyTimes, hourly, setup } = JSON.parse(fs.readFileSync(ready, 'utf8')));
+      process.stderr.write(`reusing the lake and ${local} of an earlier run (setup and hourly figures are that run's)\n`);
+    } else {
+      fs.mkdirSync(dir, { recursive: true });
+      const gen = await Duck.open({ threads: cfg.batch.duckdbThreads, tempDir: path.join(dir, 'duck') });
+      setup = await measure(async () => {
+        await generate(gen, local);
+        objects = await loadLake(gen, dir);
+      });
+      rawRows = await gen.scalar('SELECT count(*) FROM gen');
+      gen.close();
+      hourly = await measure(async () => {
+        for (const hour of hoursOfDay(DAY)) {
+          const t0 = performance.now();
+          await runHourly(ctx, hour, { now });
+          hourlyTimes.push((performance.now() - t0) / 1000);
+        }
+      });
+      if (args.reuse) fs.writeFileSync(ready, JSON.stringify({ objects, rawRows, hourlyTimes, hourly: { seconds: hourly.seconds, peakRssMb: hourly.peakRssMb }, setup: { seconds: setup.seconds } }));
+    }
+    keep = !!args.reuse;
+    ctx.timings = {};
+    const daily = await measure(async () => {
+      if (!args.viaS3) return runDaily(ctx, DAY, { shards, now });
+      // The activities' path: every step in its own scratch dir, files handed over through S3.
+      const runId = newRunId('daily', DAY);
+      await prepareDaily(ctx, DAY, runId, shards, { now });
+      for (let shard = 0; shard < shards; shard++) await runDailyShard(ctx, DAY, runId, shard, shards);
+      return publishDaily(ctx, DAY, runId, shards);
     });
-    const rawRows = await gen.scalar('SELECT count(*) FROM gen');
-    gen.close();
-    const hourlyTimes: number[] = [];
-    const hourly = await measure(async () => {
-      for (const hour of hoursOfDay(DAY)) {
-        const t0 = performance.now();
-        await runHourly(ctx, hour, { now });
-        hourlyTimes.push((performance.now() - t0) / 1000);
-      }
-    });
-    const daily = await measure(() => runDaily(ctx, DAY, { shards, now }));
+    const dailySteps = Object.fromEntries(Object.entries(ctx.timings).map(([k, v]) => [k, +v.toFixed(2)]));
     const bare = await measure(() => floor(local));
     const report = {
       events: N,
@@ -165,6 +194,7 @@ async function main(): Promise<void> {
       users: USERS,
       rawObjects: objects,
       shards,
+      handoff: args.viaS3 ? 's3' : 'local',
       setupSeconds: +setup.seconds.toFixed(1),
       hourly: {
         totalSeconds: +hourly.seconds.toFixed(2),
@@ -172,17 +202,19 @@ async function main(): Promise<void> {
         meanHourSeconds: +(hourlyTimes.reduce((a, b) => a + b, 0) / hourlyTimes.length).toFixed(2),
         peakRssMb: hourly.peakRssMb,
       },
-      daily: { seconds: +daily.seconds.toFixed(2), peakRssMb: daily.peakRssMb, sessions: daily.result.rowCounts.sessions },
-      bareSql: { hourlySeconds: +bare.result.hourly.toFixed(2), dailySeconds: +bare.result.daily.toFixed(2), peakRssMb: bare.peakRssMb },
+      daily: { seconds: +daily.seconds.toFixed(2), peakRssMb: daily.peakRssMb, sessions: daily.result.rowCounts.sessions, steps: dailySteps },
+      bareSql: { hourlySeconds: +bare.result.hourly.toFixed(2), dailySeconds: +bare.result.daily.toFixed(2), peakRssMb: bare.peakRssMb, dailySteps: bare.result.steps },
       dailyVsBare: +(daily.seconds / bare.result.daily).toFixed(2),
       note: 'peak RSS is sampled in this process (DuckDB is embedded), so later phases include memory retained from earlier ones',
     };
     process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
   } finally {
-    const s3 = s3Client(cfg);
-    const left = (await listObjects(s3, cfg.s3.bucket, '')).map((o) => o.key);
-    if (left.length > 0) await deleteObjects(s3, cfg.s3.bucket, left);
-    fs.rmSync(dir, { recursive: true, force: true });
+    if (!keep) {
+      const s3 = s3Client(cfg);
+      const left = (await listObjects(s3, cfg.s3.bucket, '')).map((o) => o.key);
+      if (left.length > 0) await deleteObjects(s3, cfg.s3.bucket, left);
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   }
 }
 

@@ -16,6 +16,8 @@ export interface JobContext {
   log: Logger;
   heartbeat?: (details?: unknown) => void;
   signal?: AbortSignal;
+  /** When given, every timed step adds its wall seconds here (bench/batch.ts prints them). */
+  timings?: Record<string, number>;
 }
 
 export const HOUR_MS = 3_600_000;
@@ -50,6 +52,18 @@ export function keepAlive(ctx: JobContext, step: string, everyMs = 5000): () => 
   const timer = setInterval(() => ctx.heartbeat?.({ step, alive: true }), everyMs);
   timer.unref();
   return () => clearInterval(timer);
+}
+
+/** Runs one named step, logging its wall time at debug and adding it to ctx.timings. */
+export async function timed<T>(ctx: JobContext, step: string, fn: () => Promise<T>): Promise<T> {
+  const t0 = performance.now();
+  try {
+    return await fn();
+  } finally {
+    const seconds = (performance.now() - t0) / 1000;
+    if (ctx.timings) ctx.timings[step] = (ctx.timings[step] ?? 0) + seconds;
+    ctx.log.debug({ step, seconds: +seconds.toFixed(3) }, 'step done');
+  }
 }
 
 export interface Period {

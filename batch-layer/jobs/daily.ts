@@ -13,7 +13,7 @@ import path from 'node:path';
 import { BINGE_WINDOW_MS } from '../../common/contract';
 import { lakePaths, type QualityCheck, type RunManifest } from '../../common/lake';
 import { getJson, listObjects, putJson, withScratchDir, type LakeObject } from '../lake-io';
-import { bucketOf, checkpoint, hoursOfDay, keepAlive, newRunId, parsePeriod, previousDay, s3Of, type JobContext } from './context';
+import { bucketOf, checkpoint, hoursOfDay, keepAlive, newRunId, parsePeriod, previousDay, s3Of, timed, type JobContext } from './context';
 import { Duck, sqlList, sqlString } from './duck';
 import { MissingHoursError, MissingPreviousDaysError, NonRetryableBatchError } from './errors';
 import { discardStaging, publish } from './publish';
@@ -49,6 +49,11 @@ export interface DailyPlan {
   hoursPublished: number;
   historyDays: string[];
   duplicates: { natural: number; synthetic: number };
+  /**
+   * Handed over through S3: per shard, the `_staging/` keys of its input part files.
+   * Absent when the steps hand over locally (runDaily).
+   */
+  shardInputs?: Record<ShardInput, string[]>[];
 }
 
 export interface DailyOptions {
@@ -59,18 +64,65 @@ export interface DailyOptions {
 
 /**
  * When prepare, the shards and publish run in one process (runDaily, scripts,
- * tests), they hand each other their shard files through this local directory
- * instead of uploading them to `_staging/` and downloading them again. The
- * separate activities (prepareDay / runDayShard / publishDay on any worker) leave
- * it unset and go through S3. The files and the published bytes are the same
- * either way: the same statements write the same Parquet, only where it lies differs.
+ * tests), they hand each other their files through this local directory instead
+ * of uploading them to `_staging/` and downloading them again. The separate
+ * activities (prepareDay / runDayShard / publishDay on any worker) leave it unset
+ * and go through S3. The published bytes are the same either way
+ * (test/integration/batch-jobs.test.ts compares the ETags).
+ *
+ * A shard's input is the part files of the one-pass split, as they are: moved into
+ * a local directory, or uploaded under `_staging/` with their keys in the plan (a
+ * retried prepare may leave other parts there, but shards read only the plan's
+ * keys). With one local shard there is nothing to split: its input is the staged
+ * objects themselves.
  */
 export interface LocalHandoff {
   handoffDir?: string;
 }
 
+async function hasParquet(dir: string): Promise<boolean> {
+  const entries = await fs.promises.readdir(dir, { recursive: true }).catch(() => [] as string[]);
+  return entries.some((e) => e.endsWith('.parquet'));
+}
+
 function handoffFile(handoffDir: string, key: string): string {
   return path.join(handoffDir, key);
+}
+
+/** The local directory of a shard's input: every Parquet file under it is the input. */
+function localInputDir(handoffDir: string, runId: string, shard: number, shards: number, name: ShardInput): string {
+  return path.join(handoffDir, runId, 'inputs', `${shard}-of-${shards}`, name);
+}
+
+type ShardInput = 'events' | 'prev_completes' | 'history';
+const SHARD_INPUTS: readonly ShardInput[] = ['events', 'prev_completes', 'history'];
+
+/**
+ * What a shard reads of each input: only the columns the per-user SQL files use
+ * (7 of processed/events' 22), and of the previous day only the completes a binge
+ * window can reach. The split writes these selects; a shard reading split files
+ * takes them as they are, a shard reading staged objects (one local shard) applies
+ * the same select itself.
+ */
+const INPUT_SELECT: Record<ShardInput, { columns: Record<string, string>; where?: string; order: string }> = {
+  events: {
+    columns: { event_id: 'VARCHAR', event_type: 'VARCHAR', user_id: 'VARCHAR', ts: 'BIGINT', device_type: 'VARCHAR', app_version: 'VARCHAR', country: 'VARCHAR' },
+    order: 'ts, event_id',
+  },
+  prev_completes: {
+    columns: { user_id: 'VARCHAR', event_id: 'VARCHAR', ts: 'BIGINT' },
+    where: `event_type = 'video_complete' AND ts >= getvariable('day_start') - getvariable('binge_window_ms')`,
+    order: 'ts, event_id',
+  },
+  history: { columns: { user_id: 'VARCHAR', day: 'DATE' }, order: 'user_id, day' },
+};
+
+/** The select of one input over the given Parquet source (a file list or glob), or its empty relation. */
+function inputSelect(name: ShardInput, source: string | null, opts: { filtered?: boolean } = {}): string {
+  const { columns, where } = INPUT_SELECT[name];
+  if (source === null) return `SELECT ${Object.entries(columns).map(([c, t]) => `CAST(NULL AS ${t}) AS ${c}`).join(', ')} WHERE false`;
+  const filter = where && opts.filtered !== true ? ` WHERE ${where}` : '';
+  return `SELECT ${Object.keys(columns).join(', ')} FROM read_parquet(${source}, hive_partitioning = false)${filter}`;
 }
 
 function planKey(runId: string): string {
@@ -143,66 +195,59 @@ export async function prepareDaily(ctx: JobContext, day: string, runId: string, 
   log.info({ processedRows, prevHours: prevUsed.length, historyDays: historyDays.length, shards }, 'daily prepare started');
 
   const stopBeating = keepAlive(ctx, 'prepareDaily');
+  const handoffDir = opts.handoffDir;
+  // One local shard takes the staged objects as its input: stage them straight into its directory.
+  const direct = handoffDir !== undefined && shards === 1;
+  const shardInputs = Array.from({ length: shards }, () => ({ events: [], prev_completes: [], history: [] }) as Record<ShardInput, string[]>);
   await withScratchDir(ctx.cfg, async (dir) => {
-    const dayStaged = await stage(ctx, dayObjects, path.join(dir, 'in'), 'stage');
-    const prevStaged = await stage(ctx, prevObjects, path.join(dir, 'in'), 'stage');
-    const historyStaged = await stage(ctx, historyObjects, path.join(dir, 'in'), 'stage');
-    const all = [...dayStaged, ...prevStaged, ...historyStaged];
+    const objectsOf: Record<ShardInput, LakeObject[]> = { events: dayObjects, prev_completes: prevObjects, history: historyObjects };
+    const staged = {} as Record<ShardInput, StagedObject[]>;
+    await timed(ctx, 'prepare.stage', async () => {
+      for (const name of SHARD_INPUTS) {
+        staged[name] = await stage(ctx, objectsOf[name], direct ? localInputDir(handoffDir, runId, 0, 1, name) : path.join(dir, 'in'), 'stage');
+      }
+    });
+    const all = SHARD_INPUTS.flatMap((name) => staged[name]);
     const duck = await Duck.open({ threads: ctx.cfg.batch.duckdbThreads, tempDir: path.join(dir, 'duck'), signal: ctx.signal });
     try {
-      await verifyParquet(duck, all);
+      await timed(ctx, 'prepare.verify', () => verifyParquet(duck, all));
+      if (direct) return;
       await duck.setVariables({ day_start: period.startMs, shards });
-      await duck.run(`CREATE VIEW day_all AS SELECT * FROM read_parquet(${sqlList(dayStaged.map((s) => s.file))})`);
-      await duck.run(
-        prevStaged.length === 0
-          ? `CREATE VIEW prev_all AS SELECT * FROM day_all WHERE false`
-          : `CREATE VIEW prev_all AS SELECT * FROM read_parquet(${sqlList(prevStaged.map((s) => s.file))})
-             WHERE event_type = 'video_complete' AND ts >= getvariable('day_start') - ${BINGE_WINDOW_MS}`,
-      );
-      await duck.run(
-        historyStaged.length === 0
-          ? `CREATE VIEW history_all AS SELECT CAST(NULL AS VARCHAR) AS user_id, CAST(NULL AS DATE) AS day WHERE false`
-          : `CREATE VIEW history_all AS SELECT user_id, day FROM read_parquet(${sqlList(historyStaged.map((s) => s.file))})`,
-      );
       const uploads: { key: string; file: string }[] = [];
       await blameCorrupt(duck, all, async () => {
-        // One streaming pass per input reads and hashes every row once, writing it to its shard's
-        // local (uncompressed, unordered) part files; each shard file is then those rows in order,
-        // exactly what `WHERE <its hash> ORDER BY <order>` over the input gives, without
-        // re-reading and re-hashing the whole day once per shard. Only one shard is sorted in
-        // memory at a time (the partitioned write buffers a little per shard).
-        for (const [name, view, order] of [
-          ['events', 'day_all', 'ts, event_id'],
-          ['prev_completes', 'prev_all', 'ts, event_id'],
-          ['history', 'history_all', 'user_id, day'],
-        ] as const) {
+        for (const name of SHARD_INPUTS) {
+          const files = staged[name].map((s) => s.file);
+          // One streaming pass reads and hashes every row once and writes it to its shard's part
+          // files. Local parts are read once, by the next step on this disk: no codec; uploaded
+          // ones are zstd, like the rest of the lake.
           const parts = path.join(dir, 'split', name);
-          // One shard is the whole input: nothing to split.
-          if (shards > 1) {
-            await fs.promises.mkdir(path.dirname(parts), { recursive: true });
-            await duck.run(
-              `COPY (SELECT *, ${shardOf()} AS __shard FROM ${view}) TO ${sqlString(parts)} (FORMAT parquet, COMPRESSION uncompressed, PARTITION_BY (__shard))`,
-            );
-          }
+          await fs.promises.mkdir(path.dirname(parts), { recursive: true });
+          await timed(ctx, 'prepare.split', () =>
+            duck.run(
+              `COPY (SELECT *, ${shardOf()} AS __shard FROM (${inputSelect(name, files.length > 0 ? sqlList(files) : null)}))
+               TO ${sqlString(parts)} (FORMAT parquet, COMPRESSION ${handoffDir ? 'uncompressed' : 'zstd'}, PARTITION_BY (__shard))`,
+            ),
+          );
           for (let shard = 0; shard < shards; shard++) {
-            const key = shardKey(runId, shard, shards, name);
-            const file = opts.handoffDir ? handoffFile(opts.handoffDir, key) : path.join(dir, 'out', `${shard}`, `${name}.parquet`);
+            // A shard without rows of this input has no part directory.
             const partDir = path.join(parts, `__shard=${shard}`);
-            const source = shards === 1
-              ? view
-              : fs.existsSync(partDir)
-              ? `read_parquet(${sqlString(path.join(partDir, '*.parquet'))}, hive_partitioning = false)`
-              : `(SELECT * FROM ${view} WHERE false)`;
-            await duck.run(`CREATE OR REPLACE TABLE shard_part AS SELECT * FROM ${source} ORDER BY ${order}`);
-            await duck.writeParquet('shard_part', file);
-            if (!opts.handoffDir) uploads.push({ key, file });
-            checkpoint(ctx, { step: 'split', input: name, shard, shards });
+            if (!fs.existsSync(partDir)) continue;
+            if (handoffDir) {
+              const target = localInputDir(handoffDir, runId, shard, shards, name);
+              await fs.promises.mkdir(path.dirname(target), { recursive: true });
+              await fs.promises.rename(partDir, target);
+            } else {
+              for (const file of (await fs.promises.readdir(partDir)).filter((f) => f.endsWith('.parquet')).sort()) {
+                const key = lakePaths.staging(runId, `_shards/${shard}-of-${shards}/inputs/${name}/${file}`);
+                uploads.push({ key, file: path.join(partDir, file) });
+                shardInputs[shard][name].push(key);
+              }
+            }
           }
-          await duck.run('DROP TABLE IF EXISTS shard_part');
-          await fs.promises.rm(parts, { recursive: true, force: true });
+          checkpoint(ctx, { step: 'split', input: name, shards });
         }
       });
-      await uploadAll(ctx, uploads, 'upload');
+      await timed(ctx, 'prepare.upload', () => uploadAll(ctx, uploads, 'upload'));
     } finally {
       duck.close();
     }
@@ -218,22 +263,22 @@ export async function prepareDaily(ctx: JobContext, day: string, runId: string, 
     hoursPublished: 24,
     historyDays,
     duplicates,
+    ...(handoffDir ? {} : { shardInputs }),
   };
   await putJson(s3Of(ctx), bucketOf(ctx), planKey(runId), plan);
   return plan;
 }
 
 /**
- * A user's shard: a portable hash (the low 64 bits of md5), so any worker with any
- * DuckDB build agrees. (md5_number's 128-bit modulo is ~15× slower.)
+ * The shard of a row's user, 0 <= shard < getvariable('shards'). Only prepareDaily
+ * computes it, once, over all three inputs in one DuckDB, and the shards read the
+ * files it wrote; no other process ever recomputes it, so DuckDB's own hash (10×
+ * cheaper than md5 over 10 M ids) is safe even if workers run different builds. The
+ * published tables do not depend on which shard a user lands in (each combine is a
+ * sort or a sum), which the 1-versus-4-shard test shows byte for byte.
  */
-export function shardPredicate(shard: number): string {
-  return `${shardOf()} = ${shard}`;
-}
-
-/** The shard of a row's user, 0 <= shard < getvariable('shards'). */
-export function shardOf(): string {
-  return `md5_number_lower(user_id) % getvariable('shards')`;
+function shardOf(): string {
+  return `hash(user_id) % getvariable('shards')`;
 }
 
 export interface ShardResult {
@@ -250,26 +295,40 @@ export async function runDailyShard(ctx: JobContext, day: string, runId: string,
   const period = parsePeriod('daily', day, Number.POSITIVE_INFINITY);
   const stopBeating = keepAlive(ctx, `runDailyShard ${shard}`);
   return withScratchDir(ctx.cfg, async (dir) => {
-    const keys = ['events', 'prev_completes', 'history'].map((name) => ({ key: shardKey(runId, shard, shards, name), etag: '', size: 0 }));
     const handoffDir = opts.handoffDir;
-    // Handed over locally, the files are the ones prepareDaily wrote in this process: nothing to download or re-verify.
-    const [events, prev, history] = handoffDir
-      ? keys.map((k) => ({ ...k, file: handoffFile(handoffDir, k.key) }))
-      : await stage(ctx, keys, path.join(dir, 'in'), 'stage');
     const duck = await Duck.open({ threads: ctx.cfg.batch.duckdbThreads, tempDir: path.join(dir, 'duck'), signal: ctx.signal });
     try {
-      if (!handoffDir) await verifyParquet(duck, [events, prev, history]);
-      await duck.run(`CREATE VIEW day_events AS SELECT * FROM read_parquet(${sqlString(events.file)})`);
-      await duck.run(`CREATE VIEW prev_completes AS SELECT * FROM read_parquet(${sqlString(prev.file)})`);
-      await duck.run(`CREATE VIEW history_activity AS SELECT * FROM read_parquet(${sqlString(history.file)})`);
+      let selects: Record<ShardInput, string>;
+      if (handoffDir) {
+        // Handed over locally, the files are the ones prepareDaily wrote in this process: nothing to download or re-verify.
+        selects = {} as Record<ShardInput, string>;
+        for (const name of SHARD_INPUTS) {
+          const inputDir = localInputDir(handoffDir, runId, shard, shards, name);
+          const source = (await hasParquet(inputDir)) ? sqlString(path.join(inputDir, '**', '*.parquet')) : null;
+          selects[name] = inputSelect(name, source, { filtered: shards > 1 });
+        }
+      } else {
+        const inputs = plan.shardInputs?.[shard];
+        if (!inputs) throw new NonRetryableBatchError(`the plan of run ${runId} lists no S3 inputs for shard ${shard} (prepared in one process, or by an older version): prepare the day again`);
+        selects = {} as Record<ShardInput, string>;
+        for (const name of SHARD_INPUTS) {
+          const staged = await stage(ctx, inputs[name].map((key) => ({ key, etag: '', size: 0 })), path.join(dir, 'in'), 'stage');
+          await verifyParquet(duck, staged);
+          selects[name] = inputSelect(name, staged.length > 0 ? sqlList(staged.map((s) => s.file)) : null, { filtered: true });
+        }
+      }
+      await duck.run(`CREATE VIEW day_events AS ${selects.events}`);
+      await duck.run(`CREATE VIEW prev_completes AS ${selects.prev_completes}`);
+      await duck.run(`CREATE VIEW history_activity AS ${selects.history}`);
       await duck.setVariables({ day: { date: day }, day_start: period.startMs, day_end: period.endMs });
       const rowCounts: Record<string, number> = {};
       const uploads: { key: string; file: string }[] = [];
       for (const table of SHARD_TABLES) {
-        rowCounts[table] = await duck.materialize(table);
+        rowCounts[table] = await timed(ctx, `shard.compute.${table}`, () => duck.materialize(table));
         const key = shardKey(runId, shard, shards, table);
         const file = handoffDir ? handoffFile(handoffDir, key) : path.join(dir, 'out', `${table}.parquet`);
-        await duck.writeParquet(table, file);
+        // A local partial is read once, by publish in this process: a lighter codec than the lake's zstd.
+        await timed(ctx, 'shard.write', () => duck.writeParquet(table, file, handoffDir ? 'lz4_raw' : 'zstd'));
         if (!handoffDir) uploads.push({ key, file });
         checkpoint(ctx, { step: 'compute', shard, table });
       }
@@ -317,26 +376,28 @@ export async function publishDaily(ctx: JobContext, day: string, runId: string, 
       for (const table of PARTIALS) await duck.run(`CREATE VIEW ${table} AS SELECT * FROM read_parquet(${filesOf(table)})`);
       const rowCounts: Record<string, number> = {};
       for (const t of DAILY_TABLES) {
-        if (t.combine === 'concat') {
-          await duck.run(`CREATE TABLE ${t.table} AS SELECT * FROM read_parquet(${filesOf(t.table)}) ORDER BY ${t.orderBy}`);
-          rowCounts[t.table] = await duck.scalar(`SELECT count(*) FROM ${t.table}`);
-        } else {
-          rowCounts[t.table] = await duck.materialize(t.table);
-        }
+        await timed(ctx, `publish.combine.${t.table}`, async () => {
+          if (t.combine === 'concat') {
+            await duck.run(`CREATE TABLE ${t.table} AS SELECT * FROM read_parquet(${filesOf(t.table)}) ORDER BY ${t.orderBy}`);
+            rowCounts[t.table] = await duck.scalar(`SELECT count(*) FROM ${t.table}`);
+          } else {
+            rowCounts[t.table] = await duck.materialize(t.table);
+          }
+        });
         checkpoint(ctx, { step: 'combine', table: t.table });
       }
-      const checks = (await duck.select('quality_daily')) as unknown as QualityCheck[];
+      const checks = (await timed(ctx, 'publish.checks', () => duck.select('quality_daily'))) as unknown as QualityCheck[];
       const outputs: Record<string, { staged: string; final: string }> = {};
       const uploads: { key: string; file: string }[] = [];
       for (const t of DAILY_TABLES) {
         const file = path.join(dir, 'out', `${t.table}.parquet`);
-        await duck.writeParquet(t.table, file);
+        await timed(ctx, 'publish.write', () => duck.writeParquet(t.table, file));
         const final = lakePaths.table(t.zone, t.table, day);
         outputs[t.table] = { staged: lakePaths.staging(runId, final), final };
         uploads.push({ key: outputs[t.table].staged, file });
       }
-      await uploadAll(ctx, uploads, 'upload');
-      return await publish(ctx, {
+      await timed(ctx, 'publish.upload', () => uploadAll(ctx, uploads, 'upload'));
+      return await timed(ctx, 'publish.publish', () => publish(ctx, {
         kind: 'daily',
         period: day,
         runId,
@@ -347,7 +408,7 @@ export async function publishDaily(ctx: JobContext, day: string, runId: string, 
         checks,
         duplicates: plan.duplicates,
         shards,
-      });
+      }));
     } finally {
       duck.close();
     }
@@ -361,15 +422,13 @@ export async function runDaily(ctx: JobContext, day: string, opts: DailyOptions 
   try {
     // One process runs every step, so the shard files stay on local disk instead of going through S3 `_staging/`.
     return await withScratchDir(ctx.cfg, async (handoffDir) => {
-      await prepareDaily(ctx, day, runId, shards, { now: opts.now, handoffDir });
+      await timed(ctx, 'prepare', () => prepareDaily(ctx, day, runId, shards, { now: opts.now, handoffDir }));
       for (let shard = 0; shard < shards; shard++) {
-        await runDailyShard(ctx, day, runId, shard, shards, { handoffDir });
+        await timed(ctx, 'shards', () => runDailyShard(ctx, day, runId, shard, shards, { handoffDir }));
         // The shard's input split is no longer needed; free the disk before the next shard.
-        for (const name of ['events', 'prev_completes', 'history']) {
-          await fs.promises.rm(handoffFile(handoffDir, shardKey(runId, shard, shards, name)), { force: true });
-        }
+        await fs.promises.rm(path.dirname(localInputDir(handoffDir, runId, shard, shards, 'events')), { recursive: true, force: true });
       }
-      return await publishDaily(ctx, day, runId, shards, { handoffDir });
+      return await timed(ctx, 'publish', () => publishDaily(ctx, day, runId, shards, { handoffDir }));
     });
   } catch (err) {
     await discardStaging(ctx, runId).catch((e: unknown) => ctx.log.warn({ err: (e as Error).message, runId }, 'could not remove staging'));

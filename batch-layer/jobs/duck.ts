@@ -97,10 +97,13 @@ export class Duck {
     return this.scalar(`SELECT count(*) FROM ${table}`);
   }
 
-  /** The table as zstd Parquet; row order is the table's (insertion) order, so output bytes are reproducible. */
-  async writeParquet(table: string, file: string): Promise<void> {
+  /**
+   * The table as Parquet (zstd unless told otherwise); row order is the table's
+   * (insertion) order, so output bytes are reproducible.
+   */
+  async writeParquet(table: string, file: string, compression: 'zstd' | 'lz4_raw' | 'uncompressed' = 'zstd'): Promise<void> {
     fs.mkdirSync(path.dirname(file), { recursive: true });
-    await this.con.run(`COPY ${table} TO ${sqlString(file)} (FORMAT parquet, COMPRESSION zstd)`);
+    await this.con.run(`COPY ${table} TO ${sqlString(file)} (FORMAT parquet, COMPRESSION ${compression})`);
   }
 
   close(): void {
