@@ -105,6 +105,29 @@ describe('clicks to play and paths', () => {
     expect(c).toMatchObject({ play_sessions: '2', no_play_sessions: '1', avg_clicks_to_play: 6, clicks_0: '1', clicks_9: '0', clicks_10_plus: '1' });
   });
 
+  it('counts only the session\'s own navigation, keeps a short path whole, and takes a NULL first dimension as it is', async () => {
+    const t = D0 + 3 * HOUR;
+    await dailyFixture([
+      // Session 1: navigation and a play, then 31 min of silence.
+      ev('u1', 'a1', t, 'click', { app_version: null }),
+      ev('u1', 'a2', t + MIN, 'search', { app_version: '2' }),
+      ev('u1', 'a3', t + 2 * MIN, 'video_play'),
+      // Session 2: its own two clicks before a play at position 3; the earlier session's navigation does not count.
+      ev('u1', 'b1', t + 33 * MIN, 'page_view'),
+      ev('u1', 'b2', t + 34 * MIN, 'click'),
+      ev('u1', 'b3', t + 35 * MIN, 'video_play'),
+      ev('u1', 'b4', t + 36 * MIN, 'search'),
+      // Session 3: no navigation before its play, which is its second event.
+      ev('u1', 'c1', t + 2 * HOUR, 'video_pause'),
+      ev('u1', 'c2', t + 2 * HOUR + MIN, 'video_play'),
+    ]);
+    expect(await duck.json('SELECT session_idx, app_version, events, has_play, clicks_to_play, path FROM sessions ORDER BY session_idx')).toEqual([
+      { session_idx: 1, app_version: null, events: '3', has_play: true, clicks_to_play: '2', path: 'click>search' },
+      { session_idx: 2, app_version: '1.0', events: '4', has_play: true, clicks_to_play: '2', path: 'page_view>click' },
+      { session_idx: 3, app_version: '1.0', events: '2', has_play: true, clicks_to_play: '0', path: 'video_pause' },
+    ]);
+  });
+
   it('ranks the top 20 paths by count, ties by path text ascending', async () => {
     const events: Ev[] = [];
     // 25 distinct one-step paths, path "click" three times, "search" and "page_view" twice each (a tie).
