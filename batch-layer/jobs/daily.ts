@@ -2,7 +2,9 @@
  * The daily job, in three steps a Temporal workflow can fan out:
  *   prepareDaily   checks the 24 hours are published, splits the day's processed
  *                  events, the previous day's late completes and the activity
- *                  history into N user-hash shards (staged in S3);
+ *                  history into N user-hash shards in one pass, keeping only the
+ *                  columns the per-user SQL reads (handed over on local disk by
+ *                  runDaily, through S3 `_staging/` between activities);
  *   runDailyShard  computes one shard's per-user tables (sessions, activity,
  *                  cohort and OBT partials, binge) — shards are independent;
  *   publishDaily   combines the shards (concatenation or sums; medians and paths
@@ -64,34 +66,48 @@ export interface DailyOptions {
 
 /**
  * When prepare, the shards and publish run in one process (runDaily, scripts,
- * tests), they hand each other their files through this local directory instead
- * of uploading them to `_staging/` and downloading them again. The separate
- * activities (prepareDay / runDayShard / publishDay on any worker) leave it unset
- * and go through S3. The published bytes are the same either way
- * (test/integration/batch-jobs.test.ts compares the ETags).
- *
- * A shard's input is the part files of the one-pass split, as they are: moved into
- * a local directory, or uploaded under `_staging/` with their keys in the plan (a
- * retried prepare may leave other parts there, but shards read only the plan's
- * keys). With one local shard there is nothing to split: its input is the staged
- * objects themselves.
+ * tests), they share one DuckDB: the split lands in in-memory tables, each shard
+ * computes into its own schema (`shard_<k>`), and publish reads the shards'
+ * tables from there, so nothing goes through Parquet or S3 between the steps.
+ * The separate activities (prepareDay / runDayShard / publishDay on any worker)
+ * pass no local run: the split's part files and the shards' outputs go through
+ * S3 `_staging/`, so each step can run on another machine. The published bytes
+ * are the same either way (test/integration/batch-jobs.test.ts compares ETags).
  */
+export interface LocalRun {
+  duck: Duck;
+}
+
 export interface LocalHandoff {
-  handoffDir?: string;
+  local?: LocalRun;
 }
 
-async function hasParquet(dir: string): Promise<boolean> {
-  const entries = await fs.promises.readdir(dir, { recursive: true }).catch(() => [] as string[]);
-  return entries.some((e) => e.endsWith('.parquet'));
+/** One DuckDB for every step of a day run in this process, spilling to a scratch dir, closed afterwards. */
+export async function withLocalRun<T>(ctx: JobContext, fn: (local: LocalRun) => Promise<T>): Promise<T> {
+  return withScratchDir(ctx.cfg, async (dir) => {
+    const duck = await Duck.open({ threads: ctx.cfg.batch.duckdbThreads, tempDir: path.join(dir, 'duck'), signal: ctx.signal });
+    try {
+      return await fn({ duck });
+    } finally {
+      duck.close();
+    }
+  });
 }
 
-function handoffFile(handoffDir: string, key: string): string {
-  return path.join(handoffDir, key);
+/** A step's DuckDB: the local run's, or its own one (closed by the caller through `release`). */
+async function duckFor(ctx: JobContext, dir: string, local: LocalRun | undefined): Promise<{ duck: Duck; release: () => void }> {
+  if (local) return { duck: local.duck, release: () => {} };
+  const duck = await Duck.open({ threads: ctx.cfg.batch.duckdbThreads, tempDir: path.join(dir, 'duck'), signal: ctx.signal });
+  return { duck, release: () => duck.close() };
 }
 
-/** The local directory of a shard's input: every Parquet file under it is the input. */
-function localInputDir(handoffDir: string, runId: string, shard: number, shards: number, name: ShardInput): string {
-  return path.join(handoffDir, runId, 'inputs', `${shard}-of-${shards}`, name);
+/** The in-memory split of one input in a local run: the input's columns plus `__shard`. */
+function localInputTable(name: ShardInput): string {
+  return `main.daily_input_${name}`;
+}
+
+function shardSchema(shard: number): string {
+  return `shard_${shard}`;
 }
 
 type ShardInput = 'events' | 'prev_completes' | 'history';
@@ -100,9 +116,7 @@ const SHARD_INPUTS: readonly ShardInput[] = ['events', 'prev_completes', 'histor
 /**
  * What a shard reads of each input: only the columns the per-user SQL files use
  * (7 of processed/events' 22), and of the previous day only the completes a binge
- * window can reach. The split writes these selects; a shard reading split files
- * takes them as they are, a shard reading staged objects (one local shard) applies
- * the same select itself.
+ * window can reach. The split writes these selects; shards read them as they are.
  */
 const INPUT_SELECT: Record<ShardInput, { columns: Record<string, string>; where?: string; order: string }> = {
   events: {
@@ -117,7 +131,7 @@ const INPUT_SELECT: Record<ShardInput, { columns: Record<string, string>; where?
   history: { columns: { user_id: 'VARCHAR', day: 'DATE' }, order: 'user_id, day' },
 };
 
-/** The select of one input over the given Parquet source (a file list or glob), or its empty relation. */
+/** The select of one input over the given Parquet source (a file list), or its empty relation. */
 function inputSelect(name: ShardInput, source: string | null, opts: { filtered?: boolean } = {}): string {
   const { columns, where } = INPUT_SELECT[name];
   if (source === null) return `SELECT ${Object.entries(columns).map(([c, t]) => `CAST(NULL AS ${t}) AS ${c}`).join(', ')} WHERE false`;
@@ -195,53 +209,42 @@ export async function prepareDaily(ctx: JobContext, day: string, runId: string, 
   log.info({ processedRows, prevHours: prevUsed.length, historyDays: historyDays.length, shards }, 'daily prepare started');
 
   const stopBeating = keepAlive(ctx, 'prepareDaily');
-  const handoffDir = opts.handoffDir;
-  // One local shard takes the staged objects as its input: stage them straight into its directory.
-  const direct = handoffDir !== undefined && shards === 1;
+  const local = opts.local;
   const shardInputs = Array.from({ length: shards }, () => ({ events: [], prev_completes: [], history: [] }) as Record<ShardInput, string[]>);
   await withScratchDir(ctx.cfg, async (dir) => {
     const objectsOf: Record<ShardInput, LakeObject[]> = { events: dayObjects, prev_completes: prevObjects, history: historyObjects };
     const staged = {} as Record<ShardInput, StagedObject[]>;
     await timed(ctx, 'prepare.stage', async () => {
-      for (const name of SHARD_INPUTS) {
-        staged[name] = await stage(ctx, objectsOf[name], direct ? localInputDir(handoffDir, runId, 0, 1, name) : path.join(dir, 'in'), 'stage');
-      }
+      for (const name of SHARD_INPUTS) staged[name] = await stage(ctx, objectsOf[name], path.join(dir, 'in'), 'stage');
     });
     const all = SHARD_INPUTS.flatMap((name) => staged[name]);
-    const duck = await Duck.open({ threads: ctx.cfg.batch.duckdbThreads, tempDir: path.join(dir, 'duck'), signal: ctx.signal });
+    const { duck, release } = await duckFor(ctx, dir, local);
     try {
       await timed(ctx, 'prepare.verify', () => verifyParquet(duck, all));
-      if (direct) return;
       await duck.setVariables({ day_start: period.startMs, shards });
       const uploads: { key: string; file: string }[] = [];
       await blameCorrupt(duck, all, async () => {
         for (const name of SHARD_INPUTS) {
           const files = staged[name].map((s) => s.file);
-          // One streaming pass reads and hashes every row once and writes it to its shard's part
-          // files. Local parts are read once, by the next step on this disk: no codec; uploaded
-          // ones are zstd, like the rest of the lake.
+          // One streaming pass reads and hashes every row once and assigns it its shard.
+          const split = `SELECT *, ${shards === 1 ? '0' : shardOf()} AS __shard FROM (${inputSelect(name, files.length > 0 ? sqlList(files) : null)})`;
+          if (local) {
+            // In one process the split stays in memory (DuckDB spills to the scratch dir past its limit).
+            await timed(ctx, 'prepare.split', () => duck.run(`CREATE OR REPLACE TABLE ${localInputTable(name)} AS ${split}`));
+            continue;
+          }
+          // Between workers: each shard's part files, zstd like the rest of the lake, under _staging/.
           const parts = path.join(dir, 'split', name);
           await fs.promises.mkdir(path.dirname(parts), { recursive: true });
-          await timed(ctx, 'prepare.split', () =>
-            duck.run(
-              `COPY (SELECT *, ${shardOf()} AS __shard FROM (${inputSelect(name, files.length > 0 ? sqlList(files) : null)}))
-               TO ${sqlString(parts)} (FORMAT parquet, COMPRESSION ${handoffDir ? 'uncompressed' : 'zstd'}, PARTITION_BY (__shard))`,
-            ),
-          );
+          await timed(ctx, 'prepare.split', () => duck.run(`COPY (${split}) TO ${sqlString(parts)} (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (__shard))`));
           for (let shard = 0; shard < shards; shard++) {
             // A shard without rows of this input has no part directory.
             const partDir = path.join(parts, `__shard=${shard}`);
             if (!fs.existsSync(partDir)) continue;
-            if (handoffDir) {
-              const target = localInputDir(handoffDir, runId, shard, shards, name);
-              await fs.promises.mkdir(path.dirname(target), { recursive: true });
-              await fs.promises.rename(partDir, target);
-            } else {
-              for (const file of (await fs.promises.readdir(partDir)).filter((f) => f.endsWith('.parquet')).sort()) {
-                const key = lakePaths.staging(runId, `_shards/${shard}-of-${shards}/inputs/${name}/${file}`);
-                uploads.push({ key, file: path.join(partDir, file) });
-                shardInputs[shard][name].push(key);
-              }
+            for (const file of (await fs.promises.readdir(partDir)).filter((f) => f.endsWith('.parquet')).sort()) {
+              const key = lakePaths.staging(runId, `_shards/${shard}-of-${shards}/inputs/${name}/${file}`);
+              uploads.push({ key, file: path.join(partDir, file) });
+              shardInputs[shard][name].push(key);
             }
           }
           checkpoint(ctx, { step: 'split', input: name, shards });
@@ -249,7 +252,7 @@ export async function prepareDaily(ctx: JobContext, day: string, runId: string, 
       });
       await timed(ctx, 'prepare.upload', () => uploadAll(ctx, uploads, 'upload'));
     } finally {
-      duck.close();
+      release();
     }
   }).finally(stopBeating);
 
@@ -263,7 +266,7 @@ export async function prepareDaily(ctx: JobContext, day: string, runId: string, 
     hoursPublished: 24,
     historyDays,
     duplicates,
-    ...(handoffDir ? {} : { shardInputs }),
+    ...(local ? {} : { shardInputs }),
   };
   await putJson(s3Of(ctx), bucketOf(ctx), planKey(runId), plan);
   return plan;
@@ -271,8 +274,8 @@ export async function prepareDaily(ctx: JobContext, day: string, runId: string, 
 
 /**
  * The shard of a row's user, 0 <= shard < getvariable('shards'). Only prepareDaily
- * computes it, once, over all three inputs in one DuckDB, and the shards read the
- * files it wrote; no other process ever recomputes it, so DuckDB's own hash (10×
+ * computes it, once, over all three inputs in one DuckDB, and the shards read what
+ * it wrote; no other process ever recomputes it, so DuckDB's own hash (10×
  * cheaper than md5 over 10 M ids) is safe even if workers run different builds. The
  * published tables do not depend on which shard a user lands in (each combine is a
  * sort or a sum), which the 1-versus-4-shard test shows byte for byte.
@@ -295,50 +298,56 @@ export async function runDailyShard(ctx: JobContext, day: string, runId: string,
   const period = parsePeriod('daily', day, Number.POSITIVE_INFINITY);
   const stopBeating = keepAlive(ctx, `runDailyShard ${shard}`);
   return withScratchDir(ctx.cfg, async (dir) => {
-    const handoffDir = opts.handoffDir;
-    const duck = await Duck.open({ threads: ctx.cfg.batch.duckdbThreads, tempDir: path.join(dir, 'duck'), signal: ctx.signal });
+    const local = opts.local;
+    const { duck, release } = await duckFor(ctx, dir, local);
     try {
-      let selects: Record<ShardInput, string>;
-      if (handoffDir) {
-        // Handed over locally, the files are the ones prepareDaily wrote in this process: nothing to download or re-verify.
-        selects = {} as Record<ShardInput, string>;
-        for (const name of SHARD_INPUTS) {
-          const inputDir = localInputDir(handoffDir, runId, shard, shards, name);
-          const source = (await hasParquet(inputDir)) ? sqlString(path.join(inputDir, '**', '*.parquet')) : null;
-          selects[name] = inputSelect(name, source, { filtered: shards > 1 });
+      const selects = {} as Record<ShardInput, string>;
+      if (local) {
+        // In one process the shard's rows are in the split tables prepareDaily made in this DuckDB.
+        if (!(await tableExists(duck, localInputTable('events')))) {
+          throw new NonRetryableBatchError(`run ${runId} was not prepared in this local run: run prepareDaily with it first`);
         }
+        for (const name of SHARD_INPUTS) selects[name] = `SELECT * EXCLUDE (__shard) FROM ${localInputTable(name)} WHERE __shard = ${shard}`;
+        await duck.run(`CREATE SCHEMA IF NOT EXISTS ${shardSchema(shard)}`);
+        await duck.run(`USE ${shardSchema(shard)}`);
       } else {
         const inputs = plan.shardInputs?.[shard];
         if (!inputs) throw new NonRetryableBatchError(`the plan of run ${runId} lists no S3 inputs for shard ${shard} (prepared in one process, or by an older version): prepare the day again`);
-        selects = {} as Record<ShardInput, string>;
         for (const name of SHARD_INPUTS) {
           const staged = await stage(ctx, inputs[name].map((key) => ({ key, etag: '', size: 0 })), path.join(dir, 'in'), 'stage');
           await verifyParquet(duck, staged);
           selects[name] = inputSelect(name, staged.length > 0 ? sqlList(staged.map((s) => s.file)) : null, { filtered: true });
         }
       }
-      await duck.run(`CREATE VIEW day_events AS ${selects.events}`);
-      await duck.run(`CREATE VIEW prev_completes AS ${selects.prev_completes}`);
-      await duck.run(`CREATE VIEW history_activity AS ${selects.history}`);
+      // The SQL files name their inputs and outputs without a schema: locally they resolve in the shard's own.
+      await duck.run(`CREATE OR REPLACE VIEW day_events AS ${selects.events}`);
+      await duck.run(`CREATE OR REPLACE VIEW prev_completes AS ${selects.prev_completes}`);
+      await duck.run(`CREATE OR REPLACE VIEW history_activity AS ${selects.history}`);
       await duck.setVariables({ day: { date: day }, day_start: period.startMs, day_end: period.endMs });
       const rowCounts: Record<string, number> = {};
       const uploads: { key: string; file: string }[] = [];
       for (const table of SHARD_TABLES) {
         rowCounts[table] = await timed(ctx, `shard.compute.${table}`, () => duck.materialize(table));
-        const key = shardKey(runId, shard, shards, table);
-        const file = handoffDir ? handoffFile(handoffDir, key) : path.join(dir, 'out', `${table}.parquet`);
-        // A local partial is read once, by publish in this process: a lighter codec than the lake's zstd.
-        await timed(ctx, 'shard.write', () => duck.writeParquet(table, file, handoffDir ? 'lz4_raw' : 'zstd'));
-        if (!handoffDir) uploads.push({ key, file });
+        if (!local) {
+          const file = path.join(dir, 'out', `${table}.parquet`);
+          await timed(ctx, 'shard.write', () => duck.writeParquet(table, file));
+          uploads.push({ key: shardKey(runId, shard, shards, table), file });
+        }
         checkpoint(ctx, { step: 'compute', shard, table });
       }
       await uploadAll(ctx, uploads, 'upload');
       ctx.log.info({ job: 'daily', day, runId, shard, shards, rowCounts }, 'daily shard computed');
       return { shard, shards, rowCounts };
     } finally {
-      duck.close();
+      if (local) await duck.run('USE main');
+      release();
     }
   }).finally(stopBeating);
+}
+
+async function tableExists(duck: Duck, qualified: string): Promise<boolean> {
+  const [schema, table] = qualified.split('.');
+  return (await duck.scalar(`SELECT count(*) FROM duckdb_tables() WHERE schema_name = ${sqlString(schema)} AND table_name = ${sqlString(table)}`)) > 0;
 }
 
 /** Combines the shards' outputs, checks them and publishes the day. */
@@ -348,24 +357,30 @@ export async function publishDaily(ctx: JobContext, day: string, runId: string, 
   const period = parsePeriod('daily', day, Number.POSITIVE_INFINITY);
   const stopBeating = keepAlive(ctx, 'publishDaily');
   return withScratchDir(ctx.cfg, async (dir) => {
-    const wanted = Array.from({ length: shards }, (_, shard) => SHARD_TABLES.map((table) => ({ shard, table, key: shardKey(runId, shard, shards, table) }))).flat();
-    const handoffDir = opts.handoffDir;
-    let staged: StagedObject[];
+    const local = opts.local;
+    const { duck, release } = await duckFor(ctx, dir, local);
     try {
-      if (handoffDir) {
-        staged = wanted.map((w) => ({ key: w.key, etag: '', size: 0, file: handoffFile(handoffDir, w.key) }));
-        const absent = staged.filter((s) => !fs.existsSync(s.file));
-        if (absent.length > 0) throw new Error(`no local shard output ${absent[0].key}`);
+      let sourceOf: (table: string) => string;
+      if (local) {
+        const missing: string[] = [];
+        for (let shard = 0; shard < shards; shard++) {
+          for (const table of SHARD_TABLES) if (!(await tableExists(duck, `${shardSchema(shard)}.${table}`))) missing.push(`${shardSchema(shard)}.${table}`);
+        }
+        if (missing.length > 0) throw new NonRetryableBatchError(`shard outputs of run ${runId} are incomplete (run every runDailyShard first): no ${missing[0]}`);
+        // The split is not needed any more: give its memory to the combine.
+        for (const name of SHARD_INPUTS) await duck.run(`DROP TABLE IF EXISTS ${localInputTable(name)}`);
+        sourceOf = (table) => `(${Array.from({ length: shards }, (_, shard) => `SELECT * FROM ${shardSchema(shard)}.${table}`).join(' UNION ALL ')})`;
       } else {
-        staged = await stage(ctx, wanted.map((w) => ({ key: w.key, etag: '', size: 0 })), path.join(dir, 'in'), 'stage');
+        const wanted = Array.from({ length: shards }, (_, shard) => SHARD_TABLES.map((table) => ({ shard, table, key: shardKey(runId, shard, shards, table) }))).flat();
+        let staged: StagedObject[];
+        try {
+          staged = await stage(ctx, wanted.map((w) => ({ key: w.key, etag: '', size: 0 })), path.join(dir, 'in'), 'stage');
+        } catch (err) {
+          throw new NonRetryableBatchError(`shard outputs of run ${runId} are incomplete (run every runDailyShard first): ${(err as Error).message}`);
+        }
+        await verifyParquet(duck, staged);
+        sourceOf = (table) => `read_parquet(${sqlList(staged.filter((_, i) => wanted[i].table === table).map((s) => s.file))})`;
       }
-    } catch (err) {
-      throw new NonRetryableBatchError(`shard outputs of run ${runId} are incomplete (run every runDailyShard first): ${(err as Error).message}`);
-    }
-    const filesOf = (table: string) => sqlList(staged.filter((_, i) => wanted[i].table === table).map((s) => s.file));
-    const duck = await Duck.open({ threads: ctx.cfg.batch.duckdbThreads, tempDir: path.join(dir, 'duck'), signal: ctx.signal });
-    try {
-      if (!handoffDir) await verifyParquet(duck, staged);
       await duck.setVariables({
         day: { date: day },
         day_start: period.startMs,
@@ -373,12 +388,12 @@ export async function publishDaily(ctx: JobContext, day: string, runId: string, 
         processed_rows: plan.processedRows,
         hours_published: plan.hoursPublished,
       });
-      for (const table of PARTIALS) await duck.run(`CREATE VIEW ${table} AS SELECT * FROM read_parquet(${filesOf(table)})`);
+      for (const table of PARTIALS) await duck.run(`CREATE OR REPLACE VIEW ${table} AS SELECT * FROM ${sourceOf(table)}`);
       const rowCounts: Record<string, number> = {};
       for (const t of DAILY_TABLES) {
         await timed(ctx, `publish.combine.${t.table}`, async () => {
           if (t.combine === 'concat') {
-            await duck.run(`CREATE TABLE ${t.table} AS SELECT * FROM read_parquet(${filesOf(t.table)}) ORDER BY ${t.orderBy}`);
+            await duck.run(`CREATE OR REPLACE TABLE ${t.table} AS SELECT * FROM ${sourceOf(t.table)} ORDER BY ${t.orderBy}`);
             rowCounts[t.table] = await duck.scalar(`SELECT count(*) FROM ${t.table}`);
           } else {
             rowCounts[t.table] = await duck.materialize(t.table);
@@ -410,7 +425,7 @@ export async function publishDaily(ctx: JobContext, day: string, runId: string, 
         shards,
       }));
     } finally {
-      duck.close();
+      release();
     }
   }).finally(stopBeating);
 }
@@ -420,15 +435,11 @@ export async function runDaily(ctx: JobContext, day: string, opts: DailyOptions 
   const shards = opts.shards ?? ctx.cfg.batch.shards;
   const runId = opts.runId ?? newRunId('daily', day);
   try {
-    // One process runs every step, so the shard files stay on local disk instead of going through S3 `_staging/`.
-    return await withScratchDir(ctx.cfg, async (handoffDir) => {
-      await timed(ctx, 'prepare', () => prepareDaily(ctx, day, runId, shards, { now: opts.now, handoffDir }));
-      for (let shard = 0; shard < shards; shard++) {
-        await timed(ctx, 'shards', () => runDailyShard(ctx, day, runId, shard, shards, { handoffDir }));
-        // The shard's input split is no longer needed; free the disk before the next shard.
-        await fs.promises.rm(path.dirname(localInputDir(handoffDir, runId, shard, shards, 'events')), { recursive: true, force: true });
-      }
-      return await timed(ctx, 'publish', () => publishDaily(ctx, day, runId, shards, { handoffDir }));
+    // One process runs every step: they share one DuckDB instead of handing files over through S3 `_staging/`.
+    return await withLocalRun(ctx, async (local) => {
+      await timed(ctx, 'prepare', () => prepareDaily(ctx, day, runId, shards, { now: opts.now, local }));
+      for (let shard = 0; shard < shards; shard++) await timed(ctx, 'shards', () => runDailyShard(ctx, day, runId, shard, shards, { local }));
+      return await timed(ctx, 'publish', () => publishDaily(ctx, day, runId, shards, { local }));
     });
   } catch (err) {
     await discardStaging(ctx, runId).catch((e: unknown) => ctx.log.warn({ err: (e as Error).message, runId }, 'could not remove staging'));

@@ -21,9 +21,11 @@ export {
   prepareDaily,
   runDailyShard,
   publishDaily,
+  withLocalRun,
   DAILY_TABLES,
   type DailyPlan,
   type DailyOptions,
+  type LocalRun,
   type ShardResult,
 } from './daily';
 export { compactHour, type CompactionManifest, type CompactionRecord, type CompactionResult } from './compaction';

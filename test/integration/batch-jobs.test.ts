@@ -18,7 +18,7 @@ import type { Config } from '../../common/config';
 import { validateEvent, type EventRecord } from '../../common/contract';
 import { hourId, lakePaths, type DirtyMarker, type RunManifest, type Watermark } from '../../common/lake';
 import { logger } from '../../common/log';
-import { copyObject, deleteObjects, getJson, listObjects, putJson, stageObjects, withScratchDir } from '../../batch-layer/lake-io';
+import { copyObject, deleteObjects, getJson, listObjects, putJson, stageObjects } from '../../batch-layer/lake-io';
 import { writeRawParquet, type RawRow } from '../../batch-layer/lake-writer/parquet';
 import {
   CorruptObjectError,
@@ -35,6 +35,7 @@ import {
   runDaily,
   runDailyShard,
   runHourly,
+  withLocalRun,
   type JobContext,
 } from '../../batch-layer/jobs';
 import { Duck, sqlList } from '../../batch-layer/jobs/duck';
@@ -248,10 +249,10 @@ describe('batch jobs over a simulated lake', () => {
     expect(after.size).toBe(before.size);
     expect([...after].filter(([k, v]) => before.get(k) !== v)).toEqual([]);
 
-    // A shard never guesses its input: a plan prepared for a local hand-off lists no S3 inputs,
+    // A shard never guesses its input: a plan prepared in a local run lists no S3 inputs,
     // and a shard on another worker refuses it instead of computing an empty day.
     const localRun = newRunId('daily', DAYS[1]);
-    await withScratchDir(cfg, (handoffDir) => prepareDaily(ctx, DAYS[1], localRun, 2, { now, handoffDir }));
+    await withLocalRun(ctx, (local) => prepareDaily(ctx, DAYS[1], localRun, 2, { now, local }));
     const refused = await runDailyShard(ctx, DAYS[1], localRun, 0, 2).catch((e: unknown) => e);
     expect(refused).toBeInstanceOf(NonRetryableBatchError);
     expect((refused as Error).message).toMatch(/lists no S3 inputs for shard 0/);
