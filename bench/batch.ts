@@ -1,11 +1,14 @@
 /**
  * Batch-layer benchmark (issue 4 §4): N events in one day in the lake (raw
  * Parquet objects per hour × Kafka partition, 1% duplicates), then
- *   - the 24 hourly jobs and the daily job (wall time, peak RSS),
- *   - beside the floor: the same SQL files run by bare DuckDB over the same
- *     data as one local Parquet file (no S3, no staging, no publish).
+ *   - the 24 hourly jobs and the daily job (wall time, peak RSS, the daily job's
+ *     time per step),
+ *   - beside the floor: the same SQL files run by bare DuckDB over the same data
+ *     as one local Parquet file (no S3, no staging, no publish); the daily part
+ *     both over the day already in memory and over the day as a Parquet file.
  *
  *   npx tsx bench/batch.ts --events 10000000            # the issue's target size
+ *   npx tsx bench/batch.ts --events 10000000 --reuse    # again, without regenerating
  *   npx tsx bench/batch.ts --events 200000 --shards 4   # a quick check
  *
  * Uses its own bucket (BENCH_BUCKET, default bench-batch), emptied first.
@@ -34,10 +37,11 @@ const args = new Command('bench-batch')
   .option('--partitions <n>', 'Kafka partitions the raw objects pretend to come from', '6')
   .option('--events-per-user <n>', 'average events per user', '40')
   .option('--via-s3', 'run the daily job as the Temporal activities do (prepare, shards, publish handing files over through S3 _staging/) instead of runDaily in one process')
+  .option('--repeat <n>', 'run the daily job and the floor n times, alternating, and report each run plus the minimum and median (single runs on a shared 2-core VM vary by ±15 %)', '1')
   .option('--reuse', 'keep the generated lake and local file (under .scratch/bench-batch/), and on the next run with the same --events/--day skip generating them and the hourly jobs')
   .addHelpText('after', '\nUses its own bucket (BENCH_BUCKET, default bench-batch), emptied first.')
   .parse()
-  .opts<{ events: string; day: string; shards?: string; partitions: string; eventsPerUser: string; reuse?: boolean; viaS3?: boolean }>();
+  .opts<{ events: string; day: string; shards?: string; partitions: string; eventsPerUser: string; reuse?: boolean; viaS3?: boolean; repeat: string }>();
 
 const N = Number(args.events);
 const DAY = args.day;
@@ -172,6 +176,17 @@ async function floor(file: string, dir: string): Promise<{ hourly: number; daily
   }
 }
 
+/** One daily job: runDaily in this process, or (--via-s3) the activities' steps handing over through S3. */
+function measureDaily(now: number) {
+  return measure(async () => {
+    if (!args.viaS3) return runDaily(ctx, DAY, { shards, now });
+    const runId = newRunId('daily', DAY);
+    await prepareDaily(ctx, DAY, runId, shards, { now });
+    for (let shard = 0; shard < shards; shard++) await runDailyShard(ctx, DAY, runId, shard, shards);
+    return publishDaily(ctx, DAY, runId, shards);
+  });
+}
+
 async function main(): Promise<void> {
   const reuseDir = path.resolve('.scratch', 'bench-batch', `${DAY}-${N}-${PARTITIONS}-${USERS}`);
   const dir = args.reuse ? reuseDir : fs.mkdtempSync(path.join(os.tmpdir(), 'bench-batch-'));
@@ -207,17 +222,22 @@ async function main(): Promise<void> {
       if (args.reuse) fs.writeFileSync(ready, JSON.stringify({ objects, rawRows, hourlyTimes, hourly: { seconds: hourly.seconds, peakRssMb: hourly.peakRssMb }, setup: { seconds: setup.seconds } }));
     }
     keep = !!args.reuse;
-    ctx.timings = {};
-    const daily = await measure(async () => {
-      if (!args.viaS3) return runDaily(ctx, DAY, { shards, now });
-      // The activities' path: every step in its own scratch dir, files handed over through S3.
-      const runId = newRunId('daily', DAY);
-      await prepareDaily(ctx, DAY, runId, shards, { now });
-      for (let shard = 0; shard < shards; shard++) await runDailyShard(ctx, DAY, runId, shard, shards);
-      return publishDaily(ctx, DAY, runId, shards);
-    });
-    const dailySteps = Object.fromEntries(Object.entries(ctx.timings).map(([k, v]) => [k, +v.toFixed(2)]));
-    const bare = await measure(() => floor(local, dir));
+    const runs: { daily: number; bare: number; bareFromFile: number }[] = [];
+    let daily!: Awaited<ReturnType<typeof measureDaily>>;
+    let bare!: Awaited<ReturnType<typeof measure<Awaited<ReturnType<typeof floor>>>>>;
+    let dailySteps: Record<string, number> = {};
+    for (let i = 0; i < Math.max(1, Number(args.repeat)); i++) {
+      ctx.timings = {};
+      daily = await measureDaily(now);
+      dailySteps = Object.fromEntries(Object.entries(ctx.timings).map(([k, v]) => [k, +v.toFixed(2)]));
+      bare = await measure(() => floor(local, dir));
+      runs.push({ daily: +daily.seconds.toFixed(2), bare: +bare.result.daily.toFixed(2), bareFromFile: +bare.result.dailyFromFile.toFixed(2) });
+      process.stderr.write(`run ${i + 1}: daily ${daily.seconds.toFixed(2)} s, bare ${bare.result.daily.toFixed(2)} s (from file ${bare.result.dailyFromFile.toFixed(2)} s)\n`);
+    }
+    const stat = (k: 'daily' | 'bare' | 'bareFromFile') => {
+      const v = runs.map((r) => r[k]).sort((a, b) => a - b);
+      return { min: v[0], median: v[Math.floor((v.length - 1) / 2)] };
+    };
     const report = {
       events: N,
       rawRows,
@@ -242,6 +262,13 @@ async function main(): Promise<void> {
       },
       dailyVsBare: +(daily.seconds / bare.result.daily).toFixed(2),
       dailyVsBareFromFile: +(daily.seconds / bare.result.dailyFromFile).toFixed(2),
+      ...(runs.length > 1
+        ? {
+            runs,
+            minimum: { daily: stat('daily').min, bare: stat('bare').min, bareFromFile: stat('bareFromFile').min, dailyVsBare: +(stat('daily').min / stat('bare').min).toFixed(2), dailyVsBareFromFile: +(stat('daily').min / stat('bareFromFile').min).toFixed(2) },
+            median: { daily: stat('daily').median, bare: stat('bare').median, bareFromFile: stat('bareFromFile').median, dailyVsBare: +(stat('daily').median / stat('bare').median).toFixed(2), dailyVsBareFromFile: +(stat('daily').median / stat('bareFromFile').median).toFixed(2) },
+          }
+        : {}),
       note: 'peak RSS is sampled in this process (DuckDB is embedded), so later phases include memory retained from earlier ones',
     };
     process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
