@@ -24,7 +24,7 @@ import { lakePaths } from '../common/lake';
 import { logger } from '../common/log';
 import { ensureBucket } from '../common/topics';
 import { deleteObjects, listObjects, uploadFile } from '../batch-layer/lake-io';
-import { hoursOfDay, newRunId, prepareDaily, publishDaily, runDaily, runDailyShard, runHourly, type JobContext } from '../batch-layer/jobs';
+import { hoursOfDay, listPublished, newRunId, prepareDaily, publishDaily, runDaily, runDailyShard, runHourly, type JobContext } from '../batch-layer/jobs';
 import { Duck, rawColumnsSelect, sqlString } from '../batch-layer/jobs/duck';
 
 process.env.LOG_LEVEL ??= 'warn';
@@ -200,7 +200,8 @@ async function main(): Promise<void> {
     let rawRows = 0;
     let hourlyTimes: number[] = [];
     let hourly = { seconds: 0, peakRssMb: 0 };
-    if (args.reuse && fs.existsSync(ready)) {
+    // The kept files are only reusable while the bucket still holds that run's published hours (another run empties it).
+    if (args.reuse && fs.existsSync(ready) && (await listPublished(ctx, 'hourly')).filter((h) => h.startsWith(DAY)).length === 24) {
       ({ objects, rawRows, hourlyTimes, hourly, setup } = JSON.parse(fs.readFileSync(ready, 'utf8')));
       process.stderr.write(`reusing the lake and ${local} of an earlier run (setup and hourly figures are that run's)\n`);
     } else {
