@@ -165,6 +165,12 @@ export interface RunManifest {
   /** Duplicates seen in the raw input: natural (same id, same payload) and synthetic (same id, other payload). */
   duplicates?: { natural: number; synthetic: number };
   shards?: number;
+  /**
+   * Daily runs: an order-independent digest of the day's active users. Later days'
+   * cohorts and first_seen_day read this day's activity, so a re-run that changes
+   * it marks every later published day dirty.
+   */
+  activeUsersDigest?: string;
 }
 
 /** Written when a run publishes; dirty markers pull it back. Times are epoch ms (exclusive ends). */

@@ -380,8 +380,9 @@ export interface ReconcileResult {
 
 /**
  * Re-runs the periods that late data made dirty: hours first, then days (a day
- * reads its hours' processed events). Marks on periods still in progress wait
- * for the next round.
+ * reads its hours' processed events), the days in order. Marks on periods still
+ * in progress wait for the next round; days that a re-run marks dirty again are
+ * picked up by the next round.
  */
 export async function reconcileLateData(): Promise<ReconcileResult> {
   const s = await orchestrationSettings();
@@ -400,7 +401,9 @@ export async function reconcileLateData(): Promise<ReconcileResult> {
   const days = late.daily.filter(over('daily'));
   const notYetOver = [...late.hourly.filter((p) => !hours.includes(p)), ...late.daily.filter((p) => !days.includes(p))];
   const hourly = await fanOut(s, 'hourly', hours, s.childConcurrency);
-  const daily = await fanOut(s, 'daily', days, s.childConcurrency);
+  // Days one at a time, oldest first: a day reads every earlier day's activity, and re-running a day
+  // whose active users changed marks the later days dirty again (cascadeToLaterDays).
+  const daily = await fanOut(s, 'daily', [...days].sort(), 1);
   const failures = [...hourly.failures, ...daily.failures];
   if (failures.length > 0) {
     throw ApplicationFailure.create({

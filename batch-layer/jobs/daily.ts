@@ -13,7 +13,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { BINGE_WINDOW_MS } from '../../common/contract';
-import { lakePaths, type QualityCheck, type RunManifest } from '../../common/lake';
+import { lakePaths, type DirtyMarker, type QualityCheck, type RunManifest } from '../../common/lake';
 import { getJson, listObjects, putJson, withScratchDir, type LakeObject } from '../lake-io';
 import { bucketOf, checkpoint, hoursOfDay, keepAlive, newRunId, parsePeriod, previousDay, s3Of, timed, type JobContext } from './context';
 import { Duck, sqlList, sqlString } from './duck';
@@ -402,6 +402,8 @@ export async function publishDaily(ctx: JobContext, day: string, runId: string, 
         checkpoint(ctx, { step: 'combine', table: t.table });
       }
       const checks = (await timed(ctx, 'publish.checks', () => duck.select('quality_daily'))) as unknown as QualityCheck[];
+      const [{ digest }] = await duck.json(`SELECT CAST(coalesce(bit_xor(md5_number_lower(user_id)), 0) AS VARCHAR) AS digest FROM user_daily_activity`);
+      if (checks.every((c) => c.ok)) await cascadeToLaterDays(ctx, day, String(digest));
       const outputs: Record<string, { staged: string; final: string }> = {};
       const uploads: { key: string; file: string }[] = [];
       for (const t of DAILY_TABLES) {
@@ -423,11 +425,32 @@ export async function publishDaily(ctx: JobContext, day: string, runId: string, 
         checks,
         duplicates: plan.duplicates,
         shards,
+        activeUsersDigest: String(digest),
       }));
     } finally {
       release();
     }
   }).finally(stopBeating);
+}
+
+/**
+ * A re-run of a day that changes who was active that day (late data brought a new
+ * user, say) makes every later published day stale: their retention cohorts and
+ * first_seen_day read this day's activity. Those days are marked dirty, before this
+ * day's manifest is written, so a crash in between cannot lose the cascade; the
+ * late-data reconciliation then re-runs them in day order. A re-run that changes no
+ * user (the usual late event of a known user) marks nothing.
+ */
+async function cascadeToLaterDays(ctx: JobContext, day: string, digest: string): Promise<void> {
+  const previous = await getJson<RunManifest>(s3Of(ctx), bucketOf(ctx), lakePaths.manifest('daily', day));
+  if (!previous || previous.activeUsersDigest === digest) return;
+  const later = (await listPublished(ctx, 'daily')).filter((d) => d > day);
+  const markedAt = Date.now();
+  for (const period of later) {
+    const marker: DirtyMarker = { kind: 'daily', period, markedAt, reason: `the active users of ${day} changed in its re-run` };
+    await putJson(s3Of(ctx), bucketOf(ctx), lakePaths.dirtyMarker('daily', period), marker);
+  }
+  if (later.length > 0) ctx.log.warn({ day, later }, 'active users changed in a re-run: later days marked dirty');
 }
 
 /** prepare -> every shard (one after another in this process) -> publish. */

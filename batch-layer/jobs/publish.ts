@@ -21,6 +21,7 @@ export interface PublishInput {
   checks: QualityCheck[];
   duplicates?: RunManifest['duplicates'];
   shards?: number;
+  activeUsersDigest?: string;
 }
 
 export function stagingPrefix(runId: string): string {
@@ -56,6 +57,7 @@ export async function publish(ctx: JobContext, input: PublishInput): Promise<Run
     checks: input.checks,
     ...(input.duplicates ? { duplicates: input.duplicates } : {}),
     ...(input.shards !== undefined ? { shards: input.shards } : {}),
+    ...(input.activeUsersDigest !== undefined ? { activeUsersDigest: input.activeUsersDigest } : {}),
   };
   await putJson(s3Of(ctx), bucketOf(ctx), lakePaths.manifest(input.kind, input.period), manifest);
   await discardStaging(ctx, input.runId);

@@ -2,6 +2,8 @@
  * Day D's retention cohorts read every earlier day's user activity, so a day
  * may not publish before the earlier days that have data: running it out of
  * order fails with the days it waits for, and in order the cohorts are right.
+ * And when late data changes who was active on an earlier day, its re-run marks
+ * the later days dirty, so they are recomputed too.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -13,7 +15,7 @@ import { lakePaths } from '../../common/lake';
 import { logger } from '../../common/log';
 import { uploadFile } from '../../batch-layer/lake-io';
 import { writeRawParquet } from '../../batch-layer/lake-writer/parquet';
-import { MissingPreviousDaysError, hoursOfDay, runDaily, runHourly, type JobContext } from '../../batch-layer/jobs';
+import { MissingPreviousDaysError, hoursOfDay, listDirty, runDaily, runHourly, type JobContext } from '../../batch-layer/jobs';
 import { Duck } from '../../batch-layer/jobs/duck';
 import { validateEvent, type EventRecord } from '../../common/contract';
 import { isolatedConfig } from '../support/isolated';
@@ -58,22 +60,48 @@ it('refuses day 2 while day 1 (published hours, no daily run) waits, naming it',
   expect((err as MissingPreviousDaysError).days).toEqual([DAY1]);
 });
 
-it('in order, day 2 sees day 1 users as returning, not new', async () => {
-  await runDaily(ctx, DAY1, { shards: 1 });
-  const manifest = await runDaily(ctx, DAY2, { shards: 1 });
+async function cohorts(key: string): Promise<Record<string, unknown>[]> {
   const duck = await Duck.open();
   try {
     const dir = fs.mkdtempSync(path.join(tmp, 'out-'));
     const local = path.join(dir, 'cohorts.parquet');
     const { GetObjectCommand } = await import('@aws-sdk/client-s3');
-    const got = await s3Client(cfg).send(new GetObjectCommand({ Bucket: cfg.s3.bucket, Key: manifest.outputs.retention_cohorts }));
+    const got = await s3Client(cfg).send(new GetObjectCommand({ Bucket: cfg.s3.bucket, Key: key }));
     fs.writeFileSync(local, Buffer.from(await got.Body!.transformToByteArray()));
-    const rows = await duck.json(`SELECT cohort_day::VARCHAR AS cohort_day, cohort_size::INTEGER AS size, retained_d1::INTEGER AS d1 FROM read_parquet('${local}') ORDER BY 1`);
-    expect(rows).toEqual([
-      { cohort_day: DAY1, size: 2, d1: 1 }, // a and b; only a came back
-      { cohort_day: DAY2, size: 1, d1: null }, // only c is new on day 2
-    ]);
+    return await duck.json(`SELECT cohort_day::VARCHAR AS cohort_day, cohort_size::INTEGER AS size, retained_d1::INTEGER AS d1 FROM read_parquet('${local}') ORDER BY 1`);
   } finally {
     duck.close();
   }
+}
+
+it('in order, day 2 sees day 1 users as returning, not new', async () => {
+  await runDaily(ctx, DAY1, { shards: 1 });
+  const manifest = await runDaily(ctx, DAY2, { shards: 1 });
+  expect(await cohorts(manifest.outputs.retention_cohorts)).toEqual([
+    { cohort_day: DAY1, size: 2, d1: 1 }, // a and b; only a came back
+    { cohort_day: DAY2, size: 1, d1: null }, // only c is new on day 2
+  ]);
+});
+
+it('a re-run of day 1 that changes its users marks day 2 dirty; one that changes nothing does not', async () => {
+  const dailyDirty = async () => (await listDirty(ctx)).filter((d) => d.kind === 'daily');
+  await runDaily(ctx, DAY1, { shards: 2 });
+  expect(await dailyDirty()).toEqual([]);
+
+  // Late data: user c's first event was on day 1 after all, so c is no longer new on day 2.
+  const hour = `${DAY1}T05`;
+  const file = path.join(tmp, 'late.parquet');
+  await writeRawParquet([{ record: event('evt_c_late', 'c', Date.parse(`${hour}:30:00Z`)), partition: 0, offset: '100000' }], file);
+  await uploadFile(s3Client(cfg), cfg.s3.bucket, lakePaths.rawObject(hour, 0, '100000', '100000'), file);
+  await runHourly(ctx, hour);
+  await runDaily(ctx, DAY1, { shards: 2 });
+  const marked = await dailyDirty();
+  expect(marked.map((d) => d.period)).toEqual([DAY2]);
+  expect(marked[0].reason).toContain(DAY1);
+
+  const manifest = await runDaily(ctx, DAY2, { shards: 2 });
+  expect(await dailyDirty()).toEqual([]);
+  expect(await cohorts(manifest.outputs.retention_cohorts)).toEqual([
+    { cohort_day: DAY1, size: 3, d1: 2 }, // a, b and c; a and c came back
+  ]);
 });
