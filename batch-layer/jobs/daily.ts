@@ -66,9 +66,10 @@ export interface DailyOptions {
 
 /**
  * When prepare, the shards and publish run in one process (runDaily, scripts,
- * tests), they share one DuckDB: the split lands in in-memory tables, each shard
- * computes into its own schema (`shard_<k>`), and publish reads the shards'
- * tables from there, so nothing goes through Parquet or S3 between the steps.
+ * tests), they share one DuckDB and a scratch dir: the split's part files stay on
+ * local disk, each shard computes into its own schema (`shard_<k>`), and publish
+ * reads the shards' tables from there, so nothing goes through S3 between the
+ * steps and the shards' outputs never leave memory.
  * The separate activities (prepareDay / runDayShard / publishDay on any worker)
  * pass no local run: the split's part files and the shards' outputs go through
  * S3 `_staging/`, so each step can run on another machine. The published bytes
@@ -76,6 +77,8 @@ export interface DailyOptions {
  */
 export interface LocalRun {
   duck: Duck;
+  /** Scratch space of the run: the split's part files lie here. */
+  dir: string;
 }
 
 export interface LocalHandoff {
@@ -87,7 +90,7 @@ export async function withLocalRun<T>(ctx: JobContext, fn: (local: LocalRun) => 
   return withScratchDir(ctx.cfg, async (dir) => {
     const duck = await Duck.open({ threads: ctx.cfg.batch.duckdbThreads, tempDir: path.join(dir, 'duck'), signal: ctx.signal });
     try {
-      return await fn({ duck });
+      return await fn({ duck, dir });
     } finally {
       duck.close();
     }
@@ -101,9 +104,13 @@ async function duckFor(ctx: JobContext, dir: string, local: LocalRun | undefined
   return { duck, release: () => duck.close() };
 }
 
-/** The in-memory split of one input in a local run: the input's columns plus `__shard`. */
-function localInputTable(name: ShardInput): string {
-  return `main.daily_input_${name}`;
+/**
+ * A local run's split of one input: a directory per shard of uncompressed Parquet
+ * part files, so a shard's statements scan only its own rows (filtering one
+ * in-memory table of the whole day instead cost each statement a full scan).
+ */
+function localSplitDir(local: LocalRun, name: ShardInput): string {
+  return path.join(local.dir, 'split', name);
 }
 
 function shardSchema(shard: number): string {
@@ -228,15 +235,15 @@ export async function prepareDaily(ctx: JobContext, day: string, runId: string, 
           const files = staged[name].map((s) => s.file);
           // One streaming pass reads and hashes every row once and assigns it its shard.
           const split = `SELECT *, ${shards === 1 ? '0' : shardOf()} AS __shard FROM (${inputSelect(name, files.length > 0 ? sqlList(files) : null)})`;
-          if (local) {
-            // In one process the split stays in memory (DuckDB spills to the scratch dir past its limit).
-            await timed(ctx, 'prepare.split', () => duck.run(`CREATE OR REPLACE TABLE ${localInputTable(name)} AS ${split}`));
-            continue;
-          }
-          // Between workers: each shard's part files, zstd like the rest of the lake, under _staging/.
-          const parts = path.join(dir, 'split', name);
+          // Locally the part files stay on this disk, read once by the shards in this process: no codec.
+          // Between workers they go under _staging/, zstd like the rest of the lake.
+          const parts = local ? localSplitDir(local, name) : path.join(dir, 'split', name);
+          await fs.promises.rm(parts, { recursive: true, force: true });
           await fs.promises.mkdir(path.dirname(parts), { recursive: true });
-          await timed(ctx, 'prepare.split', () => duck.run(`COPY (${split}) TO ${sqlString(parts)} (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (__shard))`));
+          await timed(ctx, 'prepare.split', () =>
+            duck.run(`COPY (${split}) TO ${sqlString(parts)} (FORMAT parquet, COMPRESSION ${local ? 'uncompressed' : 'zstd'}, PARTITION_BY (__shard))`),
+          );
+          if (local) continue;
           for (let shard = 0; shard < shards; shard++) {
             // A shard without rows of this input has no part directory.
             const partDir = path.join(parts, `__shard=${shard}`);
@@ -303,11 +310,17 @@ export async function runDailyShard(ctx: JobContext, day: string, runId: string,
     try {
       const selects = {} as Record<ShardInput, string>;
       if (local) {
-        // In one process the shard's rows are in the split tables prepareDaily made in this DuckDB.
-        if (!(await tableExists(duck, localInputTable('events')))) {
+        // In one process the shard's rows are the part files prepareDaily wrote in this run's dir.
+        if (!fs.existsSync(localSplitDir(local, 'events'))) {
           throw new NonRetryableBatchError(`run ${runId} was not prepared in this local run: run prepareDaily with it first`);
         }
-        for (const name of SHARD_INPUTS) selects[name] = `SELECT * EXCLUDE (__shard) FROM ${localInputTable(name)} WHERE __shard = ${shard}`;
+        for (const name of SHARD_INPUTS) {
+          const partDir = path.join(localSplitDir(local, name), `__shard=${shard}`);
+          // A shard without rows of an input has no part directory.
+          selects[name] = fs.existsSync(partDir)
+            ? inputSelect(name, sqlString(path.join(partDir, '*.parquet')), { filtered: true })
+            : inputSelect(name, null);
+        }
         await duck.run(`CREATE SCHEMA IF NOT EXISTS ${shardSchema(shard)}`);
         await duck.run(`USE ${shardSchema(shard)}`);
       } else {
@@ -367,8 +380,8 @@ export async function publishDaily(ctx: JobContext, day: string, runId: string, 
           for (const table of SHARD_TABLES) if (!(await tableExists(duck, `${shardSchema(shard)}.${table}`))) missing.push(`${shardSchema(shard)}.${table}`);
         }
         if (missing.length > 0) throw new NonRetryableBatchError(`shard outputs of run ${runId} are incomplete (run every runDailyShard first): no ${missing[0]}`);
-        // The split is not needed any more: give its memory to the combine.
-        for (const name of SHARD_INPUTS) await duck.run(`DROP TABLE IF EXISTS ${localInputTable(name)}`);
+        // The split is not needed any more.
+        await fs.promises.rm(path.join(local.dir, 'split'), { recursive: true, force: true });
         sourceOf = (table) => `(${Array.from({ length: shards }, (_, shard) => `SELECT * FROM ${shardSchema(shard)}.${table}`).join(' UNION ALL ')})`;
       } else {
         const wanted = Array.from({ length: shards }, (_, shard) => SHARD_TABLES.map((table) => ({ shard, table, key: shardKey(runId, shard, shards, table) }))).flat();
