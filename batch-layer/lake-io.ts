@@ -19,6 +19,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import type { Config } from '../common/config';
+import { lakePaths, type DirtyMarker } from '../common/lake';
 
 export interface LakeObject {
   key: string;
@@ -160,6 +161,11 @@ export async function putJson(s3: S3Client, bucket: string, key: string, value: 
     new PutObjectCommand({ Bucket: bucket, Key: key, Body: JSON.stringify(value, null, 2), ContentType: 'application/json' }),
   );
   return stripQuotes(res.ETag);
+}
+
+/** Writes (or overwrites) the period's dirty marker: a run that started after `markedAt` clears it. */
+export async function putDirtyMarker(s3: S3Client, bucket: string, marker: DirtyMarker): Promise<void> {
+  await putJson(s3, bucket, lakePaths.dirtyMarker(marker.kind, marker.period), marker);
 }
 
 /** The parsed object, or null when it does not exist. */

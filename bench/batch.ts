@@ -237,7 +237,8 @@ async function main(): Promise<void> {
     }
     const stat = (k: 'daily' | 'bare' | 'bareFromFile') => {
       const v = runs.map((r) => r[k]).sort((a, b) => a - b);
-      return { min: v[0], median: v[Math.floor((v.length - 1) / 2)] };
+      const mid = Math.floor(v.length / 2);
+      return { min: v[0], median: +(v.length % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2).toFixed(2) };
     };
     const report = {
       events: N,

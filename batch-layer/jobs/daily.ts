@@ -13,8 +13,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { BINGE_WINDOW_MS } from '../../common/contract';
-import { lakePaths, type DirtyMarker, type QualityCheck, type RunManifest } from '../../common/lake';
-import { getJson, listObjects, putJson, withScratchDir, type LakeObject } from '../lake-io';
+import { lakePaths, type QualityCheck, type RunManifest } from '../../common/lake';
+import { getJson, listObjects, putDirtyMarker, putJson, withScratchDir, type LakeObject } from '../lake-io';
 import { bucketOf, checkpoint, hoursOfDay, keepAlive, newRunId, parsePeriod, previousDay, s3Of, timed, type JobContext } from './context';
 import { Duck, sqlList, sqlString } from './duck';
 import { MissingHoursError, MissingPreviousDaysError, NonRetryableBatchError } from './errors';
@@ -110,7 +110,12 @@ async function duckFor(ctx: JobContext, dir: string, local: LocalRun | undefined
  * in-memory table of the whole day instead cost each statement a full scan).
  */
 function localSplitDir(local: LocalRun, name: ShardInput): string {
-  return path.join(local.dir, 'split', name);
+  return path.join(localSplitRoot(local), name);
+}
+
+/** Exists from prepare (even for a day without rows) until publish. */
+function localSplitRoot(local: LocalRun): string {
+  return path.join(local.dir, 'split');
 }
 
 function shardSchema(shard: number): string {
@@ -125,17 +130,15 @@ const SHARD_INPUTS: readonly ShardInput[] = ['events', 'prev_completes', 'histor
  * (7 of processed/events' 22), and of the previous day only the completes a binge
  * window can reach. The split writes these selects; shards read them as they are.
  */
-const INPUT_SELECT: Record<ShardInput, { columns: Record<string, string>; where?: string; order: string }> = {
+const INPUT_SELECT: Record<ShardInput, { columns: Record<string, string>; where?: string }> = {
   events: {
     columns: { event_id: 'VARCHAR', event_type: 'VARCHAR', user_id: 'VARCHAR', ts: 'BIGINT', device_type: 'VARCHAR', app_version: 'VARCHAR', country: 'VARCHAR' },
-    order: 'ts, event_id',
   },
   prev_completes: {
     columns: { user_id: 'VARCHAR', event_id: 'VARCHAR', ts: 'BIGINT' },
     where: `event_type = 'video_complete' AND ts >= getvariable('day_start') - getvariable('binge_window_ms')`,
-    order: 'ts, event_id',
   },
-  history: { columns: { user_id: 'VARCHAR', day: 'DATE' }, order: 'user_id, day' },
+  history: { columns: { user_id: 'VARCHAR', day: 'DATE' } },
 };
 
 /** The select of one input over the given Parquet source (a file list), or its empty relation. */
@@ -234,7 +237,7 @@ export async function prepareDaily(ctx: JobContext, day: string, runId: string, 
         for (const name of SHARD_INPUTS) {
           const files = staged[name].map((s) => s.file);
           // One streaming pass reads and hashes every row once and assigns it its shard.
-          const split = `SELECT *, ${shards === 1 ? '0' : shardOf()} AS __shard FROM (${inputSelect(name, files.length > 0 ? sqlList(files) : null)})`;
+          const split = `SELECT *, ${shardOf()} AS __shard FROM (${inputSelect(name, files.length > 0 ? sqlList(files) : null)})`;
           // Locally the part files stay on this disk, read once by the shards in this process: no codec.
           // Between workers they go under _staging/, zstd like the rest of the lake.
           const parts = local ? localSplitDir(local, name) : path.join(dir, 'split', name);
@@ -311,7 +314,7 @@ export async function runDailyShard(ctx: JobContext, day: string, runId: string,
       const selects = {} as Record<ShardInput, string>;
       if (local) {
         // In one process the shard's rows are the part files prepareDaily wrote in this run's dir.
-        if (!fs.existsSync(localSplitDir(local, 'events'))) {
+        if (!fs.existsSync(localSplitRoot(local))) {
           throw new NonRetryableBatchError(`run ${runId} was not prepared in this local run: run prepareDaily with it first`);
         }
         for (const name of SHARD_INPUTS) {
@@ -358,11 +361,6 @@ export async function runDailyShard(ctx: JobContext, day: string, runId: string,
   }).finally(stopBeating);
 }
 
-async function tableExists(duck: Duck, qualified: string): Promise<boolean> {
-  const [schema, table] = qualified.split('.');
-  return (await duck.scalar(`SELECT count(*) FROM duckdb_tables() WHERE schema_name = ${sqlString(schema)} AND table_name = ${sqlString(table)}`)) > 0;
-}
-
 /** Combines the shards' outputs, checks them and publishes the day. */
 export async function publishDaily(ctx: JobContext, day: string, runId: string, shards: number, opts: LocalHandoff = {}): Promise<RunManifest> {
   const plan = await readPlan(ctx, day, runId);
@@ -375,13 +373,11 @@ export async function publishDaily(ctx: JobContext, day: string, runId: string, 
     try {
       let sourceOf: (table: string) => string;
       if (local) {
-        const missing: string[] = [];
-        for (let shard = 0; shard < shards; shard++) {
-          for (const table of SHARD_TABLES) if (!(await tableExists(duck, `${shardSchema(shard)}.${table}`))) missing.push(`${shardSchema(shard)}.${table}`);
-        }
+        const present = new Set((await duck.rows(`SELECT schema_name || '.' || table_name AS t FROM duckdb_tables()`)).map((r) => r.t));
+        const missing = Array.from({ length: shards }, (_, shard) => SHARD_TABLES.map((table) => `${shardSchema(shard)}.${table}`)).flat().filter((t) => !present.has(t));
         if (missing.length > 0) throw new NonRetryableBatchError(`shard outputs of run ${runId} are incomplete (run every runDailyShard first): no ${missing[0]}`);
         // The split is not needed any more.
-        await fs.promises.rm(path.join(local.dir, 'split'), { recursive: true, force: true });
+        await fs.promises.rm(localSplitRoot(local), { recursive: true, force: true });
         sourceOf = (table) => `(${Array.from({ length: shards }, (_, shard) => `SELECT * FROM ${shardSchema(shard)}.${table}`).join(' UNION ALL ')})`;
       } else {
         const wanted = Array.from({ length: shards }, (_, shard) => SHARD_TABLES.map((table) => ({ shard, table, key: shardKey(runId, shard, shards, table) }))).flat();
@@ -460,8 +456,7 @@ async function cascadeToLaterDays(ctx: JobContext, day: string, digest: string):
   const later = (await listPublished(ctx, 'daily')).filter((d) => d > day);
   const markedAt = Date.now();
   for (const period of later) {
-    const marker: DirtyMarker = { kind: 'daily', period, markedAt, reason: `the active users of ${day} changed in its re-run` };
-    await putJson(s3Of(ctx), bucketOf(ctx), lakePaths.dirtyMarker('daily', period), marker);
+    await putDirtyMarker(s3Of(ctx), bucketOf(ctx), { kind: 'daily', period, markedAt, reason: `the active users of ${day} changed in its re-run` });
   }
   if (later.length > 0) ctx.log.warn({ day, later }, 'active users changed in a re-run: later days marked dirty');
 }

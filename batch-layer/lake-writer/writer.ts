@@ -24,10 +24,10 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import { kafkaClient, s3Client } from '../../common/clients';
 import type { Config } from '../../common/config';
 import { DLQ_REASONS, EVENT_TYPES, type DeadLetter, type EventRecord } from '../../common/contract';
-import { dayId, lakePaths, type DirtyMarker } from '../../common/lake';
+import { dayId, type DirtyMarker } from '../../common/lake';
 import { logger } from '../../common/log';
 import { startStatusServer, type StatusServer } from '../../common/status-server';
-import { putJson, uploadFile } from '../lake-io';
+import { putDirtyMarker, uploadFile } from '../lake-io';
 import { PartitionState, isHourClosed, objectKey, periodOf, shouldRoll, type FileBuffer, type StreamKind } from './buffers';
 import { dlqLine, rawLine, writeParquetLines } from './parquet';
 
@@ -293,8 +293,8 @@ export async function startLakeWriter(cfg: Config, opts: LakeWriterOptions = {})
     const reason = `late data: ${rows} record(s) in ${key}`;
     const hourly: DirtyMarker = { kind: 'hourly', period: hour, markedAt, reason };
     const daily: DirtyMarker = { kind: 'daily', period: hour.slice(0, 10), markedAt, reason };
-    await putJson(s3, bucket, lakePaths.dirtyMarker('hourly', hour), hourly);
-    await putJson(s3, bucket, lakePaths.dirtyMarker('daily', daily.period), daily);
+    await putDirtyMarker(s3, bucket, hourly);
+    await putDirtyMarker(s3, bucket, daily);
     m.dirtyMarkers.inc({ kind: 'hourly' });
     m.dirtyMarkers.inc({ kind: 'daily' });
   }

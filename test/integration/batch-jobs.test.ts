@@ -18,7 +18,7 @@ import type { Config } from '../../common/config';
 import { validateEvent, type EventRecord } from '../../common/contract';
 import { hourId, lakePaths, type DirtyMarker, type RunManifest, type Watermark } from '../../common/lake';
 import { logger } from '../../common/log';
-import { copyObject, deleteObjects, getJson, listObjects, putJson, stageObjects } from '../../batch-layer/lake-io';
+import { copyObject, deleteObjects, getJson, listObjects, putDirtyMarker, stageObjects } from '../../batch-layer/lake-io';
 import { writeRawParquet, type RawRow } from '../../batch-layer/lake-writer/parquet';
 import {
   CorruptObjectError,
@@ -186,7 +186,7 @@ describe('batch jobs over a simulated lake', () => {
     for (const hour of lateHours) {
       for (const [kind, period] of [['hourly', hour], ['daily', hour.slice(0, 10)]] as const) {
         const marker: DirtyMarker = { kind, period, markedAt, reason: 'late data' };
-        await putJson(s3Client(cfg), cfg.s3.bucket, lakePaths.dirtyMarker(kind, period), marker);
+        await putDirtyMarker(s3Client(cfg), cfg.s3.bucket, marker);
       }
     }
     wm = await computeWatermark(ctx);

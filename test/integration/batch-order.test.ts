@@ -13,7 +13,7 @@ import { s3Client } from '../../common/clients';
 import type { Config } from '../../common/config';
 import { lakePaths } from '../../common/lake';
 import { logger } from '../../common/log';
-import { uploadFile } from '../../batch-layer/lake-io';
+import { stageObjects, uploadFile } from '../../batch-layer/lake-io';
 import { writeRawParquet } from '../../batch-layer/lake-writer/parquet';
 import { MissingPreviousDaysError, hoursOfDay, listDirty, runDaily, runHourly, type JobContext } from '../../batch-layer/jobs';
 import { Duck } from '../../batch-layer/jobs/duck';
@@ -63,11 +63,7 @@ it('refuses day 2 while day 1 (published hours, no daily run) waits, naming it',
 async function cohorts(key: string): Promise<Record<string, unknown>[]> {
   const duck = await Duck.open();
   try {
-    const dir = fs.mkdtempSync(path.join(tmp, 'out-'));
-    const local = path.join(dir, 'cohorts.parquet');
-    const { GetObjectCommand } = await import('@aws-sdk/client-s3');
-    const got = await s3Client(cfg).send(new GetObjectCommand({ Bucket: cfg.s3.bucket, Key: key }));
-    fs.writeFileSync(local, Buffer.from(await got.Body!.transformToByteArray()));
+    const [local] = await stageObjects(s3Client(cfg), cfg.s3.bucket, [key], fs.mkdtempSync(path.join(tmp, 'out-')));
     return await duck.json(`SELECT cohort_day::VARCHAR AS cohort_day, cohort_size::INTEGER AS size, retained_d1::INTEGER AS d1 FROM read_parquet('${local}') ORDER BY 1`);
   } finally {
     duck.close();

@@ -12,7 +12,7 @@ import { s3Client } from '../../common/clients';
 import type { Config } from '../../common/config';
 import { validateEvent, type EventRecord } from '../../common/contract';
 import { hourId, lakePaths, type DirtyMarker } from '../../common/lake';
-import { putJson, uploadFile } from '../../batch-layer/lake-io';
+import { putDirtyMarker, uploadFile } from '../../batch-layer/lake-io';
 import { writeRawParquet, type RawRow } from '../../batch-layer/lake-writer/parquet';
 import { simulate } from '../../ingestion/simulator/generate';
 import { NativeConnection, Worker, type WorkflowBundle } from '@temporalio/worker';
@@ -93,8 +93,8 @@ export async function markDirty(cfg: Config, hour: string, markedAt = Date.now()
   const s3 = s3Client(cfg);
   const hourly: DirtyMarker = { kind: 'hourly', period: hour, markedAt, reason: 'late data (test)' };
   const daily: DirtyMarker = { kind: 'daily', period: hour.slice(0, 10), markedAt, reason: 'late data (test)' };
-  await putJson(s3, cfg.s3.bucket, lakePaths.dirtyMarker('hourly', hour), hourly);
-  await putJson(s3, cfg.s3.bucket, lakePaths.dirtyMarker('daily', daily.period), daily);
+  await putDirtyMarker(s3, cfg.s3.bucket, hourly);
+  await putDirtyMarker(s3, cfg.s3.bucket, daily);
 }
 
 export async function temporalClient(cfg: Config): Promise<Client> {
