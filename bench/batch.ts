@@ -49,6 +49,13 @@ const PARTITIONS = Number(args.partitions);
 const USERS = Math.max(1, Math.round(N / Number(args.eventsPerUser)));
 const cfg = loadConfig({ ...process.env, S3_BUCKET: process.env.BENCH_BUCKET ?? 'bench-batch' });
 const shards = Number(args.shards ?? cfg.batch.shards);
+const REPEAT = Number(args.repeat);
+for (const [name, v] of [['--events', N], ['--shards', shards], ['--partitions', PARTITIONS], ['--repeat', REPEAT]] as const) {
+  if (!Number.isInteger(v) || v < 1) {
+    process.stderr.write(`bench-batch: ${name} must be a positive integer\n`);
+    process.exit(2);
+  }
+}
 const ctx: JobContext = { cfg, log: logger('bench-batch'), timings: {} };
 const dayStart = Date.parse(`${DAY}T00:00:00Z`);
 
@@ -227,7 +234,7 @@ async function main(): Promise<void> {
     let daily!: Awaited<ReturnType<typeof measureDaily>>;
     let bare!: Awaited<ReturnType<typeof measure<Awaited<ReturnType<typeof floor>>>>>;
     let dailySteps: Record<string, number> = {};
-    for (let i = 0; i < Math.max(1, Number(args.repeat)); i++) {
+    for (let i = 0; i < REPEAT; i++) {
       ctx.timings = {};
       daily = await measureDaily(now);
       dailySteps = Object.fromEntries(Object.entries(ctx.timings).map(([k, v]) => [k, +v.toFixed(2)]));
