@@ -3,10 +3,10 @@
  * reply schema and which metric it wants; the batch/speed boundary is applied
  * by `merge` alone.
  */
+import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import cors from '@fastify/cors';
-import rateLimit from '@fastify/rate-limit';
 import fastifyStatic from '@fastify/static';
 import swagger from '@fastify/swagger';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
@@ -17,6 +17,8 @@ import { ALL, BUCKET_MS, bucketStart, type Granularity } from '../common/contrac
 import type { Logger } from '../common/log';
 import { readAlerts, readFreshness, readLive } from '../common/speed-keys';
 import type { BatchStore } from './batch-store';
+import { authPlugin, KeyRing } from '../common/http/auth';
+import { exposeRequestId, genReqId } from '../common/http/request-id';
 import { MergeError, merge, type MetricDef, type WatermarkView } from './merge';
 import {
   activeUsersMetric,
@@ -152,6 +154,8 @@ export async function buildServer(cfg: Config, deps: ServerDeps): Promise<Fastif
   const { redis, store } = deps;
   const app = Fastify({
     logger: false,
+    genReqId,
+    trustProxy: cfg.serving.trustProxy,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: true, useDefaults: true, allErrors: false } },
   });
 
@@ -204,7 +208,8 @@ export async function buildServer(cfg: Config, deps: ServerDeps): Promise<Fastif
   });
 
   // ─── plumbing: errors, CORS, rate limit, auth, OpenAPI ───
-  app.setErrorHandler((err: Error & { validation?: Array<{ instancePath: string; params: Record<string, unknown>; message?: string }>; validationContext?: string; statusCode?: number }, _req, reply) => {
+  exposeRequestId(app);
+  app.setErrorHandler((err: Error & { validation?: Array<{ instancePath: string; params: Record<string, unknown>; message?: string }>; validationContext?: string; statusCode?: number; code?: string }, req, reply) => {
     if (err instanceof MergeError) {
       const message = err.message.includes(err.parameter) ? err.message : `${err.parameter}: ${err.message}`;
       return reply.code(400).send({ error: 'bad_request', parameter: err.parameter, message });
@@ -217,29 +222,24 @@ export async function buildServer(cfg: Config, deps: ServerDeps): Promise<Fastif
       return reply.code(400).send({ error: 'bad_request', parameter, message });
     }
     if (err.statusCode === 429) return reply.code(429).send({ error: 'rate_limited', message: err.message });
-    if (err.statusCode && err.statusCode < 500) return reply.code(err.statusCode).send({ error: 'bad_request', message: err.message });
-    deps.log?.error({ err: err.message }, 'request failed');
-    return reply.code(503).send({ error: 'unavailable', message: err.message });
+    // Fastify's own 4xx (a body that is not JSON, a wrong content type…) describe the request, not the server.
+    if (err.statusCode && err.statusCode < 500 && err.code?.startsWith('FST_')) return reply.code(err.statusCode).send({ error: 'bad_request', message: err.message });
+    // Anything else is ours (Redis, DuckDB, S3): the cause goes to the log under the request id, never to the caller.
+    deps.log?.error({ requestId: req.id, route: req.routeOptions.url, err: err.message, stack: err.stack }, 'request failed');
+    return reply
+      .code(503)
+      .header('retry-after', '1')
+      .send({ error: 'unavailable', message: `the request could not be answered now; retry, or quote request ${req.id} to the operator`, request_id: req.id });
   });
 
   await app.register(cors, { origin: cfg.serving.corsOrigins.includes('*') ? '*' : cfg.serving.corsOrigins, methods: ['GET', 'PUT', 'OPTIONS'] });
-  await app.register(rateLimit, {
-    max: cfg.serving.rateLimitPerMin,
-    timeWindow: 60_000,
-    keyGenerator: (req) => String(req.headers['x-api-key'] ?? req.ip),
-    allowList: (req) => !req.url.startsWith('/v1/'),
-    errorResponseBuilder: (_req, ctx) => ({ statusCode: 429, error: 'rate_limited', message: `more than ${ctx.max} requests per minute; retry in ${ctx.after}` }),
-  });
-
-  const readKeys = new Set([...cfg.serving.apiKeys, ...cfg.serving.adminKeys]);
-  const adminKeys = new Set(cfg.serving.adminKeys);
-  app.addHook('onRequest', async (req, reply) => {
-    if (!req.url.startsWith('/v1/') || req.method === 'OPTIONS') return;
-    const key = req.headers['x-api-key'];
-    const keys = req.url.startsWith('/v1/admin/') ? adminKeys : readKeys;
-    if (typeof key !== 'string' || !keys.has(key)) {
-      return reply.code(401).send({ error: 'unauthorized', message: req.url.startsWith('/v1/admin/') ? 'an admin key is required in x-api-key' : 'a read API key is required in x-api-key' });
-    }
+  await app.register(authPlugin, {
+    ring: new KeyRing([
+      { keys: cfg.serving.apiKeys, scopes: ['read'] },
+      { keys: cfg.serving.adminKeys, scopes: ['read', 'admin'] },
+    ]),
+    perKeyPerMin: cfg.serving.rateLimitPerMin,
+    anonymousPerMin: cfg.serving.anonymousRateLimitPerMin,
   });
 
   await app.register(swagger, {
@@ -257,6 +257,20 @@ export async function buildServer(cfg: Config, deps: ServerDeps): Promise<Fastif
   });
 
   // ─── shared response parts ───
+  /**
+   * A failed sync's message is S3's or DuckDB's: replies say only that it failed and
+   * under which id the log has the cause (logged once per distinct failure).
+   */
+  let seenSyncError: { message: string; id: string } | null = null;
+  const syncErrorOut = (): string | null => {
+    const e = store.lastError;
+    if (e === null) return null;
+    if (seenSyncError?.message !== e) {
+      seenSyncError = { message: e, id: randomUUID().slice(0, 8) };
+      deps.log?.error({ syncErrorId: seenSyncError.id, err: e }, 'batch views could not be refreshed');
+    }
+    return `batch_sync_failed: the batch views could not be refreshed (serving log, syncErrorId ${seenSyncError.id})`;
+  };
   const watermarkOut = () => {
     const w: WatermarkView = store.watermark();
     return {
@@ -269,7 +283,7 @@ export async function buildServer(cfg: Config, deps: ServerDeps): Promise<Fastif
       lake_daily_end: store.lakeWatermark?.dailyEnd ?? null,
       lake_updated_at: store.lakeWatermark?.updatedAt ?? null,
       synced_at: store.syncedAt,
-      sync_error: store.lastError,
+      sync_error: syncErrorOut(),
     };
   };
   const freshnessOut = async () => {
@@ -303,6 +317,7 @@ export async function buildServer(cfg: Config, deps: ServerDeps): Promise<Fastif
     app.get(
       `/v1/metrics/${opts.name}`,
       {
+        config: { access: 'read' },
         schema: {
           tags: ['metrics'],
           summary: opts.summary,
@@ -423,7 +438,7 @@ export async function buildServer(cfg: Config, deps: ServerDeps): Promise<Fastif
 
   app.get<{ Params: { metric: string } }>(
     '/v1/metrics/:metric',
-    { schema: { hide: true, params: { type: 'object', properties: { metric: { type: 'string' } } }, response: { 404: S.errorSchema } } },
+    { config: { access: 'read' }, schema: { hide: true, params: { type: 'object', properties: { metric: { type: 'string' } } }, response: { 404: S.errorSchema } } },
     async (req, reply) => reply.code(404).send({ error: 'unknown_metric', metric: req.params.metric, message: `no metric named ${req.params.metric}`, known: metricNames }),
   );
 
@@ -431,6 +446,7 @@ export async function buildServer(cfg: Config, deps: ServerDeps): Promise<Fastif
   app.get(
     '/v1/freshness',
     {
+      config: { access: 'read' },
       schema: {
         tags: ['operations'],
         summary: 'The batch watermark (what is exact) and the speed layer freshness (how live)',
@@ -444,7 +460,7 @@ export async function buildServer(cfg: Config, deps: ServerDeps): Promise<Fastif
     },
   );
 
-  app.get('/v1/alerts', { schema: { tags: ['operations'], summary: 'Alerts firing now (speed-layer rules and the serving layer’s batch-lag rule)', response: { 200: S.alertsResponse } } }, async () => {
+  app.get('/v1/alerts', { config: { access: 'read' }, schema: { tags: ['operations'], summary: 'Alerts firing now (speed-layer rules and the serving layer’s batch-lag rule)', response: { 200: S.alertsResponse } } }, async () => {
     const t = now();
     const speed = (await readAlerts(redis, cfg)).map((a) => ({ ...a, layer: 'speed' as const }));
     const serving: Array<{ rule: string; layer: 'serving'; since: number; value: number; threshold: number; message: string }> = [];
@@ -454,13 +470,14 @@ export async function buildServer(cfg: Config, deps: ServerDeps): Promise<Fastif
     if (hourlyEnd !== null && t - hourlyEnd > limit) {
       serving.push({ rule: 'batch_lag', layer: 'serving', since: hourlyEnd + limit, value: t - hourlyEnd, threshold: limit, message: `batch watermark is ${Math.round((t - hourlyEnd) / 60_000)} min behind; speed data expires after ${Math.round(cfg.speed.retentionMs / 60_000)} min` });
     }
-    if (store.lastError !== null) serving.push({ rule: 'batch_sync', layer: 'serving', since: store.syncedAt ?? t, value: 1, threshold: 0, message: `batch views not refreshed: ${store.lastError}` });
+    if (store.lastError !== null) serving.push({ rule: 'batch_sync', layer: 'serving', since: store.syncedAt ?? t, value: 1, threshold: 0, message: syncErrorOut() ?? '' });
     return { alerts: [...speed, ...serving] };
   });
 
   app.put<{ Body: { pinned_end: number | null } }>(
     '/v1/admin/watermark',
     {
+      config: { access: 'admin' },
       schema: {
         tags: ['admin'],
         summary: 'Pin the watermark (serving uses min(pin, computed)); null clears the pin. Needs an admin key.',
@@ -469,29 +486,32 @@ export async function buildServer(cfg: Config, deps: ServerDeps): Promise<Fastif
       },
     },
     async (req) => {
-      await store.pin(req.body.pinned_end);
+      const keyId = req.principal!.keyId;
+      const previous = store.watermark().pinnedEnd;
+      await store.pin(req.body.pinned_end, { keyId, requestId: req.id });
       await redis.publish(`${cfg.redis.keyPrefix}watermark`, JSON.stringify(store.lakeWatermark)).catch(() => 0);
-      deps.log?.warn({ pinnedEnd: req.body.pinned_end }, 'watermark pin changed');
+      // The audit line: who (key id, never the key), what, when; the lake keeps the same record beside the pin.
+      deps.log?.warn({ audit: 'watermark.pin', keyId, requestId: req.id, pinnedEnd: req.body.pinned_end, previous, at: new Date(now()).toISOString() }, 'watermark pin changed');
       return { watermark: watermarkOut() };
     },
   );
 
-  app.get('/health', { schema: { tags: ['operations'], summary: 'Liveness of the dependencies', response: { 200: { type: 'object', additionalProperties: true }, 503: { type: 'object', additionalProperties: true } } } }, async (_req, reply) => {
+  app.get('/health', { config: { access: 'none' }, schema: { tags: ['operations'], summary: 'Liveness of the dependencies', response: { 200: { type: 'object', additionalProperties: true }, 503: { type: 'object', additionalProperties: true } } } }, async (_req, reply) => {
     const redisOk = await redis.ping().then(
       () => true,
       () => false,
     );
     const batchOk = store.syncedAt !== null && store.lastError === null;
     const ok = redisOk && batchOk;
-    return reply.code(ok ? 200 : 503).send({ status: ok ? 'ok' : 'degraded', redis: redisOk, batch_views: batchOk, synced_at: store.syncedAt, sync_error: store.lastError, version: store.version });
+    return reply.code(ok ? 200 : 503).send({ status: ok ? 'ok' : 'degraded', redis: redisOk, batch_views: batchOk, synced_at: store.syncedAt, sync_error: syncErrorOut(), version: store.version });
   });
 
-  app.get('/metrics', { schema: { hide: true } }, async (_req, reply: FastifyReply) => {
+  app.get('/metrics', { config: { access: 'none' }, schema: { hide: true } }, async (_req, reply: FastifyReply) => {
     reply.type(registry.contentType);
     return registry.metrics();
   });
 
-  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  app.get('/openapi.json', { config: { access: 'none' }, schema: { hide: true } }, async () => app.swagger());
 
   // ─── dashboard ───
   await app.register(fastifyStatic, { root: PUBLIC_DIR, prefix: '/', index: ['index.html'] });

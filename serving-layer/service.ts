@@ -7,6 +7,7 @@ import type { Redis } from 'ioredis';
 import { redisClient, s3Client } from '../common/clients';
 import type { Config } from '../common/config';
 import { logger, type Logger } from '../common/log';
+import { checkProductionSettings } from '../common/http/production';
 import { BatchStore } from './batch-store';
 import { buildServer } from './server';
 
@@ -20,6 +21,8 @@ export interface Serving {
 
 export async function startServing(cfg: Config, opts: { log?: Logger; now?: () => number; port?: number; host?: string } = {}): Promise<Serving> {
   const log = opts.log ?? logger('serving');
+  const check = checkProductionSettings('serving', cfg);
+  if (check.overridden) log.warn({ problems: check.problems }, 'ALLOW_INSECURE_SETTINGS=true: starting in production with insecure settings');
   const redis: Redis = redisClient(cfg);
   const subscriber: Redis = redisClient(cfg);
   const store = await BatchStore.open(cfg, s3Client(cfg), log);

@@ -3,7 +3,7 @@
  * KAFKA_* environment variables, see common/config.ts).
  */
 import './kafkajs-linear-grouping'; // first: before anything loads kafkajs (see the module)
-import { config } from '../../common/config';
+import { config, ConfigError } from '../../common/config';
 import { kafkaClient } from '../../common/clients';
 import { logger } from '../../common/log';
 import { ensureTopics } from '../../common/topics';
@@ -19,6 +19,11 @@ new Command('collector')
 Settings (environment, defaults in common/config.ts):
   COLLECTOR_PORT, COLLECTOR_HOST       where it listens (8080, 0.0.0.0)
   COLLECTOR_API_KEYS                   comma-separated ingestion keys (dev-ingest-key)
+  COLLECTOR_RATE_LIMIT_PER_MIN         requests per minute per key (1200000)
+  COLLECTOR_ANONYMOUS_RATE_LIMIT_PER_MIN  per client address without a valid key (600)
+  COLLECTOR_MAX_IN_FLIGHT_BYTES        backpressure: 429 beyond this many request bytes in progress (256 MiB)
+  COLLECTOR_TRUST_PROXY                false | true | hop count | proxy addresses (false)
+  NODE_ENV=production                  refuses dev-* keys and a 0.0.0.0 bind (ALLOW_INSECURE_SETTINGS=true overrides)
   COLLECTOR_MAX_BATCH_EVENTS / _BYTES  per request (1000 events / 1 MiB), 413 beyond
   COLLECTOR_MAX_IN_FLIGHT_EVENTS       backpressure: 429 beyond this many unacknowledged events
   KAFKA_BROKERS, TOPIC_RAW, TOPIC_DLQ`,
@@ -35,7 +40,14 @@ ensureTopics(kafkaClient(cfg, `${cfg.kafka.clientId}-collector-setup`, { probe: 
   log.warn({ err: err.message }, 'could not ensure topics (will still serve; produces fail until Kafka is back)'),
 );
 
-const address = await collector.start();
+const address = await collector.start().catch((err: unknown) => {
+  // A setting to fix, not a crash: say which, without a stack trace.
+  if (err instanceof ConfigError) {
+    log.fatal(err.message);
+    process.exit(2);
+  }
+  throw err;
+});
 log.info({ address, rawTopic: cfg.kafka.rawTopic, dlqTopic: cfg.kafka.dlqTopic, brokers: cfg.kafka.brokers }, 'collector listening');
 
 stopOnSignals(log, () => collector.stop(), { stopping: 'stopping: answering in-flight requests, flushing to Kafka', onFailure: 'unclean stop' });

@@ -242,3 +242,31 @@ function countLines(text: string): number {
   for (const line of text.split('\n')) if (line.trim() !== '') n++;
   return n;
 }
+
+/**
+ * RFC 7464 JSON text sequences (`application/json-seq`): every record starts with
+ * the record separator 0x1E and is one JSON text (usually followed by LF). Like
+ * NDJSON, a record that does not parse is rejected alone; text before the first
+ * separator is not a record and is rejected as such.
+ */
+export function parseJsonSeqBody(text: string, maxEvents: number): ParsedBody {
+  const records: string[] = [];
+  const parts = text.split('\x1e');
+  const head = parts[0].trim();
+  if (head !== '') records.push(parts[0]);
+  for (let i = 1; i < parts.length; i++) {
+    if (parts[i].trim() === '') continue;
+    records.push(parts[i]);
+  }
+  if (records.length > maxEvents) throw new TooManyEventsError(records.length);
+  const items: BodyItem[] = records.map((rec, i) => {
+    if (i === 0 && head !== '') return { parsed: undefined, parseError: 'text before the first record separator (0x1E): every JSON text sequence record must start with it' };
+    try {
+      return { parsed: JSON.parse(rec) };
+    } catch (err) {
+      const where = jsonSyntaxError(rec.trim()) ?? { reason: (err as Error).message.slice(0, 200), position: 0 };
+      return { parsed: undefined, parseError: `record is not valid JSON: ${where.reason} at column ${where.position + 1}` };
+    }
+  });
+  return { items, rawOf: (i) => records[i].trim() };
+}

@@ -3,16 +3,19 @@
  * Kafka acknowledged it (acks=all); invalid events go to the dead-letter topic
  * with their original text and a reason from the contract's taxonomy.
  */
-import { timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import swagger from '@fastify/swagger';
 import Fastify, { LogController, type FastifyInstance, type FastifyReply, type RawServerDefault } from 'fastify';
 import type { Config } from '../../common/config';
 import { validateEvent, type DeadLetter, type DlqReason } from '../../common/contract';
+import { authPlugin, KeyRing } from '../../common/http/auth';
+import { checkProductionSettings } from '../../common/http/production';
+import { exposeRequestId, genReqId } from '../../common/http/request-id';
 import { logger, type Logger } from '../../common/log';
 import type { OutMessage } from './batcher';
 import { collectorMetrics, type CollectorMetrics } from './metrics';
-import { BodyParseError, parseJsonBody, parseNdjsonBody, TooManyEventsError, type ParsedBody } from './parse';
-import { KafkaSink, type EventSink } from './sink';
+import { BodyParseError, parseJsonBody, parseJsonSeqBody, parseNdjsonBody, TooManyEventsError, type ParsedBody } from './parse';
+import { KafkaSink, SinkUnavailableError, type EventSink } from './sink';
 
 export interface CollectorDeps {
   /** Where records go; defaults to Kafka. Unit tests pass a fake. */
@@ -72,6 +75,7 @@ const errorSchema = {
     position: { type: 'integer' },
     limit: { type: 'integer' },
     retry_after_s: { type: 'integer' },
+    request_id: { type: 'string' },
   },
 } as const;
 
@@ -82,6 +86,7 @@ const healthSchema = {
     status: { type: 'string', enum: ['ok', 'unavailable'] },
     kafka: { type: 'string' },
     in_flight_events: { type: 'integer' },
+    in_flight_bytes: { type: 'integer' },
   },
 } as const;
 
@@ -99,8 +104,11 @@ function eventIdOf(parsed: unknown): string | null {
   return typeof id === 'string' ? id : null;
 }
 
-function isNdjson(contentType: string | undefined): boolean {
-  return contentType !== undefined && /ndjson|jsonl|json-seq/i.test(contentType);
+type BodyFormat = 'json' | 'ndjson' | 'json-seq';
+function formatOf(contentType: string | undefined): BodyFormat {
+  if (contentType === undefined) return 'json';
+  if (/json-seq/i.test(contentType)) return 'json-seq';
+  return /ndjson|jsonl/i.test(contentType) ? 'ndjson' : 'json';
 }
 
 function clip(raw: string, max: number): { raw: string; note: string } {
@@ -114,22 +122,14 @@ function deadLetter(reason: DlqReason, detail: string, raw: string, receivedAt: 
   return { key: reason, value: JSON.stringify(letter) };
 }
 
-function keyMatches(presented: string, keys: readonly Buffer[]): boolean {
-  const p = Buffer.from(presented);
-  let ok = false;
-  // Compare against every key, in constant time per key, so timing says nothing about which matched.
-  for (const k of keys) if (k.length === p.length && timingSafeEqual(k, p)) ok = true;
-  return ok;
-}
-
 export function buildCollector(cfg: Config, deps: CollectorDeps = {}): Collector {
   const c = cfg.collector;
   const log = deps.log ?? logger('collector');
   const now = deps.now ?? Date.now;
   const sink = deps.sink ?? new KafkaSink(cfg, log);
   const metrics = collectorMetrics({ defaultMetrics: deps.defaultMetrics });
-  const apiKeys = c.apiKeys.map((k) => Buffer.from(k));
   let inFlight = 0;
+  let inFlightBytes = 0;
 
   sink.onFlush = (info) => {
     metrics.produceLatency.observe({ outcome: info.error ? 'error' : 'ok' }, info.ms / 1000);
@@ -141,7 +141,10 @@ export function buildCollector(cfg: Config, deps: CollectorDeps = {}): Collector
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: c.maxBodyBytes,
     return503OnClosing: true,
+    genReqId,
+    trustProxy: c.trustProxy,
   });
+  exposeRequestId(app);
 
   app.removeAllContentTypeParsers();
   app.addContentTypeParser(
@@ -165,133 +168,191 @@ export function buildCollector(cfg: Config, deps: CollectorDeps = {}): Collector
       });
     }
     const status = err.statusCode ?? 500;
-    if (status >= 500) req.log.error({ err }, 'collector request failed');
-    return reply.code(status).send({ error: status >= 500 ? 'internal_error' : 'bad_request', message: err.message });
+    if (status < 500 && err.code?.startsWith('FST_')) return reply.code(status).send({ error: 'bad_request', message: err.message });
+    // Ours, not the caller's: the cause goes to the log under the request id, the reply says only that.
+    req.log.error({ err, requestId: req.id }, 'collector request failed');
+    return reply.code(503).header('retry-after', String(c.retryAfterSec)).send({
+      error: 'unavailable',
+      message: `the request could not be handled; whether its events were stored is unknown, and retrying is safe (events are de-duplicated by event_id). Quote request ${req.id} to the operator.`,
+      request_id: req.id,
+      retry_after_s: c.retryAfterSec,
+    });
   });
 
   app.addHook('onResponse', async (req, reply) => {
     metrics.requests.inc({ route: req.routeOptions.url ?? 'unmatched', status: String(reply.statusCode) });
   });
 
-  const unavailable = (reply: FastifyReply, why: string, events: number) => {
+  /**
+   * 503 while Kafka is away. What the reply promises depends on how far the write got: refused
+   * before anything was sent (the sink knew Kafka was down) means nothing was stored; a produce that
+   * failed or timed out mid-flight may have reached Kafka. Retrying is safe either way, since
+   * both layers de-duplicate by event_id. Kafka's own message goes to the log, not the caller.
+   */
+  const unavailable = (reply: FastifyReply, err: Error | null, events: number) => {
     metrics.unacknowledged.inc({ cause: 'kafka_unavailable' }, events);
+    const refused = err === null || err instanceof SinkUnavailableError;
+    if (err) reply.request.log.warn({ requestId: reply.request.id, err: err.message, events }, 'produce failed; answered 503');
     return reply
       .code(503)
       .header('retry-after', String(c.retryAfterSec))
-      .send({ error: 'kafka_unavailable', message: `nothing was stored: ${why}; retry later`, retry_after_s: c.retryAfterSec });
+      .send({
+        error: 'kafka_unavailable',
+        message: refused
+          ? `Kafka is unavailable and nothing was stored; retry in ${c.retryAfterSec} s`
+          : `Kafka did not acknowledge in time: the events may or may not be stored; retrying is safe (events are de-duplicated by event_id)`,
+        retry_after_s: c.retryAfterSec,
+        request_id: reply.request.id,
+      });
   };
 
-  app.post(
-    '/v1/events',
-    {
-      schema: {
-        response: { 200: replySchema, 400: errorSchema, 401: errorSchema, 413: errorSchema, 415: errorSchema, 429: errorSchema, 503: errorSchema },
+  const keys = new KeyRing([{ keys: c.apiKeys, scopes: ['ingest'] }]);
+  app.register(authPlugin, {
+    ring: keys,
+    bearer: true,
+    challenge: true,
+    perKeyPerMin: c.rateLimitPerMin,
+    anonymousPerMin: c.anonymousRateLimitPerMin,
+    describe: { ingest: 'an API key is required: header x-api-key or Authorization: Bearer <key>' },
+  });
+  app.register(swagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: {
+        title: 'Clickstream collector',
+        version: '1.0.0',
+        description:
+          'POST events (one JSON object, a JSON array, NDJSON or RFC 7464 JSON text sequences). Each event is answered accepted (acknowledged by Kafka) or rejected (dead-lettered with a reason).',
       },
-      // Before the body is read: a caller without a key must not cost a megabyte of parsing.
-      onRequest: async (req, reply) => {
-        const header = req.headers['x-api-key'];
-        const auth = req.headers.authorization;
-        const presented = typeof header === 'string' && header !== '' ? header : auth?.startsWith('Bearer ') ? auth.slice(7).trim() : undefined;
-        if (presented === undefined || presented === '' || !keyMatches(presented, apiKeys)) {
-          return reply
-            .code(401)
-            .header('www-authenticate', 'Bearer')
-            .send({ error: 'unauthorized', message: presented ? 'the API key is not valid' : 'an API key is required: header x-api-key or Authorization: Bearer <key>' });
-        }
-      },
+      components: { securitySchemes: { apiKey: { type: 'apiKey', in: 'header', name: 'x-api-key' } } },
     },
-    async (req, reply) => {
-      const body = typeof req.body === 'string' ? req.body : '';
-      if (sink.state !== 'up') return unavailable(reply, `Kafka is ${sink.state}`, 0);
-
-      let parsed: ParsedBody;
-      try {
-        parsed = isNdjson(req.headers['content-type']) ? parseNdjsonBody(body, c.maxBatchEvents) : parseJsonBody(body, c.maxBatchEvents);
-      } catch (err) {
-        if (err instanceof TooManyEventsError) {
-          return reply.code(413).send({
-            error: 'batch_too_large',
-            message: `batch of ${err.count} events exceeds the limit of ${c.maxBatchEvents} events per request (COLLECTOR_MAX_BATCH_EVENTS); split it`,
-            limit: c.maxBatchEvents,
-          });
-        }
-        if (err instanceof BodyParseError) {
-          if (body.trim() !== '') {
-            try {
-              await sink.write([], [deadLetter('malformed_json', err.message, body, now())]);
-            } catch (e) {
-              return unavailable(reply, (e as Error).message, 0);
-            }
-            metrics.rejected.inc({ reason: 'malformed_json' });
-          }
-          return reply.code(400).send({ error: 'malformed_json', message: err.message, line: err.line, column: err.column, position: err.position });
-        }
-        throw err;
-      }
-
-      const n = parsed.items.length;
-      if (inFlight + n > c.maxInFlightEvents) {
-        metrics.unacknowledged.inc({ cause: 'overload' }, n);
-        return reply.code(429).header('retry-after', '1').send({
-          error: 'overloaded',
-          message: `the collector is buffering ${inFlight} events (limit ${c.maxInFlightEvents}); nothing was stored, retry shortly`,
-          limit: c.maxInFlightEvents,
-        });
-      }
-      inFlight += n;
-      metrics.inFlight.set(inFlight);
-      try {
-        const receivedAt = now();
-        const results: EventResult[] = new Array(n);
-        const raw: OutMessage[] = [];
-        const dlq: OutMessage[] = [];
-        const reasons: DlqReason[] = [];
-        const reject = (i: number, eventId: string | null, reason: DlqReason, detail: string, text: string) => {
-          results[i] = { index: i, event_id: eventId, status: 'rejected', reason, detail };
-          dlq.push(deadLetter(reason, detail, text, receivedAt, i));
-          reasons.push(reason);
-        };
-        for (let i = 0; i < n; i++) {
-          const item = parsed.items[i];
-          if (item.parseError !== undefined) {
-            reject(i, null, 'malformed_json', item.parseError, parsed.rawOf(i));
-            continue;
-          }
-          const eventId = eventIdOf(item.parsed);
-          const v = validateEvent(item.parsed, receivedAt);
-          if (!v.ok) {
-            reject(i, eventId, v.reason, v.detail, parsed.rawOf(i));
-            continue;
-          }
-          const value = JSON.stringify(v.record);
-          if (value.length > c.maxEventBytes) {
-            reject(i, eventId, 'size_violation', `event record is ${value.length} bytes, over the limit of ${c.maxEventBytes} (COLLECTOR_MAX_EVENT_BYTES)`, parsed.rawOf(i));
-            continue;
-          }
-          raw.push({ key: v.record.user_id, value });
-          results[i] = { index: i, event_id: eventId, status: 'accepted' };
-        }
+  });
+  app.register(async (routes) => {
+    routes.post(
+      '/v1/events',
+      {
+        // Checked on the route, before the body is read: a caller without a key must not cost a megabyte of parsing.
+        config: { access: 'ingest' },
+        schema: {
+          summary: 'Send events',
+          security: [{ apiKey: [] }],
+          consumes: ['application/json', 'application/x-ndjson', 'application/json-seq'],
+          body: {},
+          response: { 200: replySchema, 400: errorSchema, 401: errorSchema, 413: errorSchema, 415: errorSchema, 429: errorSchema, 503: errorSchema },
+        },
+      },
+      async (req, reply) => {
+        const body = typeof req.body === 'string' ? req.body : '';
+        if (sink.state !== 'up') return unavailable(reply, null, 0);
+        // The whole request is inside the bound, malformed bodies included: parsing and dead-lettering cost too.
+        const bytes = Buffer.byteLength(body);
+        if (inFlightBytes + bytes > c.maxInFlightBytes) return overloaded(reply, 0);
+        inFlightBytes += bytes;
         try {
-          await sink.write(raw, dlq);
-        } catch (err) {
-          return unavailable(reply, (err as Error).message, n);
+          return await handle(body, req.headers['content-type'], reply);
+        } finally {
+          inFlightBytes -= bytes;
         }
-        metrics.accepted.inc(raw.length);
-        for (const r of reasons) metrics.rejected.inc({ reason: r });
-        return { accepted: raw.length, rejected: dlq.length, results };
-      } finally {
-        inFlight -= n;
-        metrics.inFlight.set(inFlight);
-      }
-    },
-  );
-
-  app.get('/health', { schema: { response: { 200: healthSchema, 503: healthSchema } } }, async (_req, reply) => {
-    const state = await sink.check(5000);
-    return reply.code(state === 'up' ? 200 : 503).send({ status: state === 'up' ? 'ok' : 'unavailable', kafka: state, in_flight_events: inFlight });
+      },
+    );
   });
 
-  app.get('/metrics', async (_req, reply) => {
+  const overloaded = (reply: FastifyReply, events: number) => {
+    metrics.unacknowledged.inc({ cause: 'overload' }, events);
+    return reply.code(429).header('retry-after', '1').send({
+      error: 'overloaded',
+      message: `the collector is busy (${inFlight} events / ${inFlightBytes} bytes in progress, limits ${c.maxInFlightEvents} / ${c.maxInFlightBytes}); nothing was stored, retry shortly`,
+      limit: c.maxInFlightEvents,
+    });
+  };
+
+  async function handle(body: string, contentType: string | undefined, reply: FastifyReply) {
+    let parsed: ParsedBody;
+    try {
+      const format = formatOf(contentType);
+      parsed =
+        format === 'ndjson' ? parseNdjsonBody(body, c.maxBatchEvents) : format === 'json-seq' ? parseJsonSeqBody(body, c.maxBatchEvents) : parseJsonBody(body, c.maxBatchEvents);
+    } catch (err) {
+      if (err instanceof TooManyEventsError) {
+        return reply.code(413).send({
+          error: 'batch_too_large',
+          message: `batch of ${err.count} events exceeds the limit of ${c.maxBatchEvents} events per request (COLLECTOR_MAX_BATCH_EVENTS); split it`,
+          limit: c.maxBatchEvents,
+        });
+      }
+      if (err instanceof BodyParseError) {
+        if (body.trim() !== '') {
+          try {
+            await sink.write([], [deadLetter('malformed_json', err.message, body, now())]);
+          } catch (e) {
+            return unavailable(reply, e as Error, 0);
+          }
+          metrics.rejected.inc({ reason: 'malformed_json' });
+        }
+        return reply.code(400).send({ error: 'malformed_json', message: err.message, line: err.line, column: err.column, position: err.position });
+      }
+      throw err;
+    }
+
+    const n = parsed.items.length;
+    if (inFlight + n > c.maxInFlightEvents) return overloaded(reply, n);
+    inFlight += n;
+    metrics.inFlight.set(inFlight);
+    try {
+      const receivedAt = now();
+      const results: EventResult[] = new Array(n);
+      const raw: OutMessage[] = [];
+      const dlq: OutMessage[] = [];
+      const reasons: DlqReason[] = [];
+      const reject = (i: number, eventId: string | null, reason: DlqReason, detail: string, text: string) => {
+        results[i] = { index: i, event_id: eventId, status: 'rejected', reason, detail };
+        dlq.push(deadLetter(reason, detail, text, receivedAt, i));
+        reasons.push(reason);
+      };
+      for (let i = 0; i < n; i++) {
+        const item = parsed.items[i];
+        if (item.parseError !== undefined) {
+          reject(i, null, 'malformed_json', item.parseError, parsed.rawOf(i));
+          continue;
+        }
+        const eventId = eventIdOf(item.parsed);
+        const v = validateEvent(item.parsed, receivedAt);
+        if (!v.ok) {
+          reject(i, eventId, v.reason, v.detail, parsed.rawOf(i));
+          continue;
+        }
+        const value = JSON.stringify(v.record);
+        if (value.length > c.maxEventBytes) {
+          reject(i, eventId, 'size_violation', `event record is ${value.length} bytes, over the limit of ${c.maxEventBytes} (COLLECTOR_MAX_EVENT_BYTES)`, parsed.rawOf(i));
+          continue;
+        }
+        raw.push({ key: v.record.user_id, value });
+        results[i] = { index: i, event_id: eventId, status: 'accepted' };
+      }
+      try {
+        await sink.write(raw, dlq);
+      } catch (err) {
+        return unavailable(reply, err as Error, n);
+      }
+      metrics.accepted.inc(raw.length);
+      for (const r of reasons) metrics.rejected.inc({ reason: r });
+      return { accepted: raw.length, rejected: dlq.length, results };
+    } finally {
+      inFlight -= n;
+      metrics.inFlight.set(inFlight);
+    }
+  }
+
+  app.get('/health', { config: { access: 'none' }, schema: { summary: 'Whether Kafka takes writes', response: { 200: healthSchema, 503: healthSchema } } }, async (_req, reply) => {
+    const state = await sink.check(5000);
+    return reply
+      .code(state === 'up' ? 200 : 503)
+      .send({ status: state === 'up' ? 'ok' : 'unavailable', kafka: state, in_flight_events: inFlight, in_flight_bytes: inFlightBytes });
+  });
+
+  app.get('/openapi.json', { config: { access: 'none' }, schema: { hide: true } }, async () => app.swagger());
+
+  app.get('/metrics', { config: { access: 'none' }, schema: { hide: true } }, async (_req, reply) => {
     metrics.kafkaUp.set(sink.state === 'up' ? 1 : 0);
     return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
@@ -301,6 +362,8 @@ export function buildCollector(cfg: Config, deps: CollectorDeps = {}): Collector
     sink,
     metrics,
     async start() {
+      const check = checkProductionSettings('collector', cfg);
+      if (check.overridden) log.warn({ problems: check.problems }, 'ALLOW_INSECURE_SETTINGS=true: starting in production with insecure settings');
       sink.start();
       return app.listen({ host: c.host, port: c.port });
     },

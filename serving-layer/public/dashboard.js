@@ -9,15 +9,19 @@
   const LIVE_MS = 2000;
   const SLOW_MS = 30000;
 
+  // The key lives in this browser's storage, never in a URL (URLs end up in history, proxies' logs and Referer headers).
   const params = new URLSearchParams(location.search);
-  if (params.get('key')) localStorage.setItem('clickstream.key', params.get('key'));
+  if (params.has('key')) {
+    params.delete('key');
+    history.replaceState(null, '', `${location.pathname}${params.size ? `?${params}` : ''}${location.hash}`);
+  }
   let key = localStorage.getItem('clickstream.key');
   const form = document.getElementById('keyform');
   if (!key) {
     form.hidden = false;
     form.addEventListener('submit', (e) => {
       e.preventDefault();
-      localStorage.setItem('clickstream.key', document.getElementById('key').value);
+      localStorage.setItem('clickstream.key', document.getElementById('key').value.trim());
       location.reload();
     });
     return;
@@ -29,6 +33,11 @@
 
   async function api(path) {
     const res = await fetch(path, { headers: { 'x-api-key': key } });
+    if (res.status === 401) {
+      // A revoked or mistyped key: forget it and ask again.
+      localStorage.removeItem('clickstream.key');
+      location.reload();
+    }
     if (!res.ok) throw new Error(`${path.split('?')[0]}: HTTP ${res.status}`);
     return res.json();
   }

@@ -97,8 +97,13 @@ describe('dashboard in headless Chromium', () => {
       if (r.status() >= 400) problems.push(`HTTP ${r.status()}: ${r.url()}`);
     });
 
-    await page.goto(`${serving.url}/?key=dev-read-key`);
+    // A first visit asks for the key in a form; the key is never put in the URL.
+    await page.goto(`${serving.url}/`);
+    await page.fill('#key', 'dev-read-key');
+    await page.click('#keyform button');
+    await page.waitForURL((u) => !u.search.includes('key'));
     await page.waitForSelector('body[data-loaded="true"]', { timeout: 30_000 });
+    expect(page.url()).not.toContain('dev-read-key');
     // The live chart refreshes every 2 s: wait for a second refresh to prove it keeps going.
     const firstFreshness = await page.textContent('#freshness');
     await page.waitForTimeout(2500);
