@@ -41,12 +41,20 @@ export function s3Client(cfg: Config = config()): S3Client {
   });
 }
 
-export function redisClient(cfg: Config = config(), opts: { lazy?: boolean; probe?: boolean } = {}): Redis {
+export function redisClient(cfg: Config = config(), opts: { lazy?: boolean; probe?: boolean; autoPipelining?: boolean } = {}): Redis {
   const client = new Redis(cfg.redis.url, {
     lazyConnect: opts.lazy ?? opts.probe ?? false,
     maxRetriesPerRequest: opts.probe ? 0 : 3,
     retryStrategy: opts.probe ? () => null : undefined,
-    enableAutoPipelining: true,
+    /*
+     * Auto-pipelining batches concurrent commands (many small reads: the serving layer). ioredis 6
+     * queues a command's callback before adding the command to the shared pipeline; when adding
+     * throws (a command with too many arguments to spread), the pipeline's replies and callbacks no
+     * longer line up: later callbacks get other commands' replies, and the extra one throws
+     * "results[i] is not iterable" from a timer, an uncaught exception that ends the process.
+     * Writers that send few, large commands (the speed layer) turn it off.
+     */
+    enableAutoPipelining: opts.autoPipelining ?? true,
   });
   if (opts.probe) client.on('error', () => {});
   else client.on('error', (err: Error) => logger('redis').warn({ err: err.message }, 'redis connection error'));

@@ -142,26 +142,37 @@ export interface ApplyRequest {
   freshnessMs: number | null;
 }
 
-/** Builds the KEYS/ARGV of one script call. */
+/** Builds the KEYS/ARGV of one script call, and measures them. */
 class Plan {
   readonly keys: string[] = [];
   readonly args: Array<string | Buffer> = [];
+  bytes = 0;
   private readonly index = new Map<string, number>();
 
   key(name: string): number {
     let i = this.index.get(name);
     if (i === undefined) {
       this.keys.push(name);
+      this.bytes += Buffer.byteLength(name);
       i = this.keys.length;
       this.index.set(name, i);
     }
     return i;
   }
 
+  arg(a: string | number | Buffer): void {
+    const v = typeof a === 'number' ? String(a) : a;
+    this.args.push(v);
+    this.bytes += typeof v === 'string' ? Buffer.byteLength(v) : v.length;
+  }
+
   op(code: string, key: string, expireAt: number, args: Array<string | number | Buffer>): void {
     if (args.length === 0) return;
-    this.args.push(code, String(this.key(key)), String(expireAt), String(args.length));
-    for (const a of args) this.args.push(typeof a === 'number' ? String(a) : a);
+    this.arg(code);
+    this.arg(this.key(key));
+    this.arg(expireAt);
+    this.arg(args.length);
+    for (const a of args) this.arg(a);
   }
 }
 
@@ -176,19 +187,22 @@ export interface BuiltPlan {
   args: Array<string | Buffer>;
   /** The dedupe hashes in the order the script indexes them. */
   dedupeHashes: string[];
+  /** Bytes of keys and args together. */
+  bytes: number;
 }
 
 export function buildPlan(cfg: Config, keys: SpeedKeys, req: ApplyRequest): BuiltPlan {
   const { fold, now } = req;
   const plan = new Plan();
   plan.key(keys.offsets(req.topic)); // KEYS[1]
-  plan.args.push(String(req.partition), String(req.firstOffset), String(req.nextOffset), String(BINGE_STREAM_MAXLEN));
+  for (const a of [req.partition, req.firstOffset, req.nextOffset, BINGE_STREAM_MAXLEN]) plan.arg(a);
 
   const dedupeHashes: string[] = [];
   for (const [minute, hashes] of fold.dedupe) {
     const packed = Buffer.from(hashes.join(''), 'hex');
     plan.op('D', keys.dedupe(minute), now + cfg.speed.dedupeWindowMs, [dedupeHashes.length, packed]);
-    dedupeHashes.push(...hashes);
+    // Not push(...hashes): a minute can hold more hashes than a call may take arguments.
+    for (const h of hashes) dedupeHashes.push(h);
   }
   for (const g of ['second', 'minute'] as const) {
     for (const [bucket, fields] of fold.counts[g]) {
@@ -240,7 +254,7 @@ export function buildPlan(cfg: Config, keys: SpeedKeys, req: ApplyRequest): Buil
   plan.op('I', keys.stats(), 0, stats);
   if (req.freshnessMs !== null) plan.op('W', keys.freshness(), 0, ['last_ms', req.freshnessMs, 'at', now]);
 
-  return { keys: plan.keys, args: plan.args, dedupeHashes };
+  return { keys: plan.keys, args: plan.args, dedupeHashes, bytes: plan.bytes };
 }
 
 function child<K, V>(m: Map<K, V[]>, k: K): V[] {
@@ -258,10 +272,13 @@ export async function detectBinges(redis: Redis, cfg: Config, keys: SpeedKeys, f
   const users = [...fold.completes.keys()];
   const pipe = redis.pipeline();
   for (const u of users) {
-    const fresh = fold.completes.get(u)!;
-    const lo = Math.min(...fresh.map((c) => c.ts)) - BINGE_WINDOW_MS;
-    const hi = Math.max(...fresh.map((c) => c.ts)) + BINGE_WINDOW_MS;
-    pipe.zrangebyscore(keys.bingeCompletes(u), lo, hi, 'WITHSCORES');
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (const c of fold.completes.get(u)!) {
+      lo = Math.min(lo, c.ts);
+      hi = Math.max(hi, c.ts);
+    }
+    pipe.zrangebyscore(keys.bingeCompletes(u), lo - BINGE_WINDOW_MS, hi + BINGE_WINDOW_MS, 'WITHSCORES');
   }
   const res = await pipe.exec();
   const out: BingeDetection[] = [];
@@ -270,8 +287,12 @@ export async function detectBinges(redis: Redis, cfg: Config, keys: SpeedKeys, f
     if (err) throw err;
     const byHash = new Map<string, number>();
     for (let j = 0; j < flat.length; j += 2) byHash.set(flat[j], Number(flat[j + 1]));
-    for (const c of fold.completes.get(userId)!) byHash.set(c.hash, c.ts);
+    const fresh = fold.completes.get(userId)!;
+    for (const c of fresh) byHash.set(c.hash, c.ts);
     for (const [day, ts] of bingeDays([...byHash.values()])) {
+      // A binge whose window holds none of this step's completes was found when its own completes were applied:
+      // leaving it out keeps a step's binge operations within 2 days per complete (the fold's reserve).
+      if (!fresh.some((c) => c.ts <= ts && ts - c.ts <= BINGE_WINDOW_MS)) continue;
       if (expiresAt(cfg, 'day', bucketStart(ts, 'day')) > now) out.push({ userId, day, ts });
     }
   });
@@ -289,8 +310,12 @@ export class RedisApplier {
     this.keys = speedKeys(cfg);
   }
 
+  /** Size of the last step sent (for the step-size metrics). */
+  lastStep: { keys: number; args: number; bytes: number } = { keys: 0, args: 0, bytes: 0 };
+
   async apply(req: ApplyRequest): Promise<ApplyResult> {
     const plan = buildPlan(this.cfg, this.keys, req);
+    this.lastStep = { keys: plan.keys.length, args: plan.args.length, bytes: plan.bytes };
     const raw = (await this.run(plan.keys, plan.args)) as Array<string | number>;
     const status = raw[0];
     if (status === 'applied') return { status };
@@ -301,13 +326,16 @@ export class RedisApplier {
 
   private async run(keys: string[], args: Array<string | Buffer>): Promise<unknown> {
     this.sha ??= (await this.redis.script('LOAD', SCRIPT)) as string;
+    // One array argument, never spread: ioredis flattens it (Command's args.flat()), while spreading
+    // tens of thousands of values onto the call stack throws "Maximum call stack size exceeded".
+    const keysAndArgs = (keys as Array<string | Buffer>).concat(args);
     try {
-      return await this.redis.evalsha(this.sha, keys.length, ...keys, ...args);
+      return await this.redis.evalsha(this.sha, keys.length, keysAndArgs);
     } catch (err) {
       // A Redis restart (or SCRIPT FLUSH) forgets loaded scripts.
       if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err;
       this.sha = (await this.redis.script('LOAD', SCRIPT)) as string;
-      return this.redis.evalsha(this.sha, keys.length, ...keys, ...args);
+      return this.redis.evalsha(this.sha, keys.length, keysAndArgs);
     }
   }
 }

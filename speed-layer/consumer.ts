@@ -15,7 +15,7 @@ import { EVENT_TYPES, type EventRecord } from '../common/contract';
 import type { Logger } from '../common/log';
 import { logger } from '../common/log';
 import { readOffsets } from '../common/speed-keys';
-import { detectBinges, RedisApplier, type ApplyResult } from './apply';
+import { detectBinges, RedisApplier } from './apply';
 import { eventIdHash, foldEvents, type Fold } from './fold';
 import type { SpeedMetrics } from './metrics';
 
@@ -66,6 +66,30 @@ export function parseRecord(value: Buffer | null): EventRecord | null {
 interface Entry {
   offset: number;
   record: EventRecord | null;
+  /** eventIdHash(record.event_id), computed once per batch rather than once per step. */
+  hash: string;
+}
+
+/** A partition whose Redis step keeps failing (what /health reports). */
+export interface FailingStep {
+  partition: number;
+  /** First offset of the step that fails. */
+  offset: number;
+  failures: number;
+  since: number;
+  error: string;
+}
+
+/** The first index of `entries` (ascending offsets) whose offset is >= `offset`. */
+export function firstAtOrAfter(entries: ReadonlyArray<{ offset: number }>, offset: number): number {
+  let lo = 0;
+  let hi = entries.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (entries[mid].offset < offset) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }
 
 export interface SpeedConsumerOptions {
@@ -91,6 +115,8 @@ export class SpeedConsumer {
   /** partition → next offset known to be applied in Redis (a hint; the script has the last word). */
   private readonly applied = new Map<number, number>();
   private crashed: Error | null = null;
+  /** partition → the step that failed last, while it has not succeeded since. */
+  private readonly failing = new Map<number, FailingStep>();
   private stopping = false;
   private readonly seekOnAssign: boolean;
 
@@ -114,6 +140,21 @@ export class SpeedConsumer {
   /** Health: the consumer has not crashed for good. */
   get healthy(): boolean {
     return this.crashed === null;
+  }
+
+  /**
+   * Why the consumer is degraded, or null: crashed for good, or a partition whose
+   * step failed cfg.speed.degradedAfterFailures times in a row (retrying, nothing applied meanwhile).
+   */
+  degraded(): { reason: string; failing: FailingStep[] } | null {
+    const failing = [...this.failing.values()].filter((f) => f.failures >= this.cfg.speed.degradedAfterFailures);
+    if (this.crashed) return { reason: `consumer crashed and will not restart: ${this.crashed.message}`, failing };
+    if (failing.length === 0) return null;
+    const worst = failing.reduce((a, b) => (b.failures > a.failures ? b : a));
+    return {
+      reason: `redis step failing repeatedly: partition ${worst.partition} at offset ${worst.offset}, ${worst.failures} failures in a row since ${new Date(worst.since).toISOString()} (${worst.error})`,
+      failing,
+    };
   }
 
   async start(): Promise<void> {
@@ -182,63 +223,66 @@ export class SpeedConsumer {
       if (record === null) {
         this.log.warn({ topic, partition, offset: m.offset, bytes: m.value?.length ?? 0 }, 'skipping a message that is not an EventRecord');
       }
-      return { offset: Number(m.offset), record };
+      return { offset: Number(m.offset), record, hash: record === null ? '' : eventIdHash(record.event_id) };
     });
-    const lastOffset = entries[entries.length - 1].offset;
+    const end = entries[entries.length - 1].offset + 1;
     const crossBatchDuplicates = new Set<string>();
     let backoff = 100;
     let failures = 0;
-    let commitAt = lastOffset + 1;
+    let commitAt = end;
 
+    // One or more bounded steps, each over [its first offset, its next offset) with its own offset guard.
     for (;;) {
       if (!p.isRunning() || p.isStale()) return; // not resolved: redelivered or re-seeked, never dropped
       const known = this.applied.get(partition) ?? -1;
-      const pending = entries.filter((e) => e.offset >= known);
-      if (pending.length === 0) {
+      if (known >= end) {
         commitAt = Math.max(commitAt, known);
+        if (known > end) this.consumer.seek({ topic, partition, offset: String(known) });
         break;
       }
+      const pending = entries.slice(firstAtOrAfter(entries, known));
       const started = process.hrtime.bigint();
-      let outcome: ApplyResult;
-      let fold: Fold;
-      let dupCount: number;
+      let step: Awaited<ReturnType<SpeedConsumer['applyStep']>>;
       try {
         // A step that times out may still run later: harmless, the offset guard makes the retry a skip.
-        ({ outcome, fold, dupCount } = await withTimeout(
-          this.applyOnce(topic, partition, pending, lastOffset + 1, crossBatchDuplicates),
-          this.cfg.speed.redisTimeoutMs,
-        ));
+        step = await withTimeout(this.applyStep(topic, partition, pending, end, crossBatchDuplicates), this.cfg.speed.redisTimeoutMs);
       } catch (err) {
         failures += 1;
+        const message = (err as Error).message;
+        const prev = this.failing.get(partition);
+        const offset = pending[0].offset;
+        this.failing.set(partition, { partition, offset, failures: prev?.offset === offset ? prev.failures + 1 : 1, since: prev?.offset === offset ? prev.since : Date.now(), error: message });
         this.metrics.applyFailures.inc();
         this.metrics.batches.inc({ result: 'failed' });
-        this.log.error({ err: (err as Error).message, topic, partition, firstOffset: pending[0].offset, failures, retryInMs: backoff }, 'redis step failed; retrying the batch');
+        this.log.error({ err: message, topic, partition, firstOffset: offset, failures, retryInMs: backoff }, 'redis step failed; retrying it');
         await sleep(backoff);
         backoff = Math.min(backoff * 2, this.cfg.speed.maxRetryBackoffMs);
         await p.heartbeat();
         continue;
       }
+      const { outcome } = step;
+      this.failing.delete(partition);
       this.metrics.batches.inc({ result: outcome.status });
       if (outcome.status === 'duplicates') {
         for (const h of outcome.hashes) crossBatchDuplicates.add(h);
         continue;
       }
-      if (outcome.status === 'partial') {
+      if (outcome.status === 'partial' || outcome.status === 'skipped') {
         this.applied.set(partition, outcome.stored);
         continue;
       }
-      if (outcome.status === 'skipped') {
-        this.applied.set(partition, outcome.stored);
-        commitAt = Math.max(commitAt, outcome.stored);
-        if (outcome.stored > lastOffset + 1) this.consumer.seek({ topic, partition, offset: String(outcome.stored) });
-        break;
-      }
-      this.applied.set(partition, lastOffset + 1);
-      this.observeApplied(fold, dupCount, pending, started);
+      this.applied.set(partition, step.nextOffset);
+      this.observeApplied(step, started);
       if (failures > 0) this.log.info({ topic, partition, failures }, 'redis step succeeded after retries');
-      break;
+      failures = 0;
+      backoff = 100;
+      if (step.nextOffset < end) {
+        // Progress inside a large batch: what is applied is resolved, and the group hears from us.
+        p.resolveOffset(String(step.nextOffset - 1));
+        await p.heartbeat();
+      }
     }
-    p.resolveOffset(String(lastOffset));
+    p.resolveOffset(String(end - 1));
     this.metrics.lag.set({ partition: String(partition) }, Number(batch.offsetLag()));
     try {
       await p.commitOffsetsIfNecessary({ topics: [{ topic, partitions: [{ partition, offset: String(commitAt) }] }] });
@@ -249,26 +293,40 @@ export class SpeedConsumer {
     await p.heartbeat();
   }
 
-  private async applyOnce(topic: string, partition: number, pending: Entry[], nextOffset: number, crossBatchDuplicates: Set<string>) {
+  /**
+   * Fold as many of `pending` as fit in one bounded step and apply them. The step covers
+   * [pending[0].offset, nextOffset): every message in it, parsed or not, is accounted by it.
+   */
+  private async applyStep(topic: string, partition: number, pending: Entry[], end: number, crossBatchDuplicates: Set<string>) {
     const now = Date.now();
-    const inputs = [];
-    let dupCount = 0;
-    let unparseable = 0;
-    let oldestReceived = Infinity;
-    for (const e of pending) {
-      if (e.record === null) {
-        unparseable += 1;
-        continue;
-      }
-      const hash = eventIdHash(e.record.event_id);
-      if (crossBatchDuplicates.has(hash)) {
-        dupCount += 1;
-        continue;
-      }
-      inputs.push({ record: e.record, hash });
-      if (typeof e.record.received_at === 'number' && e.record.received_at < oldestReceived) oldestReceived = e.record.received_at;
+    const inputs: Array<{ record: EventRecord; hash: string }> = [];
+    const at: number[] = []; // index in pending of each input
+    for (let i = 0; i < pending.length; i++) {
+      const e = pending[i];
+      if (e.record === null || crossBatchDuplicates.has(e.hash)) continue;
+      inputs.push({ record: e.record, hash: e.hash });
+      at.push(i);
     }
-    const fold = foldEvents(inputs, { now, secondRetentionMs: this.cfg.speed.secondRetentionMs, retentionMs: this.cfg.speed.retentionMs });
+    const { speed } = this.cfg;
+    const fold = foldEvents(inputs, {
+      now,
+      secondRetentionMs: speed.secondRetentionMs,
+      retentionMs: speed.retentionMs,
+      limits: { maxArgs: speed.stepMaxArgs, maxKeys: speed.stepMaxKeys, maxBytes: speed.stepMaxBytes },
+      keyPrefixBytes: Buffer.byteLength(this.cfg.redis.keyPrefix),
+    });
+    // The step ends right before the first input it could not take (or with the batch).
+    const cut = fold.consumed < inputs.length ? at[fold.consumed] : pending.length;
+    const nextOffset = cut < pending.length ? pending[cut].offset : end;
+    let unparseable = 0;
+    let dupCount = 0;
+    let oldestReceived = Infinity;
+    for (let i = 0; i < cut; i++) {
+      const r = pending[i].record;
+      if (r === null) unparseable += 1;
+      else if (crossBatchDuplicates.has(pending[i].hash)) dupCount += 1;
+      else if (typeof r.received_at === 'number' && r.received_at < oldestReceived) oldestReceived = r.received_at;
+    }
     const binges = await detectBinges(this.redis, this.cfg, this.applier.keys, fold, now);
     const outcome = await this.applier.apply({
       topic,
@@ -282,19 +340,24 @@ export class SpeedConsumer {
       crossBatchDuplicates: dupCount,
       freshnessMs: Number.isFinite(oldestReceived) ? Math.max(0, now - oldestReceived) : null,
     });
-    return { outcome, fold, dupCount: dupCount + fold.duplicates, unparseable };
+    return { outcome, fold, nextOffset, entries: pending.slice(0, cut), dupCount: dupCount + fold.duplicates, size: this.applier.lastStep };
   }
 
-  private observeApplied(fold: Fold, dupCount: number, pending: Entry[], started: bigint): void {
+  private observeApplied(step: { fold: Fold; dupCount: number; entries: Entry[]; size: { keys: number; args: number; bytes: number } }, started: bigint): void {
+    const { fold, dupCount, entries, size } = step;
     const m = this.metrics;
     m.applySeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
+    m.stepArgs.observe(size.args);
+    m.stepKeys.observe(size.keys);
+    m.stepBytes.observe(size.bytes);
+    m.stepEvents.observe(entries.length);
     m.applied.inc(fold.events);
     if (dupCount > 0) m.duplicates.inc(dupCount);
     if (fold.lateMinute > 0) m.late.inc({ family: 'minute' }, fold.lateMinute);
     if (fold.lateSecond > 0) m.late.inc({ family: 'second' }, fold.lateSecond);
     const now = Date.now();
     let bad = 0;
-    for (const e of pending) {
+    for (const e of entries) {
       if (e.record === null) bad += 1;
       else if (typeof e.record.received_at === 'number') m.freshness.observe(Math.max(0, now - e.record.received_at) / 1000);
     }

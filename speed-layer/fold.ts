@@ -3,7 +3,7 @@
  * Pure (no I/O, `now` passed in), so the Redis step only receives aggregates and
  * the rules here are unit-tested without a stack.
  */
-import { ALL, BUCKET_MS, bucketStart, type EventRecord } from '../common/contract';
+import { ALL, BINGE_WINDOW_MS, BUCKET_MS, bucketStart, dayOf, type EventRecord } from '../common/contract';
 import { countField, countFields, LIVE_SESSIONS_WINDOW_MS, LIVE_USERS_WINDOW_MS, PLAYBACK_FIELDS, type HllGranularity } from '../common/speed-keys';
 
 export interface FoldInput {
@@ -16,6 +16,31 @@ export interface FoldOptions {
   now: number;
   secondRetentionMs: number;
   retentionMs: number;
+  /**
+   * Bounds of the Redis step the fold becomes: the fold stops before the first
+   * event that could push the step's plan past any of them (it always takes at
+   * least one event). Without limits every input is folded.
+   */
+  limits?: StepLimits;
+  /** Bytes of the Redis key prefix (every key of the step carries it); counted against limits.maxBytes. */
+  keyPrefixBytes?: number;
+}
+
+/** What one Redis step may carry at most. */
+export interface StepLimits {
+  /** ARGV entries of the script call. */
+  maxArgs: number;
+  /** KEYS of the script call. */
+  maxKeys: number;
+  /** Bytes of KEYS and ARGV together. */
+  maxBytes: number;
+}
+
+/** Size of a step: an upper bound of the plan buildPlan makes from the fold (apply.ts). */
+export interface StepCost {
+  args: number;
+  keys: number;
+  bytes: number;
 }
 
 type PlaybackName = (typeof PLAYBACK_FIELDS)[keyof typeof PLAYBACK_FIELDS];
@@ -45,6 +70,10 @@ export interface Fold {
   completes: Map<string, Array<{ ts: number; hash: string }>>;
   /** minute bucket → hashes of the event_ids counted (for the cross-batch dedupe). */
   dedupe: Map<number, string[]>;
+  /** How many inputs were folded: all of them, or the prefix that fits opts.limits. */
+  consumed: number;
+  /** Upper bound of the step's plan size (see StepCost). */
+  cost: StepCost;
 }
 
 /**
@@ -79,15 +108,6 @@ function inc<K>(m: Map<K, number>, k: K, by = 1): void {
   m.set(k, (m.get(k) ?? 0) + by);
 }
 
-function child<K, V>(m: Map<K, V>, k: K, make: () => V): V {
-  let v = m.get(k);
-  if (v === undefined) {
-    v = make();
-    m.set(k, v);
-  }
-  return v;
-}
-
 export function emptyFold(): Fold {
   return {
     events: 0,
@@ -102,7 +122,47 @@ export function emptyFold(): Fold {
     liveSessions: new Map(),
     completes: new Map(),
     dedupe: new Map(),
+    consumed: 0,
+    cost: { args: 0, keys: 0, bytes: 0 },
   };
+}
+
+/*
+ * The step's cost model, mirroring buildPlan (apply.ts): every key once in KEYS;
+ * ARGV = 4 leading values, then per operation a 4-value header and its arguments.
+ * Byte figures are upper bounds: a decimal number (ts, count, expiry, index) is at
+ * most 20 bytes, an operation header 32, a key at most KEY_BYTES plus the prefix
+ * plus its variable part (device, user).
+ */
+const NUM_BYTES = 20;
+const HEADER_ARGS = 4;
+const HEADER_BYTES = 32;
+const KEY_BYTES = 48;
+const utf8 = (s: string | null): number => (s === null ? 0 : Buffer.byteLength(s));
+
+/** The fixed part of every step: offsets key and the 4 leading args, stats, freshness, the live zsets' trims and adds, the binge stream key. */
+export function baseStepCost(keyPrefixBytes = 0): StepCost {
+  const keys = 6;
+  const args = 4 + (HEADER_ARGS + 12) + (HEADER_ARGS + 4) + 2 * (HEADER_ARGS + 1) + 2 * HEADER_ARGS;
+  return { keys, args, bytes: keys * (KEY_BYTES + keyPrefixBytes) + args * NUM_BYTES };
+}
+
+/*
+ * Most one event can add to a step (see the per-family accounting in foldEvents):
+ * dedupe 6, counts 2 × (4 + 8 × 2), users 6 × (4 + 1), playback 6, top content 6,
+ * live users and sessions 2 + 2, completes 11 plus a binge reserve of 2 days × (4 + 1 + 3).
+ */
+const EVENT_MAX_ARGS = 6 + 40 + 30 + 6 + 6 + 4 + 11 + 16;
+const EVENT_MAX_KEYS = 1 + 2 + 6 + 1 + 1 + 1 + 2;
+
+function eventMaxBytes(e: EventRecord, keyPrefixBytes: number): number {
+  const strings = utf8(e.user_id) + utf8(e.session_id) + utf8(e.content_id) + utf8(e.device_type) + utf8(e.country) + utf8(e.event_type);
+  // Each string appears at most 22 times (the device in 16 count fields and 6 HyperLogLog keys).
+  return 2048 + 22 * strings + EVENT_MAX_KEYS * keyPrefixBytes;
+}
+
+function exceeds(c: StepCost, l: StepLimits, args: number, keys: number, bytes: number): boolean {
+  return c.args + args > l.maxArgs || c.keys + keys > l.maxKeys || c.bytes + bytes > l.maxBytes;
 }
 
 /** Whether an event of this ts is older than the family's retention (its bucket would already have expired). */
@@ -113,11 +173,48 @@ export function isLate(ts: number, unit: 'second' | 'minute', retentionMs: numbe
 /** Fold events in order; the first occurrence of an event_id wins. */
 export function foldEvents(inputs: Iterable<FoldInput>, opts: FoldOptions): Fold {
   const f = emptyFold();
+  const prefixBytes = opts.keyPrefixBytes ?? 0;
+  const cost = (f.cost = baseStepCost(prefixBytes));
+  const limits = opts.limits;
+  const keyBytes = KEY_BYTES + prefixBytes;
+  const newKey = (variableBytes = 0): void => {
+    cost.keys += 1;
+    cost.args += HEADER_ARGS;
+    cost.bytes += keyBytes + variableBytes + HEADER_BYTES;
+  };
+  const arg = (bytes: number): void => {
+    cost.args += 1;
+    cost.bytes += bytes;
+  };
   const seen = new Set<string>();
+  const bingeDays = new Set<string>();
+  const bingeUserDays = new Set<string>();
   const liveUsersFrom = opts.now - LIVE_USERS_WINDOW_MS;
   const liveSessionsFrom = opts.now - LIVE_SESSIONS_WINDOW_MS;
   const combos = { second: new Map<number, Map<string, number>>(), minute: new Map<number, Map<string, number>>() };
+  // Distinct count fields per bucket, for the cost only (the counts themselves are expanded per combination below).
+  const fieldsOf = { second: new Map<number, Set<string>>(), minute: new Map<number, Set<string>>() };
+  const count = (g: 'second' | 'minute', bucket: number, combo: string, e: EventRecord): void => {
+    let byCombo = combos[g].get(bucket);
+    if (byCombo === undefined) {
+      combos[g].set(bucket, (byCombo = new Map()));
+      fieldsOf[g].set(bucket, new Set());
+      newKey();
+    }
+    const n = byCombo.get(combo);
+    byCombo.set(combo, (n ?? 0) + 1);
+    if (n !== undefined) return;
+    const fields = fieldsOf[g].get(bucket)!;
+    for (const field of countFields(e.event_type, e.device_type, e.country)) {
+      if (fields.has(field)) continue;
+      fields.add(field);
+      cost.args += 2;
+      cost.bytes += utf8(field) + NUM_BYTES;
+    }
+  };
   for (const { record: e, hash } of inputs) {
+    if (limits !== undefined && f.consumed > 0 && exceeds(cost, limits, EVENT_MAX_ARGS, EVENT_MAX_KEYS, eventMaxBytes(e, prefixBytes))) break;
+    f.consumed += 1;
     if (seen.has(hash)) {
       f.duplicates += 1;
       continue;
@@ -129,33 +226,104 @@ export function foldEvents(inputs: Iterable<FoldInput>, opts: FoldOptions): Fold
     }
     f.events += 1;
     const minute = bucketStart(e.ts, 'minute');
-    child(f.dedupe, minute, () => []).push(hash);
+    let hashes = f.dedupe.get(minute);
+    if (hashes === undefined) {
+      f.dedupe.set(minute, (hashes = []));
+      newKey();
+      arg(NUM_BYTES);
+      arg(0);
+    }
+    hashes.push(hash);
+    cost.bytes += 8;
     // Count each event once under its own combination; the 8 roll-ups are expanded per combination below.
     const combo = countField(e.event_type, e.device_type, e.country);
-    inc(child(combos.minute, minute, () => new Map<string, number>()), combo);
+    count('minute', minute, combo, e);
     if (isLate(e.ts, 'second', opts.secondRetentionMs, opts.now)) {
       f.lateSecond += 1;
     } else {
-      inc(child(combos.second, bucketStart(e.ts, 'second'), () => new Map<string, number>()), combo);
+      count('second', bucketStart(e.ts, 'second'), combo, e);
     }
     for (const g of ['minute', 'hour', 'day'] as const) {
-      const byDevice = child(f.users[g], bucketStart(e.ts, g), () => new Map<string, Set<string>>());
-      child(byDevice, ALL, () => new Set<string>()).add(e.user_id);
-      child(byDevice, e.device_type, () => new Set<string>()).add(e.user_id);
+      const bucket = bucketStart(e.ts, g);
+      let byDevice = f.users[g].get(bucket);
+      if (byDevice === undefined) f.users[g].set(bucket, (byDevice = new Map<string, Set<string>>()));
+      for (const device of [ALL, e.device_type]) {
+        let users = byDevice.get(device);
+        if (users === undefined) {
+          byDevice.set(device, (users = new Set<string>()));
+          newKey(utf8(device));
+        }
+        if (!users.has(e.user_id)) {
+          users.add(e.user_id);
+          arg(utf8(e.user_id));
+        }
+      }
     }
     const pb = PLAYBACK_FIELDS[e.event_type as keyof typeof PLAYBACK_FIELDS];
     if (pb !== undefined) {
-      const counters = child(f.playback, minute, () => ({}) as Partial<Record<PlaybackName, number>>);
+      let counters = f.playback.get(minute);
+      if (counters === undefined) {
+        f.playback.set(minute, (counters = {}));
+        newKey();
+      }
+      if (counters[pb] === undefined) {
+        cost.args += 2;
+        cost.bytes += 10 + NUM_BYTES;
+      }
       counters[pb] = (counters[pb] ?? 0) + 1;
     }
     if (e.event_type === 'video_play' && e.content_id !== null) {
-      inc(child(f.topContent, bucketStart(e.ts, 'hour'), () => new Map<string, number>()), e.content_id);
+      const hour = bucketStart(e.ts, 'hour');
+      let plays = f.topContent.get(hour);
+      if (plays === undefined) {
+        f.topContent.set(hour, (plays = new Map<string, number>()));
+        newKey();
+      }
+      if (!plays.has(e.content_id)) {
+        cost.args += 2;
+        cost.bytes += utf8(e.content_id) + NUM_BYTES;
+      }
+      inc(plays, e.content_id);
     }
     if (e.event_type === 'video_complete') {
-      child(f.completes, e.user_id, () => []).push({ ts: e.ts, hash });
+      let completes = f.completes.get(e.user_id);
+      if (completes === undefined) {
+        f.completes.set(e.user_id, (completes = []));
+        newKey(utf8(e.user_id)); // ZADD GT
+        cost.args += HEADER_ARGS + 1; // the trim
+        cost.bytes += HEADER_BYTES + NUM_BYTES;
+      }
+      completes.push({ ts: e.ts, hash });
+      cost.args += 2;
+      cost.bytes += NUM_BYTES + 16;
+      // Binge reserve: a complete can only make its user binge on the day it falls on or the day its
+      // window reaches into (detectBinges keeps no other): one (user, day, ts) per user and day, one key per day.
+      for (const day of new Set([dayOf(e.ts), dayOf(e.ts + BINGE_WINDOW_MS)])) {
+        if (!bingeDays.has(day)) {
+          bingeDays.add(day);
+          newKey();
+          arg(NUM_BYTES);
+        }
+        const userDay = `${e.user_id}|${day}`;
+        if (!bingeUserDays.has(userDay)) {
+          bingeUserDays.add(userDay);
+          cost.args += 3;
+          cost.bytes += utf8(e.user_id) + 10 + NUM_BYTES;
+        }
+      }
     }
-    if (e.ts >= liveUsersFrom && e.ts > (f.liveUsers.get(e.user_id) ?? -Infinity)) f.liveUsers.set(e.user_id, e.ts);
+    if (e.ts >= liveUsersFrom && e.ts > (f.liveUsers.get(e.user_id) ?? -Infinity)) {
+      if (!f.liveUsers.has(e.user_id)) {
+        cost.args += 2;
+        cost.bytes += NUM_BYTES + utf8(e.user_id);
+      }
+      f.liveUsers.set(e.user_id, e.ts);
+    }
     if (e.session_id !== null && e.ts >= liveSessionsFrom && e.ts > (f.liveSessions.get(e.session_id) ?? -Infinity)) {
+      if (!f.liveSessions.has(e.session_id)) {
+        cost.args += 2;
+        cost.bytes += NUM_BYTES + utf8(e.session_id);
+      }
       f.liveSessions.set(e.session_id, e.ts);
     }
   }

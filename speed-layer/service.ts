@@ -24,7 +24,8 @@ export interface SpeedLayer {
 
 export async function startSpeedLayer(cfg: Config, opts: { alerts?: boolean; redis?: Redis; defaultMetrics?: boolean; seekOnAssign?: boolean } = {}): Promise<SpeedLayer> {
   const log = logger('speed-layer');
-  const redis = opts.redis ?? redisClient(cfg);
+  // Without auto-pipelining: a failing command then fails alone, as a rejected promise (see redisClient).
+  const redis = opts.redis ?? redisClient(cfg, { autoPipelining: false });
   const kafka = kafkaClient(cfg, `${cfg.kafka.clientId}-speed`);
   const metrics = speedMetrics({ defaults: opts.defaultMetrics });
   const consumer = new SpeedConsumer({ cfg, kafka, redis, metrics, seekOnAssign: opts.seekOnAssign });
@@ -45,7 +46,10 @@ export async function startSpeedLayer(cfg: Config, opts: { alerts?: boolean; red
         ),
         new Promise<boolean>((r) => setTimeout(() => r(false), HEALTH_PROBE_MS).unref()),
       ]);
-      return { ok: redisOk && consumer.healthy, redis: redisOk, consumer: consumer.healthy };
+      const degraded = consumer.degraded();
+      const ok = redisOk && degraded === null;
+      const reason = [...(redisOk ? [] : ['redis unreachable']), ...(degraded ? [degraded.reason] : [])].join('; ');
+      return { ok, redis: redisOk, consumer: consumer.healthy, ...(ok ? {} : { reason, failing: degraded?.failing ?? [] }) };
     },
   });
   const port = status.port;
