@@ -163,9 +163,84 @@ export async function putJson(s3: S3Client, bucket: string, key: string, value: 
   return stripQuotes(res.ETag);
 }
 
-/** Writes (or overwrites) the period's dirty marker: a run that started after `markedAt` clears it. */
+/** A conditional request lost: the object changed (412) or another conditional write was in flight (409). */
+function isPreconditionFailed(err: unknown): boolean {
+  const e = err as { name?: string; Code?: string; $metadata?: { httpStatusCode?: number } };
+  const status = e?.$metadata?.httpStatusCode;
+  return status === 412 || status === 409 || e?.name === 'PreconditionFailed' || e?.name === 'ConditionalRequestConflict';
+}
+
+/**
+ * Writes `value` only if the object is still the version the caller read
+ * (`ifMatch`: its ETag) or does not exist yet (`ifNoneMatch: '*'`). Returns the
+ * new ETag, or null when the condition failed (someone else wrote first).
+ */
+export async function putJsonIf(
+  s3: S3Client,
+  bucket: string,
+  key: string,
+  value: unknown,
+  cond: { ifMatch: string } | { ifNoneMatch: '*' },
+): Promise<string | null> {
+  try {
+    const res = await s3.send(
+      new PutObjectCommand({
+        Bucket: bucket,
+        Key: key,
+        Body: JSON.stringify(value, null, 2),
+        ContentType: 'application/json',
+        ...('ifMatch' in cond ? { IfMatch: `"${cond.ifMatch}"` } : { IfNoneMatch: '*' }),
+      }),
+    );
+    return stripQuotes(res.ETag);
+  } catch (err) {
+    if (isPreconditionFailed(err)) return null;
+    // Some S3 implementations answer If-Match on a missing object with 404.
+    if ('ifMatch' in cond && isNotFound(err)) return null;
+    throw err;
+  }
+}
+
+/**
+ * Writes (or overwrites) the period's dirty marker: a run that started after
+ * `markedAt` clears it. Deliberately unconditional: late data always wins, and
+ * a clear that judged the previous version fails its If-Match (see clearDirtyMarker).
+ */
 export async function putDirtyMarker(s3: S3Client, bucket: string, marker: DirtyMarker): Promise<void> {
-  await putJson(s3, bucket, lakePaths.dirtyMarker(marker.kind, marker.period), marker);
+  const { clearedAt: _c, clearedBy: _b, ...open } = marker;
+  await putJson(s3, bucket, lakePaths.dirtyMarker(marker.kind, marker.period), open);
+}
+
+export type ClearOutcome = 'absent' | 'cleared' | 'kept';
+
+/**
+ * Clears a period's dirty marker if it was written before `startedAtMs` (the run
+ * saw that late data). S3 has no conditional delete, so the marker is replaced
+ * by a tombstone with If-Match on the ETag that was judged: a marker written in
+ * between has another ETag, the write fails, and the newer marker is judged again.
+ */
+export async function clearDirtyMarker(
+  s3: S3Client,
+  bucket: string,
+  kind: DirtyMarker['kind'],
+  period: string,
+  startedAtMs: number,
+  clearedBy: string,
+): Promise<{ outcome: ClearOutcome; marker: DirtyMarker | null }> {
+  const key = lakePaths.dirtyMarker(kind, period);
+  for (let attempt = 0; attempt < 10; attempt++) {
+    const got = await getJsonWithEtag<DirtyMarker>(s3, bucket, key);
+    if (!got || got.value.clearedAt !== undefined) return { outcome: 'absent', marker: null };
+    if (got.value.markedAt >= startedAtMs) return { outcome: 'kept', marker: got.value };
+    const tombstone: DirtyMarker = { ...got.value, clearedAt: Date.now(), clearedBy };
+    if ((await putJsonIf(s3, bucket, key, tombstone, { ifMatch: got.etag })) !== null) return { outcome: 'cleared', marker: got.value };
+  }
+  throw new LakeIoError(`cannot clear the dirty marker ${key}: it kept changing under 10 attempts`, key);
+}
+
+/** An open (not cleared) dirty marker. */
+export function isOpenMarker(m: DirtyMarker | null | undefined): m is DirtyMarker {
+  return !!m && m.clearedAt === undefined;
 }
 
 /** The parsed object, or null when it does not exist. */
@@ -174,6 +249,18 @@ export async function getJson<T>(s3: S3Client, bucket: string, key: string): Pro
     const res = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
     const text = await res.Body!.transformToString('utf8');
     return JSON.parse(text) as T;
+  } catch (err) {
+    if (isNotFound(err)) return null;
+    throw err;
+  }
+}
+
+/** The parsed object with its ETag (unquoted), or null when it does not exist. */
+export async function getJsonWithEtag<T>(s3: S3Client, bucket: string, key: string): Promise<{ value: T; etag: string } | null> {
+  try {
+    const res = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+    const text = await res.Body!.transformToString('utf8');
+    return { value: JSON.parse(text) as T, etag: stripQuotes(res.ETag) };
   } catch (err) {
     if (isNotFound(err)) return null;
     throw err;

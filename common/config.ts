@@ -147,6 +147,14 @@ export function loadConfig(env: Env = process.env) {
       compactTargetBytes: int(env, 'BATCH_COMPACT_TARGET_BYTES', 128 * 1024 * 1024, 1),
       /** applyRetention removes raw days older than this (only days whose daily run is published and clean). */
       rawMaxAgeDays: int(env, 'BATCH_RAW_MAX_AGE_DAYS', 30, 1),
+      /**
+       * Lateness horizon: an event whose (clock-corrected) time is older than this when it
+       * reaches the collector is dead-lettered as too_late instead of re-opening an old
+       * period (an operator can replay it into an explicit backfill). Well inside raw retention.
+       */
+      latenessHorizonMs: int(env, 'BATCH_LATENESS_HORIZON_MS', 7 * 24 * 3600 * 1000, 3_600_000),
+      /** How often the serving layer lists dirty markers: late data leaves the exact view within this. */
+      dirtyPollMs: int(env, 'BATCH_DIRTY_POLL_MS', 2_000, 100),
     },
     lake: {
       /** A raw file rolls when its buffered records reach this many bytes (their flat NDJSON encoding, before Parquet/zstd). */
@@ -160,13 +168,6 @@ export function loadConfig(env: Env = process.env) {
       partSizeBytes: int(env, 'LAKE_PART_SIZE_BYTES', 16 * 1024 * 1024, 5 * 1024 * 1024),
       /** How long a crashed writer holds its partitions before the group hands them to another member. */
       sessionTimeoutMs: int(env, 'LAKE_SESSION_TIMEOUT_MS', 30_000, 6_000),
-      /**
-       * Consumer-lag alerts on the lake group (raised by the serving layer): more messages than this behind,
-       * or no committed progress for this long while behind. Files roll after LAKE_ROLL_AGE_SEC, so its
-       * offsets normally trail by that much traffic.
-       */
-      alertMaxLag: int(env, 'LAKE_ALERT_MAX_LAG', 2_000_000, 0),
-      alertMaxStallMs: int(env, 'LAKE_ALERT_MAX_STALL_MS', 5 * 60_000, 1000),
       /** /metrics and /health of the lake writer (0 = any free port). */
       host: str(env, 'LAKE_WRITER_HOST', '0.0.0.0'),
       port: int(env, 'LAKE_WRITER_PORT', 9471, 0),
@@ -197,16 +198,6 @@ export function loadConfig(env: Env = process.env) {
       redisTimeoutMs: int(env, 'SPEED_REDIS_TIMEOUT_MS', 10_000, 100),
       /** A killed consumer's partitions move to the others after this long (Kafka's minimum is 6 s). */
       sessionTimeoutMs: int(env, 'SPEED_SESSION_TIMEOUT_MS', 30_000, 6000),
-      /**
-       * Bounds of one Redis step (one script call): a consumed batch whose fold would exceed any of them is
-       * applied as several steps, each over a sub-range of offsets with its own offset guard. What a step
-       * costs Redis (and blocks it for) grows with its arguments, not with the events behind them.
-       */
-      stepMaxArgs: int(env, 'SPEED_STEP_MAX_ARGS', 50_000, 1000),
-      stepMaxKeys: int(env, 'SPEED_STEP_MAX_KEYS', 5_000, 100),
-      stepMaxBytes: int(env, 'SPEED_STEP_MAX_BYTES', 4 * 1024 * 1024, 64 * 1024),
-      /** /health turns degraded once the same step failed this many times in a row. */
-      degradedAfterFailures: int(env, 'SPEED_DEGRADED_AFTER_FAILURES', 3, 1),
       alerts: {
         intervalMs: int(env, 'SPEED_ALERT_INTERVAL_MS', 5000, 100),
         /** Rates are measured over this trailing window. */
@@ -215,8 +206,6 @@ export function loadConfig(env: Env = process.env) {
         /** 0 disables the rule: an idle dev stack is not an incident. */
         minEventsPerSec: int(env, 'SPEED_ALERT_MIN_EVENTS_PER_SEC', 0, 0),
         maxLag: int(env, 'SPEED_ALERT_MAX_LAG', 100_000, 0),
-        /** The speed group behind with no committed progress for this long (raised by the serving layer). */
-        maxStallMs: int(env, 'SPEED_ALERT_MAX_STALL_MS', 60_000, 1000),
         maxLatencyMs: int(env, 'SPEED_ALERT_MAX_LATENCY_MS', 5000, 0),
       },
     },

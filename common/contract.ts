@@ -27,6 +27,8 @@ export const NAVIGATION_TYPES: readonly EventType[] = ['page_view', 'click', 'se
 
 export const MIN_TIMESTAMP_MS = Date.UTC(2000, 0, 1);
 export const MAX_FUTURE_SKEW_MS = 5 * 60 * 1000;
+/** Default lateness horizon (config: batch.latenessHorizonMs): older events are dead-lettered as too_late. */
+export const DEFAULT_LATENESS_HORIZON_MS = 7 * 24 * 3600 * 1000;
 export const SESSION_GAP_MS = 1_800_000;
 export const BINGE_WINDOW_MS = 14_400_000;
 export const UNKNOWN = 'unknown';
@@ -46,6 +48,7 @@ export const eventSchemaV1 = {
     user_id: { type: 'string', minLength: 1, maxLength: 128 },
     session_id: { type: ['string', 'null'], maxLength: 128 },
     timestamp: { type: 'integer' },
+    sent_at: { type: 'integer' },
     schema_version: { type: 'integer', const: 1 },
     properties: {
       type: ['object', 'null'],
@@ -87,6 +90,8 @@ export const DLQ_REASONS = [
   'unknown_schema_version',
   'timestamp_out_of_range',
   'size_violation',
+  /** Older than the lateness horizon (after clock-skew correction); replayable into an explicit backfill. */
+  'too_late',
 ] as const;
 export type DlqReason = (typeof DLQ_REASONS)[number];
 
@@ -96,8 +101,16 @@ export interface EventRecord {
   event_type: EventType;
   user_id: string;
   session_id: string | null;
-  /** Event time, epoch ms (the event's `timestamp`). */
+  /**
+   * Event time, epoch ms: the event's `timestamp`, corrected for the device's clock skew
+   * when the client sent `sent_at` (ts = timestamp + (received_at − sent_at)). Every
+   * bucket, dedupe and horizon rule uses this.
+   */
   ts: number;
+  /** The event's `timestamp` as the device stamped it; present only when `sent_at` corrected it (else it is ts). */
+  device_ts?: number;
+  /** The client's send time by its own clock (`sent_at`); present only when the client sent it. */
+  sent_at?: number;
   schema_version: number;
   device_type: string;
   country: string;
@@ -149,11 +162,20 @@ export function deriveCountry(location: unknown): string {
   return /^[A-Za-z]{2}$/.test(head) ? head.toUpperCase() : UNKNOWN;
 }
 
+/** The lateness policy validateEvent applies (defaults: DEFAULT_LATENESS_HORIZON_MS). */
+export interface LatenessPolicy {
+  /** Events older than now − this (after skew correction) are too_late; Infinity accepts any age (an operator's backfill). */
+  latenessHorizonMs?: number;
+}
+
 /**
  * Validate one parsed event and derive its dimensions. `now` is the collector's
- * clock, used for the "not more than 5 minutes in the future" rule and as received_at.
+ * clock, used as received_at, to correct the device's clock skew when the event
+ * carries `sent_at` (ts = timestamp + (now − sent_at), as Snowplow and PostHog
+ * do), and for the range rules on the corrected time: not more than 5 minutes in
+ * the future, not before 2000-01-01, not older than the lateness horizon.
  */
-export function validateEvent(input: unknown, now: number): ValidationResult {
+export function validateEvent(input: unknown, now: number, policy: LatenessPolicy = {}): ValidationResult {
   if (input === null || typeof input !== 'object' || Array.isArray(input)) {
     return { ok: false, reason: 'not_an_object', detail: `an event must be a JSON object, got ${input === null ? 'null' : Array.isArray(input) ? 'array' : typeof input}` };
   }
@@ -170,12 +192,24 @@ export function validateEvent(input: unknown, now: number): ValidationResult {
   if (!validate(ev)) {
     return { ok: false, reason: 'schema_violation', detail: describe(validate.errors?.[0]) };
   }
-  const ts = ev.timestamp as number;
+  const deviceTs = ev.timestamp as number;
+  const sentAt = (ev.sent_at as number | undefined) ?? null;
+  // The device's clock is off by (sent_at − now) when it sent the event; its timestamp is off by the same.
+  const ts = sentAt === null ? deviceTs : deviceTs + (now - sentAt);
+  const corrected = sentAt === null ? '' : ` (device timestamp ${deviceTs} corrected by the clock skew now − sent_at = ${now - sentAt} ms)`;
   if (ts < MIN_TIMESTAMP_MS || ts > now + MAX_FUTURE_SKEW_MS) {
     return {
       ok: false,
       reason: 'timestamp_out_of_range',
-      detail: `timestamp ${ts} must be between ${MIN_TIMESTAMP_MS} (2000-01-01) and 5 minutes after the collector's clock (${now + MAX_FUTURE_SKEW_MS})`,
+      detail: `timestamp ${ts}${corrected} must be between ${MIN_TIMESTAMP_MS} (2000-01-01) and 5 minutes after the collector's clock (${now + MAX_FUTURE_SKEW_MS})`,
+    };
+  }
+  const horizon = policy.latenessHorizonMs ?? DEFAULT_LATENESS_HORIZON_MS;
+  if (ts < now - horizon) {
+    return {
+      ok: false,
+      reason: 'too_late',
+      detail: `timestamp ${ts}${corrected} is older than the lateness horizon (${horizon} ms before the collector's clock ${now}); an operator can replay it into a backfill`,
     };
   }
   const properties = (ev.properties ?? null) as Record<string, unknown> | null;
@@ -192,6 +226,8 @@ export function validateEvent(input: unknown, now: number): ValidationResult {
       user_id: ev.user_id as string,
       session_id: (ev.session_id as string | null | undefined) ?? null,
       ts,
+      // Only when a correction was made: otherwise the device time is ts itself.
+      ...(sentAt === null ? {} : { device_ts: deviceTs, sent_at: sentAt }),
       schema_version: version as number,
       device_type: nonEmpty(properties?.device_type) ?? UNKNOWN,
       country: deriveCountry(context?.location),

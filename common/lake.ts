@@ -14,7 +14,11 @@
  *   _manifests/daily/dt=YYYY-MM-DD.json                                                  what a daily run published
  *   _manifests/dirty/hourly/dt=YYYY-MM-DD/hour=HH.json                                   an hour that must be recomputed
  *   _manifests/dirty/daily/dt=YYYY-MM-DD.json                                            a day that must be recomputed
- *   _manifests/watermark.json                                                            the batch watermark
+ *                                                       (a cleared marker stays as a tombstone: see DirtyMarker)
+ *   _manifests/watermark.json                                                            the batch watermark (computed)
+ *   _manifests/pin.json                                                                  an operator's pin (its own object)
+ *   _manifests/audit/pin/<iso-time>-<requestId>.json                                     who set which pin, when
+ *   _manifests/retention/raw/dt=YYYY-MM-DD.json                                          raw of this day was removed
  */
 
 export type Zone = 'processed' | 'aggregated';
@@ -100,6 +104,24 @@ export const lakePaths = {
     return `_manifests/dirty/daily/dt=${period}.json`;
   },
   watermark: '_manifests/watermark.json',
+  /**
+   * The operator's pin lives apart from the computed watermark: every publish
+   * rewrites watermark.json, and a pin folded into it could be overwritten by a
+   * publish that read it just before the pin was written.
+   */
+  pin: '_manifests/pin.json',
+  pinAuditPrefix: '_manifests/audit/pin/',
+  /** One object per pin change, never overwritten: the time first so a listing reads as a log. */
+  pinAudit(at: Date, requestId: string): string {
+    const safe = requestId.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 128) || 'none';
+    return `${lakePaths.pinAuditPrefix}${at.toISOString()}-${safe}.json`;
+  },
+  rawRetentionPrefix: '_manifests/retention/raw/',
+  /** Written before retention deletes a raw day: from then on the day's periods must not be recomputed from what is left. */
+  rawRetention(day: string): string {
+    dayStartMs(day);
+    return `_manifests/retention/raw/dt=${day}.json`;
+  },
   /** Objects merged by compaction: named after the digest of the objects they replace, so a retry rewrites the same keys. */
   compactedObject(hour: string, digest: string, index: number): string {
     return `${lakePaths.rawHourPrefix(hour)}c-${digest}-${index}.parquet`;
@@ -173,23 +195,69 @@ export interface RunManifest {
   activeUsersDigest?: string;
 }
 
-/** Written when a run publishes; dirty markers pull it back. Times are epoch ms (exclusive ends). */
+/**
+ * Written when a run publishes (conditionally: If-Match on the version it read, so
+ * two publishes never lose each other's update). Times are epoch ms (exclusive ends).
+ * It is a summary for operators: the serving layer decides per period (published?
+ * dirty?) from the manifests and dirty markers themselves, so one old or dirty
+ * period never drags the served boundary back.
+ */
 export interface Watermark {
-  /** End of the latest contiguous run of published, clean hours. */
+  /** End of the latest contiguous run of published, clean hours (the run that ends at the newest clean hour). */
   hourlyEnd: number | null;
+  /** Start of that run. */
+  hourlyStart?: number | null;
   /** End of the latest contiguous run of published, clean days. */
   dailyEnd: number | null;
-  /** An operator's pin: when set, serving uses min(pin, computed). */
+  dailyStart?: number | null;
+  /** The operator's pin (from `_manifests/pin.json`): when set, serving uses min(pin, computed). */
   pinnedEnd?: number | null;
   updatedAt: string;
 }
 
+/** `_manifests/pin.json`: written only by the pin endpoint. */
+export interface Pin {
+  pinnedEnd: number | null;
+  updatedAt: string;
+  keyId: string;
+  requestId: string;
+}
+
+/** `_manifests/audit/pin/…`: one per pin change. */
+export interface PinAudit {
+  action: 'pin' | 'unpin';
+  pinnedEnd: number | null;
+  previousPinnedEnd: number | null;
+  keyId: string;
+  requestId: string;
+  at: string;
+}
+
+/**
+ * One object per period. The lake writer overwrites it on every late write (a
+ * fresh markedAt). A run that clears it does not delete it: it replaces it with a
+ * tombstone (clearedAt set) by a conditional write on the ETag it judged, so a
+ * marker written meanwhile (another ETag) is never lost — S3/MinIO have no
+ * conditional delete. Readers treat a tombstone as no marker.
+ */
 export interface DirtyMarker {
   kind: PeriodKind;
   period: string;
   /** Epoch ms when the late data was written; a run that started after this clears the marker. */
   markedAt: number;
   reason: string;
+  /** Set on a cleared marker (tombstone): epoch ms of the clear, and the run that cleared it. */
+  clearedAt?: number;
+  clearedBy?: string;
+}
+
+/** `_manifests/retention/raw/dt=…json`: raw retention removed (or is removing) this day's raw objects. */
+export interface RawRetentionRecord {
+  day: string;
+  removedAt: string;
+  objects: number;
+  /** The configured age that made the day eligible. */
+  rawMaxAgeDays: number;
 }
 
 /** Columns of the dead-letter Parquet under raw/dlq/, as DuckDB types. */
@@ -207,3 +275,18 @@ export const DLQ_COLUMNS = {
   kafka_offset: 'BIGINT',
 } as const;
 export type DlqColumn = keyof typeof DLQ_COLUMNS;
+
+/**
+ * The latest contiguous run of published, clean periods: scanning back from the
+ * newest clean period while the previous period is published and clean. An old
+ * period (a device clock in 2015) or a dirty one in the middle never drags it
+ * back; `starts` are period starts in ms, `size` the period length.
+ */
+export function latestCleanRun(starts: Iterable<number>, dirty: ReadonlySet<number>, size: number): { start: number | null; end: number | null } {
+  const clean = new Set([...starts].filter((t) => !dirty.has(t)));
+  if (clean.size === 0) return { start: null, end: null };
+  const newest = Math.max(...clean);
+  let start = newest;
+  while (clean.has(start - size)) start -= size;
+  return { start, end: newest + size };
+}

@@ -5,9 +5,15 @@
  *
  * Only periods whose manifest exists are loaded (publishing = manifest written
  * last), and one sync applies all its changes in one transaction, so a query
- * sees either the previous state or the new one, never half a run. The
- * watermark the merge uses is the lake's (which accounts for dirty periods and
- * the pin), further capped by what this process has loaded.
+ * sees either the previous state or the new one, never half a run.
+ *
+ * What is exact is decided per period, not by one global run: a loaded period
+ * is exact unless it has an open dirty marker (then its buckets say
+ * `recomputing`), an unpublished period is never exact, and W is the end of the
+ * newest loaded period (capped by the operator's pin, `_manifests/pin.json`).
+ * Dirty markers are polled on their own short interval (cheap: a listing, and a
+ * read only for a marker whose ETag changed), so late data takes its period out
+ * of the exact view within seconds, without waiting for a re-run.
  */
 import { randomBytes } from 'node:crypto';
 import fsp from 'node:fs/promises';
@@ -15,11 +21,11 @@ import path from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { DuckDBInstance, type DuckDBConnection, type DuckDBValue } from '@duckdb/node-api';
 import type { Redis } from 'ioredis';
-import { getJson, listObjects, putJson, stageObjects } from '../batch-layer/lake-io';
+import { getJson, isOpenMarker, listObjects, putJson, putJsonIf, stageObjects } from '../batch-layer/lake-io';
 import type { Config } from '../common/config';
-import { dayStartMs, hourStartMs, lakePaths, type PeriodKind, type RunManifest, type Watermark } from '../common/lake';
+import { dayStartMs, hourStartMs, lakePaths, type DirtyMarker, type PeriodKind, type Pin, type PinAudit, type RunManifest, type Watermark } from '../common/lake';
 import type { Logger } from '../common/log';
-import type { WatermarkView } from './merge';
+import type { PeriodState, WatermarkView } from './merge';
 
 /** The batch views the API serves, by the period kind that publishes them. */
 export const SERVED_TABLES: Record<PeriodKind, readonly string[]> = {
@@ -31,6 +37,16 @@ const MANIFEST_KEY = {
   hourly: /^_manifests\/hourly\/dt=(\d{4}-\d{2}-\d{2})\/hour=(\d{2})\.json$/,
   daily: /^_manifests\/daily\/dt=(\d{4}-\d{2}-\d{2})\.json$/,
 } as const;
+const DIRTY_KEY = {
+  hourly: /^_manifests\/dirty\/hourly\/dt=(\d{4}-\d{2}-\d{2})\/hour=(\d{2})\.json$/,
+  daily: /^_manifests\/dirty\/daily\/dt=(\d{4}-\d{2}-\d{2})\.json$/,
+} as const;
+
+/** Who changed the pin: written to the audit object next to it. */
+export interface PinAuditInput {
+  keyId: string;
+  requestId: string;
+}
 
 const PERIOD_MS: Record<PeriodKind, number> = { hourly: 3_600_000, daily: 86_400_000 };
 const startOf = (kind: PeriodKind, p: string): number => (kind === 'hourly' ? hourStartMs(p) : dayStartMs(p));
@@ -46,16 +62,6 @@ export interface SyncReport {
   loaded: number;
   removed: number;
   version: number;
-}
-
-/** The contiguous run of loaded periods starting at the earliest one: [start, end). */
-function contiguous(kind: PeriodKind, periods: Iterable<string>): { start: number | null; end: number | null } {
-  const starts = [...periods].map((p) => startOf(kind, p)).sort((a, b) => a - b);
-  if (starts.length === 0) return { start: null, end: null };
-  const set = new Set(starts);
-  let t = starts[0];
-  while (set.has(t)) t += PERIOD_MS[kind];
-  return { start: starts[0], end: t };
 }
 
 function sqlString(s: string): string {
@@ -76,6 +82,11 @@ export class BatchStore {
   syncedAt: number | null = null;
   lastError: string | null = null;
   private loaded: Record<PeriodKind, Map<string, Loaded>> = { hourly: new Map(), daily: new Map() };
+  /** Dirty-marker objects by key: their ETag and whether the marker is open (not a cleared tombstone). */
+  private markers = new Map<string, { etag: string; open: boolean; kind: PeriodKind; period: string }>();
+  private dirty: Record<PeriodKind, Set<number>> = { hourly: new Set(), daily: new Set() };
+  private dirtyTimer: NodeJS.Timeout | null = null;
+  private polling: Promise<boolean> | null = null;
   private tables = new Set<string>();
   private readers: DuckDBConnection[] = [];
   private idle: DuckDBConnection[] = [];
@@ -109,6 +120,8 @@ export class BatchStore {
     await this.sync().catch(() => undefined);
     this.timer = setInterval(() => void this.sync().catch(() => undefined), this.cfg.serving.syncIntervalMs);
     this.timer.unref();
+    this.dirtyTimer = setInterval(() => void this.pollDirty().catch(() => undefined), this.cfg.batch.dirtyPollMs);
+    this.dirtyTimer.unref();
     if (subscriber) {
       this.sub = subscriber;
       const channel = `${this.cfg.redis.keyPrefix}watermark`;
@@ -127,19 +140,73 @@ export class BatchStore {
     return [...this.loaded[kind].keys()].sort();
   }
 
-  /** The watermark as the merge applies it: the lake's computed ends, capped by what is loaded here, and the pin. */
+  /** Periods with an open dirty marker, ascending. */
+  dirtyPeriods(kind: PeriodKind): string[] {
+    return [...this.markers.values()].filter((m) => m.open && m.kind === kind).map((m) => m.period).sort();
+  }
+
+  /**
+   * The watermark as the merge applies it, per period kind: [earliest loaded, end of
+   * the newest loaded period), and the state of each period in it (loaded and
+   * clean = exact, loaded and dirty = recomputing, not loaded = missing); plus the pin.
+   */
   watermark(): WatermarkView {
-    const view = (kind: PeriodKind, lakeEnd: number | null | undefined) => {
-      const here = contiguous(kind, this.loaded[kind].keys());
-      if (here.start === null || here.end === null || lakeEnd === null || lakeEnd === undefined) return { start: null, end: null };
-      const end = Math.min(here.end, lakeEnd);
-      return end > here.start ? { start: here.start, end } : { start: null, end: null };
+    const view = (kind: PeriodKind) => {
+      const starts = [...this.loaded[kind].keys()].map((p) => startOf(kind, p));
+      if (starts.length === 0) return { start: null, end: null };
+      const loaded = new Set(starts);
+      const dirty = new Set(this.dirty[kind]);
+      const stateOf = (periodStart: number): PeriodState => (!loaded.has(periodStart) ? 'missing' : dirty.has(periodStart) ? 'recomputing' : 'exact');
+      return { start: Math.min(...starts), end: Math.max(...starts) + PERIOD_MS[kind], periodMs: PERIOD_MS[kind], stateOf };
     };
     return {
-      hourly: view('hourly', this.lakeWatermark?.hourlyEnd),
-      daily: view('daily', this.lakeWatermark?.dailyEnd),
+      hourly: view('hourly'),
+      daily: view('daily'),
       pinnedEnd: this.lakeWatermark?.pinnedEnd ?? null,
     };
+  }
+
+  /**
+   * Lists the dirty markers and reads those whose ETag changed. Returns whether the
+   * set of open markers changed (then queries see a new version right away).
+   */
+  pollDirty(): Promise<boolean> {
+    this.polling ??= (async () => {
+      try {
+        const bucket = this.cfg.s3.bucket;
+        const seen = new Set<string>();
+        let changed = false;
+        for (const kind of ['hourly', 'daily'] as const) {
+          for (const o of await listObjects(this.s3, bucket, lakePaths.dirtyPrefix(kind))) {
+            const m = DIRTY_KEY[kind].exec(o.key);
+            if (!m) continue;
+            seen.add(o.key);
+            if (this.markers.get(o.key)?.etag === o.etag) continue;
+            const marker = await getJson<DirtyMarker>(this.s3, bucket, o.key);
+            const open = isOpenMarker(marker);
+            const period = kind === 'hourly' ? `${m[1]}T${m[2]}` : m[1];
+            if ((this.markers.get(o.key)?.open ?? false) !== open) changed = true;
+            this.markers.set(o.key, { etag: o.etag, open, kind, period });
+          }
+        }
+        for (const [key, m] of this.markers) {
+          if (seen.has(key)) continue;
+          if (m.open) changed = true;
+          this.markers.delete(key);
+        }
+        if (changed) {
+          for (const kind of ['hourly', 'daily'] as const) {
+            this.dirty[kind] = new Set(this.dirtyPeriods(kind).map((p) => startOf(kind, p)));
+          }
+          this.version += 1;
+          this.log.info({ hourly: this.dirty.hourly.size, daily: this.dirty.daily.size, version: this.version }, 'dirty periods changed');
+        }
+        return changed;
+      } finally {
+        this.polling = null;
+      }
+    })();
+    return this.polling;
   }
 
   /** Runs one sync at a time; a request during a sync runs one more right after it. */
@@ -170,8 +237,21 @@ export class BatchStore {
 
   private async syncOnce(): Promise<SyncReport> {
     const bucket = this.cfg.s3.bucket;
-    // Watermark first: anything listed afterwards is at least as new, so the cap below never lets it run ahead.
-    const lakeWatermark = await getJson<Watermark>(this.s3, bucket, lakePaths.watermark);
+    // The lake's computed watermark is shown to operators; what is exact is decided per period below.
+    const computed = await getJson<Watermark>(this.s3, bucket, lakePaths.watermark);
+    const pin = await getJson<Pin>(this.s3, bucket, lakePaths.pin);
+    const lakeWatermark: Watermark | null =
+      computed || pin
+        ? {
+            hourlyEnd: computed?.hourlyEnd ?? null,
+            hourlyStart: computed?.hourlyStart ?? null,
+            dailyEnd: computed?.dailyEnd ?? null,
+            dailyStart: computed?.dailyStart ?? null,
+            pinnedEnd: pin ? pin.pinnedEnd : (computed?.pinnedEnd ?? null),
+            updatedAt: computed?.updatedAt ?? pin!.updatedAt,
+          }
+        : null;
+    await this.pollDirty();
     const changes: Array<{ kind: PeriodKind; period: string; manifestEtag: string; manifest: RunManifest }> = [];
     const removals: Array<{ kind: PeriodKind; period: string }> = [];
     for (const kind of ['hourly', 'daily'] as const) {
@@ -249,19 +329,33 @@ export class BatchStore {
     }
   }
 
-  /** Sets or clears the operator's pin in the lake's watermark, then re-syncs. */
-  async pin(pinnedEnd: number | null): Promise<Watermark> {
+  /**
+   * Sets or clears the operator's pin, then re-syncs. The pin is its own object,
+   * written only here, so a publish rewriting watermark.json can never drop it.
+   * The audit record is written first and never overwritten (If-None-Match), so
+   * no pin takes effect without one.
+   */
+  async pin(pinnedEnd: number | null, audit: PinAuditInput = { keyId: 'unknown', requestId: randomBytes(8).toString('hex') }): Promise<Watermark> {
     const bucket = this.cfg.s3.bucket;
-    const current = await getJson<Watermark>(this.s3, bucket, lakePaths.watermark);
-    const next: Watermark = {
-      hourlyEnd: current?.hourlyEnd ?? null,
-      dailyEnd: current?.dailyEnd ?? null,
+    const at = new Date();
+    const previous = (await getJson<Pin>(this.s3, bucket, lakePaths.pin))?.pinnedEnd ?? (await getJson<Watermark>(this.s3, bucket, lakePaths.watermark))?.pinnedEnd ?? null;
+    const record: PinAudit = {
+      action: pinnedEnd === null ? 'unpin' : 'pin',
       pinnedEnd,
-      updatedAt: new Date().toISOString(),
+      previousPinnedEnd: previous,
+      keyId: audit.keyId,
+      requestId: audit.requestId,
+      at: at.toISOString(),
     };
-    await putJson(this.s3, bucket, lakePaths.watermark, next);
+    const auditKey = lakePaths.pinAudit(at, audit.requestId);
+    if ((await putJsonIf(this.s3, bucket, auditKey, record, { ifNoneMatch: '*' })) === null) {
+      throw new Error(`pin audit record ${auditKey} already exists (request id reused?); pin not changed`);
+    }
+    const next: Pin = { pinnedEnd, updatedAt: at.toISOString(), keyId: audit.keyId, requestId: audit.requestId };
+    await putJson(this.s3, bucket, lakePaths.pin, next);
+    this.log.warn({ pinnedEnd, previousPinnedEnd: previous, keyId: audit.keyId, requestId: audit.requestId, audit: auditKey }, 'watermark pin changed');
     await this.sync();
-    return next;
+    return this.lakeWatermark ?? { hourlyEnd: null, dailyEnd: null, pinnedEnd, updatedAt: next.updatedAt };
   }
 
   async query(sql: string, params: DuckDBValue[] = []): Promise<Row[]> {
@@ -282,8 +376,10 @@ export class BatchStore {
 
   async close(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
+    if (this.dirtyTimer) clearInterval(this.dirtyTimer);
     if (this.sub) this.sub.disconnect();
     await this.syncing?.catch(() => undefined);
+    await this.polling?.catch(() => undefined);
     for (const c of this.readers) c.closeSync();
     this.writer.closeSync();
     this.instance.closeSync();

@@ -5,9 +5,14 @@
  * layer can read.
  *
  * For [from, to) at a granularity, the bucket [b, b + g) is
- *   - batch  (exact)        when batchStart <= b and b + g <= W,
- *   - speed  (approximate)  otherwise, when the speed layer still holds all of it,
- *   - none   (not covered)  otherwise: value null, never a zero.
+ *   - batch        (exact)        when batchStart <= b, b + g <= W and every batch period in it is
+ *                                 published and clean,
+ *   - recomputing  (not exact)    when it is below W and published but some period in it is dirty
+ *                                 (late data arrived; a re-run is due): the last published value,
+ *   - speed        (approximate)  otherwise, when the speed layer still holds all of it,
+ *   - none         (not covered)  otherwise: value null, never a zero.
+ * Periods are judged one by one (`stateOf`), so one old or dirty period never
+ * drags the boundary back over weeks of good data.
  * W = min(the layer's computed watermark, the operator's pin), see `boundaryOf`.
  * A bucket straddling W is served whole by the speed layer rather than summed
  * from both layers, so a bucket's value always comes from one layer and its
@@ -16,7 +21,9 @@
 import { BUCKET_MS, bucketStart, type Granularity } from '../common/contract';
 import { HLL_STANDARD_ERROR } from '../common/speed-keys';
 
-export type Source = 'batch' | 'speed' | 'none';
+export type Source = 'batch' | 'recomputing' | 'speed' | 'none';
+/** A batch period's state: published and clean, published but dirty, or not published. */
+export type PeriodState = 'exact' | 'recomputing' | 'missing';
 export type PeriodKind = 'hourly' | 'daily';
 
 /** Error bound of an estimate: the relative standard error and the absolute 95 % half-width (1.96 σ). */
@@ -85,10 +92,22 @@ export interface MetricDef<P, V> {
   speed?: SpeedReader<P, V>;
 }
 
+/**
+ * One period kind's batch coverage: [start, end) spans the published periods;
+ * `stateOf` (with `periodMs`) judges each period in it. Without `stateOf` every
+ * period in [start, end) is exact.
+ */
+export interface KindWatermark {
+  start: number | null;
+  end: number | null;
+  periodMs?: number;
+  stateOf?(periodStart: number): PeriodState;
+}
+
 /** The batch watermark as the serving layer applies it. Times are epoch ms; ends exclusive. */
 export interface WatermarkView {
-  hourly: { start: number | null; end: number | null };
-  daily: { start: number | null; end: number | null };
+  hourly: KindWatermark;
+  daily: KindWatermark;
   pinnedEnd: number | null;
 }
 
@@ -108,13 +127,16 @@ export interface MergeResult<V> {
   to: number;
   /** W for this metric at this granularity (null: nothing is exact yet). */
   boundary: number | null;
-  coverage: Record<Source, number>;
+  coverage: Coverage;
   /** Every bucket exact (all batch). */
   exact: boolean;
   /** Every bucket covered by some layer. */
   complete: boolean;
   series: Series<V>[];
 }
+
+/** Buckets per source; `recomputing` only when non-zero. */
+export type Coverage = Record<'batch' | 'speed' | 'none', number> & { recomputing?: number };
 
 export class MergeError extends Error {
   override name = 'MergeError';
@@ -165,18 +187,37 @@ export async function merge<P, V>(
   const all = bucketsOf(q.from, q.to, q.granularity, ctx.maxBuckets);
 
   const batch = def.batch && def.batch.granularities.includes(q.granularity) ? def.batch : undefined;
-  const bound = batch ? boundaryOf(ctx.watermark, batch.period(q.granularity)) : { start: null, end: null };
+  const kind = batch ? batch.period(q.granularity) : undefined;
+  const bound = kind ? boundaryOf(ctx.watermark, kind) : { start: null, end: null };
+  const kindView = kind ? ctx.watermark[kind] : undefined;
+  /** The worst state of the batch periods a bucket overlaps. */
+  const batchState = (b: number): PeriodState => {
+    const stateOf = kindView?.stateOf;
+    const ps = kindView?.periodMs;
+    if (!stateOf || !ps) return 'exact';
+    let worst: PeriodState = 'exact';
+    for (let p = Math.floor(b / ps) * ps; p < b + size; p += ps) {
+      const st = stateOf(p);
+      if (st === 'missing') return 'missing';
+      if (st === 'recomputing') worst = 'recomputing';
+    }
+    return worst;
+  };
   const speed =
     def.speed && def.speed.granularities.includes(q.granularity) && (def.speed.supports?.(q.params) ?? true) ? def.speed : undefined;
 
   const sourceOf = new Map<number, Source>();
   for (const b of all) {
-    if (bound.start !== null && bound.end !== null && b >= bound.start && b + size <= bound.end) sourceOf.set(b, 'batch');
+    const state = bound.start !== null && bound.end !== null && b >= bound.start && b + size <= bound.end ? batchState(b) : 'missing';
+    if (state === 'exact') sourceOf.set(b, 'batch');
+    else if (state === 'recomputing') sourceOf.set(b, 'recomputing');
     else if (speed?.covers(b, q.granularity, ctx.now)) sourceOf.set(b, 'speed');
     else sourceOf.set(b, 'none');
   }
-  const batchBuckets = all.filter((b) => sourceOf.get(b) === 'batch');
+  // Recomputing buckets show the last published (batch) value, labelled as not exact.
+  const batchBuckets = all.filter((b) => sourceOf.get(b) === 'batch' || sourceOf.get(b) === 'recomputing');
   const speedBuckets = all.filter((b) => sourceOf.get(b) === 'speed');
+  const recomputing = all.filter((b) => sourceOf.get(b) === 'recomputing').length;
 
   const [batchRows, speedRows] = await Promise.all([
     batch && batchBuckets.length > 0
@@ -204,7 +245,13 @@ export async function merge<P, V>(
   const fromBatch = index(batchRows);
   const fromSpeed = index(speedRows);
 
-  const coverage: Record<Source, number> = { batch: batchBuckets.length, speed: speedBuckets.length, none: all.length - batchBuckets.length - speedBuckets.length };
+  // `recomputing` appears only when some bucket is, so clients that know three sources see no change otherwise.
+  const coverage: Coverage = {
+    batch: batchBuckets.length - recomputing,
+    speed: speedBuckets.length,
+    none: all.length - batchBuckets.length - speedBuckets.length,
+    ...(recomputing > 0 ? { recomputing } : {}),
+  };
   const rse = speed?.relativeStdError;
   const series: Series<V>[] = [...keys.entries()]
     .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
@@ -213,7 +260,7 @@ export async function merge<P, V>(
       buckets: all.map((start): Bucket<V> => {
         const source = sourceOf.get(start)!;
         if (source === 'none') return { start, source, exact: false, covered: false, value: null };
-        const layer = source === 'batch' ? fromBatch : fromSpeed;
+        const layer = source === 'speed' ? fromSpeed : fromBatch;
         const value = layer.get(id)?.get(start) ?? def.zero(key);
         const bucket: Bucket<V> = { start, source, exact: source === 'batch', covered: true, value };
         if (source === 'speed' && rse !== undefined && def.estimateOf) {

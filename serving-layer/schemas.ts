@@ -147,7 +147,10 @@ export function mergedResponse(value: object, description: string) {
       boundary: { ...nullableInt, description: 'W applied to this query: buckets ending at or before it came from the batch layer' },
       exact: { type: 'boolean', description: 'every bucket is exact (batch)' },
       complete: { type: 'boolean', description: 'every bucket is covered by a layer' },
-      coverage: { type: 'object', properties: { batch: count, speed: count, none: count } },
+      coverage: {
+        type: 'object',
+        properties: { batch: count, speed: count, none: count, recomputing: { ...count, description: 'present when > 0: buckets of periods being recomputed after late data' } },
+      },
       watermark: watermarkSchema,
       freshness: freshnessSchema,
       series: {
@@ -162,7 +165,12 @@ export function mergedResponse(value: object, description: string) {
                 type: 'object',
                 properties: {
                   start: count,
-                  source: { type: 'string', enum: ['batch', 'speed', 'none'] },
+                  source: {
+                    type: 'string',
+                    enum: ['batch', 'recomputing', 'speed', 'none'],
+                    description:
+                      'batch: exact; recomputing: late data arrived for this published period, value is the last published one (not exact) until its re-run; speed: approximate; none: not covered',
+                  },
                   exact: { type: 'boolean' },
                   covered: { type: 'boolean', description: 'false: neither layer holds this bucket; value is null (unknown, not zero)' },
                   value,

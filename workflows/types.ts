@@ -88,4 +88,4 @@ export interface FanOutResult {
  * Failure types no retry can fix (declared here, not in activities.ts, so the
  * workflow bundle can use them without pulling in the batch layer).
  */
-export const NON_RETRYABLE_TYPES = ['NonRetryableBatchError', 'CorruptObjectError', 'MissingHoursError', 'QualityCheckError', 'InvalidPeriodError'];
+export const NON_RETRYABLE_TYPES = ['NonRetryableBatchError', 'CorruptObjectError', 'MissingHoursError', 'QualityCheckError', 'InvalidPeriodError', 'RawInputGoneError'];

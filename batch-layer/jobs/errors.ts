@@ -64,6 +64,21 @@ export class QualityCheckError extends NonRetryableBatchError {
   }
 }
 
+/**
+ * The period's raw input is (partly) gone: raw retention removed its day, or
+ * objects a published run read are missing. Recomputing from what is left would
+ * overwrite exact views with a subset, so the run refuses; the published views stay.
+ */
+export class RawInputGoneError extends NonRetryableBatchError {
+  override name = 'RawInputGoneError';
+  constructor(
+    readonly period: string,
+    readonly why: string,
+  ) {
+    super(`${period} cannot be recomputed: ${why}; its published views are kept (they were computed from the complete input)`);
+  }
+}
+
 /** The run was cancelled through its AbortSignal (Temporal cancellation). */
 export class BatchCancelledError extends Error {
   override name = 'BatchCancelledError';
@@ -74,4 +89,4 @@ export class BatchCancelledError extends Error {
  * (`retry: { nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES }`): Temporal
  * names a thrown error's type after its `name`, and subclasses have their own.
  */
-export const NON_RETRYABLE_ERROR_TYPES = ['NonRetryableBatchError', 'CorruptObjectError', 'MissingHoursError', 'QualityCheckError'] as const;
+export const NON_RETRYABLE_ERROR_TYPES = ['NonRetryableBatchError', 'CorruptObjectError', 'MissingHoursError', 'QualityCheckError', 'RawInputGoneError'] as const;

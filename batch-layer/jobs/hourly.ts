@@ -8,6 +8,7 @@ import { listObjects, withScratchDir } from '../lake-io';
 import { bucketOf, checkpoint, keepAlive, newRunId, parsePeriod, s3Of, type JobContext } from './context';
 import { Duck, emptyRawSelect, rawColumnsSelect, sqlList } from './duck';
 import { publish } from './publish';
+import { assertRawComplete } from './raw-guard';
 import { blameCorrupt, stage, uploadAll, verifyParquet } from './stage';
 
 /** Output tables of the hourly job, in the order they are computed (each reads the ones before). */
@@ -31,6 +32,7 @@ export async function runHourly(ctx: JobContext, hour: string, opts: RunOptions 
   const runId = opts.runId ?? newRunId('hourly', hour);
   const log = ctx.log.child({ job: 'hourly', hour, runId });
   const inputs = (await listObjects(s3Of(ctx), bucketOf(ctx), lakePaths.rawHourPrefix(hour))).filter((o) => o.key.endsWith('.parquet'));
+  await assertRawComplete(ctx, hour, inputs);
   log.info({ objects: inputs.length, bytes: inputs.reduce((n, o) => n + o.size, 0) }, 'hourly run started');
   checkpoint(ctx, { step: 'list', objects: inputs.length });
 

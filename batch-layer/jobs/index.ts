@@ -12,6 +12,7 @@ export {
   MissingHoursError,
   MissingPreviousDaysError,
   QualityCheckError,
+  RawInputGoneError,
   BatchCancelledError,
   NON_RETRYABLE_ERROR_TYPES,
 } from './errors';
@@ -30,5 +31,6 @@ export {
 } from './daily';
 export { compactHour, type CompactionManifest, type CompactionRecord, type CompactionResult } from './compaction';
 export { applyRetention, type RetentionOptions, type RetentionResult } from './retention';
-export { computeWatermark, listDirty, listPublished } from './watermark';
+export { computeWatermark, listDirty, listPublished, readPin } from './watermark';
+export { assertRawComplete } from './raw-guard';
 export { discardStaging } from './publish';

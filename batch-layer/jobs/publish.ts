@@ -3,8 +3,8 @@
  * manifest last (its existence is what "published" means), remove the staging
  * prefix, clear the dirty marker the run made obsolete, move the watermark.
  */
-import { copyObject, deleteObjects, getJson, listObjects, putJson } from '../lake-io';
-import { lakePaths, type DirtyMarker, type PeriodKind, type QualityCheck, type RunManifest } from '../../common/lake';
+import { clearDirtyMarker, copyObject, deleteObjects, listObjects, putJson } from '../lake-io';
+import { lakePaths, type PeriodKind, type QualityCheck, type RunManifest } from '../../common/lake';
 import { bucketOf, checkpoint, mapLimit, s3Of, type JobContext } from './context';
 import { QualityCheckError } from './errors';
 import { computeWatermark } from './watermark';
@@ -61,21 +61,18 @@ export async function publish(ctx: JobContext, input: PublishInput): Promise<Run
   };
   await putJson(s3Of(ctx), bucketOf(ctx), lakePaths.manifest(input.kind, input.period), manifest);
   await discardStaging(ctx, input.runId);
-  await clearDirty(ctx, input.kind, input.period, Date.parse(input.startedAt));
+  await clearDirty(ctx, input.kind, input.period, Date.parse(input.startedAt), input.runId);
   await computeWatermark(ctx);
   ctx.log.info({ kind: input.kind, period: input.period, runId: input.runId, rowCounts: input.rowCounts }, 'published');
   return manifest;
 }
 
-/** A marker written after the run started stays: the run may not have seen that late data. */
-async function clearDirty(ctx: JobContext, kind: PeriodKind, period: string, startedAtMs: number): Promise<void> {
-  const key = lakePaths.dirtyMarker(kind, period);
-  const marker = await getJson<DirtyMarker>(s3Of(ctx), bucketOf(ctx), key);
-  if (!marker) return;
-  if (marker.markedAt < startedAtMs) {
-    await deleteObjects(s3Of(ctx), bucketOf(ctx), [key]);
-    ctx.log.info({ kind, period, markedAt: marker.markedAt }, 'dirty marker cleared');
-  } else {
-    ctx.log.warn({ kind, period, markedAt: marker.markedAt, startedAt: startedAtMs }, 'late data arrived during the run; the period stays dirty');
-  }
+/**
+ * A marker written after the run started stays: the run may not have seen that late data.
+ * The clear is a conditional tombstone write, so a marker rewritten meanwhile is never lost.
+ */
+async function clearDirty(ctx: JobContext, kind: PeriodKind, period: string, startedAtMs: number, runId: string): Promise<void> {
+  const { outcome, marker } = await clearDirtyMarker(s3Of(ctx), bucketOf(ctx), kind, period, startedAtMs, runId);
+  if (outcome === 'cleared') ctx.log.info({ kind, period, markedAt: marker!.markedAt }, 'dirty marker cleared');
+  else if (outcome === 'kept') ctx.log.warn({ kind, period, markedAt: marker!.markedAt, startedAt: startedAtMs }, 'late data arrived during the run; the period stays dirty');
 }

@@ -2,10 +2,12 @@
  * Raw retention: remove raw days older than the configured age. A day is removed
  * only once its daily run is published and neither it nor any of its hours is
  * dirty — raw is the master dataset, and a day not yet folded into the batch
- * views would be lost for good.
+ * views would be lost for good. Each removed day gets a record under
+ * `_manifests/retention/raw/` first, and its periods then refuse to recompute
+ * (RawInputGoneError) instead of recomputing from what late data adds.
  */
-import { lakePaths } from '../../common/lake';
-import { deleteObjects, listObjects } from '../lake-io';
+import { lakePaths, type RawRetentionRecord } from '../../common/lake';
+import { deleteObjects, listObjects, putJson } from '../lake-io';
 import { DAY_MS, bucketOf, checkpoint, s3Of, type JobContext } from './context';
 import { NonRetryableBatchError } from './errors';
 import { listDirty, listPublished } from './watermark';
@@ -43,6 +45,9 @@ export async function applyRetention(ctx: JobContext, opts: RetentionOptions = {
     if (!published.has(day)) result.skipped.push({ day, reason: 'daily run not published' });
     else if (dirtyHere.length > 0) result.skipped.push({ day, reason: `dirty: ${dirtyHere.map((d) => d.period).join(', ')}` });
     else {
+      // Recorded before the delete: from here on the day's periods refuse to recompute (see raw-guard.ts).
+      const record: RawRetentionRecord = { day, removedAt: new Date().toISOString(), objects: keys.length, rawMaxAgeDays: maxAge };
+      await putJson(s3Of(ctx), bucketOf(ctx), lakePaths.rawRetention(day), record);
       await deleteObjects(s3Of(ctx), bucketOf(ctx), keys);
       result.deletedDays.push(day);
       result.deletedObjects += keys.length;

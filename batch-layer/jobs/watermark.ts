@@ -1,12 +1,16 @@
 /**
  * The batch watermark and dirty markers. The watermark is recomputed from the
- * manifests after every publish: the end of the contiguous run of published,
- * clean periods that starts at the earliest published one. A dirty period
- * (late data) stops it, so serving never reads a stale batch view as exact.
+ * manifests after every publish: the end of the latest contiguous run of
+ * published, clean periods (the run that ends at the newest clean one), so one
+ * ancient period (a device clock in 2015) or one dirty period never drags it
+ * back. It is written with If-Match on the version read (If-None-Match for the
+ * first), retried on a conflict, so concurrent publishes never lose each
+ * other's update. The operator's pin is a separate object (`_manifests/pin.json`)
+ * that only the pin endpoint writes.
  */
 import { HOUR_MS, DAY_MS, bucketOf, s3Of, type JobContext } from './context';
-import { getJson, listObjects, putJson } from '../lake-io';
-import { dayStartMs, hourStartMs, lakePaths, type DirtyMarker, type PeriodKind, type Watermark } from '../../common/lake';
+import { getJson, getJsonWithEtag, isOpenMarker, listObjects, putJsonIf } from '../lake-io';
+import { dayStartMs, hourStartMs, lakePaths, latestCleanRun, type DirtyMarker, type PeriodKind, type Pin, type Watermark } from '../../common/lake';
 
 const MANIFEST_RE = {
   hourly: /dt=(\d{4}-\d{2}-\d{2})\/hour=(\d{2})\.json$/,
@@ -33,7 +37,7 @@ export async function listPublished(ctx: JobContext, kind: PeriodKind): Promise<
     .sort();
 }
 
-/** Every dirty marker, hourly then daily, each ascending by period. */
+/** Every open dirty marker (tombstones of cleared ones left out), hourly then daily, each ascending by period. */
 export async function listDirty(ctx: JobContext): Promise<DirtyMarker[]> {
   const out: DirtyMarker[] = [];
   for (const kind of ['hourly', 'daily'] as const) {
@@ -44,38 +48,57 @@ export async function listDirty(ctx: JobContext): Promise<DirtyMarker[]> {
       .sort();
     for (const period of periods) {
       const marker = await getJson<DirtyMarker>(s3Of(ctx), bucketOf(ctx), lakePaths.dirtyMarker(kind, period));
-      if (marker) out.push(marker);
+      if (isOpenMarker(marker)) out.push(marker);
     }
   }
   return out;
 }
 
-function contiguousEnd(published: readonly string[], dirty: ReadonlySet<string>, startOf: (p: string) => number, size: number): number | null {
-  if (published.length === 0) return null;
-  const clean = new Set(published.filter((p) => !dirty.has(p)).map(startOf));
-  let t = startOf(published[0]);
-  let end: number | null = null;
-  while (clean.has(t)) {
-    t += size;
-    end = t;
-  }
-  return end;
+/** The operator's pin, or null. A pin written by an older version inside watermark.json is still honoured. */
+export async function readPin(ctx: JobContext): Promise<number | null> {
+  const pin = await getJson<Pin>(s3Of(ctx), bucketOf(ctx), lakePaths.pin);
+  if (pin) return pin.pinnedEnd;
+  return (await getJson<Watermark>(s3Of(ctx), bucketOf(ctx), lakePaths.watermark))?.pinnedEnd ?? null;
 }
 
-/** Recomputes and writes `_manifests/watermark.json`, keeping an operator's pin. */
+function runOf(published: readonly string[], dirty: ReadonlySet<string>, startOf: (p: string) => number, size: number) {
+  return latestCleanRun(
+    published.map(startOf),
+    new Set([...dirty].map(startOf)),
+    size,
+  );
+}
+
+/** Recomputes and writes `_manifests/watermark.json` (conditionally; see the module comment). */
 export async function computeWatermark(ctx: JobContext): Promise<Watermark> {
-  const dirty = await listDirty(ctx);
-  const dirtyOf = (kind: PeriodKind) => new Set(dirty.filter((d) => d.kind === kind).map((d) => d.period));
-  const hourly = await listPublished(ctx, 'hourly');
-  const daily = await listPublished(ctx, 'daily');
-  const previous = await getJson<Watermark>(s3Of(ctx), bucketOf(ctx), lakePaths.watermark);
-  const watermark: Watermark = {
-    hourlyEnd: contiguousEnd(hourly, dirtyOf('hourly'), hourStartMs, HOUR_MS),
-    dailyEnd: contiguousEnd(daily, dirtyOf('daily'), dayStartMs, DAY_MS),
-    pinnedEnd: previous?.pinnedEnd ?? null,
-    updatedAt: new Date().toISOString(),
-  };
-  await putJson(s3Of(ctx), bucketOf(ctx), lakePaths.watermark, watermark);
-  ctx.log.info({ hourlyEnd: watermark.hourlyEnd, dailyEnd: watermark.dailyEnd }, 'watermark updated');
-  return watermark;
+  const s3 = s3Of(ctx);
+  const bucket = bucketOf(ctx);
+  for (let attempt = 0; ; attempt++) {
+    // Read first: a listing made after this read includes everything the version we replace was computed from.
+    const previous = await getJsonWithEtag<Watermark>(s3, bucket, lakePaths.watermark);
+    const dirty = await listDirty(ctx);
+    const dirtyOf = (kind: PeriodKind) => new Set(dirty.filter((d) => d.kind === kind).map((d) => d.period));
+    const hourly = runOf(await listPublished(ctx, 'hourly'), dirtyOf('hourly'), hourStartMs, HOUR_MS);
+    const daily = runOf(await listPublished(ctx, 'daily'), dirtyOf('daily'), dayStartMs, DAY_MS);
+    const legacyPin = previous?.value.pinnedEnd ?? null;
+    if (legacyPin !== null && !(await getJson<Pin>(s3, bucket, lakePaths.pin))) {
+      // Carry a pin from the old single-object layout over to its own object before dropping it here.
+      await putJsonIf(s3, bucket, lakePaths.pin, { pinnedEnd: legacyPin, updatedAt: new Date().toISOString(), keyId: 'migrated', requestId: 'watermark.json' } satisfies Pin, { ifNoneMatch: '*' });
+    }
+    const watermark: Watermark = {
+      hourlyEnd: hourly.end,
+      hourlyStart: hourly.start,
+      dailyEnd: daily.end,
+      dailyStart: daily.start,
+      updatedAt: new Date().toISOString(),
+    };
+    const written = await putJsonIf(s3, bucket, lakePaths.watermark, watermark, previous ? { ifMatch: previous.etag } : { ifNoneMatch: '*' });
+    if (written !== null) {
+      const pinnedEnd = await readPin(ctx);
+      ctx.log.info({ hourlyEnd: watermark.hourlyEnd, dailyEnd: watermark.dailyEnd, pinnedEnd, attempt }, 'watermark updated');
+      return { ...watermark, pinnedEnd };
+    }
+    if (attempt >= 20) throw new Error('watermark.json kept changing under 20 attempts to update it');
+    ctx.log.debug({ attempt }, 'watermark changed while it was computed; recomputing');
+  }
 }

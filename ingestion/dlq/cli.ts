@@ -3,15 +3,22 @@
  * (raw/dlq/), summarised by reason, and replayed through the collector after a
  * fix. Replayed events are validated again; ids that already made it in are
  * de-duplicated downstream by event_id, so a replay never double counts.
+ *
+ * `too_late` letters (older than the lateness horizon) are rejected again by the
+ * collector by design. `replay --accept-too-late` is the operator's explicit
+ * override: those letters are validated here without the horizon, at the time
+ * the collector first received them (so a sent_at correction comes out the
+ * same), and produced straight to events.raw; the command then names the hours
+ * and days they fall in and the backfill that recomputes them.
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
-import { s3Client } from '../../common/clients';
+import { kafkaClient, s3Client } from '../../common/clients';
 import { config } from '../../common/config';
-import { DLQ_REASONS, type DlqReason } from '../../common/contract';
-import { DAY_RE } from '../../common/lake';
+import { DLQ_REASONS, validateEvent, type DlqReason, type EventRecord } from '../../common/contract';
+import { DAY_RE, dayId, hourId } from '../../common/lake';
 import { LAKE_VIEWS, LakeSession } from '../../batch-layer/lake-cli/catalog';
 
 const DLQ_VIEW = LAKE_VIEWS.find((v) => v.name === 'dlq')!;
@@ -84,12 +91,21 @@ withRange(program.command('replay').description('send the original texts through
   .option('--api-key <key>', 'collector API key', config().collector.apiKeys[0])
   .option('--batch-size <n>', 'events per request', (v) => Number(v), 500)
   .option('--dry-run', 'only say what would be sent', false)
-  .action(async (flags: RangeFlags & { url: string; apiKey: string; batchSize: number; dryRun: boolean }) => {
-    const rows = await deadLetters(flags);
-    if (flags.dryRun || rows.length === 0) {
+  .option(
+    '--accept-too-late',
+    'also take too_late letters in, past the lateness horizon: produced straight to events.raw (the collector would reject them again); follow with the backfill it prints',
+    false,
+  )
+  .action(async (flags: RangeFlags & { url: string; apiKey: string; batchSize: number; dryRun: boolean; acceptTooLate: boolean }) => {
+    const all = await deadLetters(flags);
+    const late = flags.acceptTooLate ? all.filter((r) => r.reason === 'too_late') : [];
+    const rows = flags.acceptTooLate ? all.filter((r) => r.reason !== 'too_late') : all;
+    if (flags.dryRun || all.length === 0) {
       process.stdout.write(`${rows.length} dead letters would be replayed to ${flags.url}\n`);
+      if (flags.acceptTooLate) process.stdout.write(`${late.length} too_late letters would be produced to events.raw\n`);
       return;
     }
+    if (late.length > 0) await replayTooLate(late);
     const tally = { sent: 0, accepted: 0, rejected: new Map<string, number>() };
     // One-line texts go as NDJSON batches; a multi-line body (a whole request that did not parse) goes alone, as sent.
     const single = rows.filter((r) => r.raw.includes('\n'));
@@ -120,6 +136,51 @@ withRange(program.command('replay').description('send the original texts through
     const rejected = [...tally.rejected].map(([k, v]) => `${k} ${v}`).join(', ') || 'none';
     process.stdout.write(`replayed ${tally.sent}: accepted ${tally.accepted}; rejected again: ${rejected}\n`);
   });
+
+/** The explicit override for too_late letters: validate without the horizon, produce to events.raw, name the backfill. */
+async function replayTooLate(rows: { raw: string; received_at: number }[]): Promise<void> {
+  const cfg = config();
+  const records: EventRecord[] = [];
+  const invalid = new Map<string, number>();
+  for (const r of rows) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(r.raw);
+    } catch {
+      invalid.set('malformed_json', (invalid.get('malformed_json') ?? 0) + 1);
+      continue;
+    }
+    const v = validateEvent(parsed, Number(r.received_at), { latenessHorizonMs: Number.POSITIVE_INFINITY });
+    if (v.ok) records.push(v.record);
+    else invalid.set(v.reason, (invalid.get(v.reason) ?? 0) + 1);
+  }
+  if (records.length > 0) {
+    const producer = kafkaClient(cfg, `${cfg.kafka.clientId}-dlq-replay`).producer({ idempotent: true, maxInFlightRequests: 1 });
+    await producer.connect();
+    try {
+      for (let i = 0; i < records.length; i += 500) {
+        await producer.send({
+          topic: cfg.kafka.rawTopic,
+          acks: -1,
+          messages: records.slice(i, i + 500).map((rec) => ({ key: rec.user_id, value: JSON.stringify(rec) })),
+        });
+      }
+    } finally {
+      await producer.disconnect();
+    }
+  }
+  const hours = [...new Set(records.map((r) => hourId(r.ts)))].sort();
+  const days = [...new Set(records.map((r) => dayId(r.ts)))].sort();
+  const rejected = [...invalid].map(([k, v]) => `${k} ${v}`).join(', ') || 'none';
+  process.stdout.write(`too_late: produced ${records.length} to ${cfg.kafka.rawTopic}; rejected: ${rejected}\n`);
+  if (days.length > 0) {
+    process.stdout.write(
+      `they fall in ${hours.length} hour(s) of ${days.length} day(s) (${days[0]} … ${days[days.length - 1]}). Once the lake writer has landed them,\n` +
+        `recompute with: npm run backfill -- --from ${days[0]} --to ${days[days.length - 1]} --kind daily\n` +
+        `(a day whose raw input retention removed refuses to recompute: RawInputGoneError)\n`,
+    );
+  }
+}
 
 program.parseAsync().catch((err: unknown) => {
   process.stderr.write(`dlq: ${(err as Error).message}\n`);
