@@ -168,6 +168,13 @@ export function loadConfig(env: Env = process.env) {
       partSizeBytes: int(env, 'LAKE_PART_SIZE_BYTES', 16 * 1024 * 1024, 5 * 1024 * 1024),
       /** How long a crashed writer holds its partitions before the group hands them to another member. */
       sessionTimeoutMs: int(env, 'LAKE_SESSION_TIMEOUT_MS', 30_000, 6_000),
+      /**
+       * Consumer-lag alerts on the lake group (raised by the serving layer): more messages than this behind,
+       * or no committed progress for this long while behind. Files roll after LAKE_ROLL_AGE_SEC, so its
+       * offsets normally trail by that much traffic.
+       */
+      alertMaxLag: int(env, 'LAKE_ALERT_MAX_LAG', 2_000_000, 0),
+      alertMaxStallMs: int(env, 'LAKE_ALERT_MAX_STALL_MS', 5 * 60_000, 1000),
       /** /metrics and /health of the lake writer (0 = any free port). */
       host: str(env, 'LAKE_WRITER_HOST', '0.0.0.0'),
       port: int(env, 'LAKE_WRITER_PORT', 9471, 0),
@@ -198,6 +205,16 @@ export function loadConfig(env: Env = process.env) {
       redisTimeoutMs: int(env, 'SPEED_REDIS_TIMEOUT_MS', 10_000, 100),
       /** A killed consumer's partitions move to the others after this long (Kafka's minimum is 6 s). */
       sessionTimeoutMs: int(env, 'SPEED_SESSION_TIMEOUT_MS', 30_000, 6000),
+      /**
+       * Bounds of one Redis step (one script call): a consumed batch whose fold would exceed any of them is
+       * applied as several steps, each over a sub-range of offsets with its own offset guard. What a step
+       * costs Redis (and blocks it for) grows with its arguments, not with the events behind them.
+       */
+      stepMaxArgs: int(env, 'SPEED_STEP_MAX_ARGS', 50_000, 1000),
+      stepMaxKeys: int(env, 'SPEED_STEP_MAX_KEYS', 5_000, 100),
+      stepMaxBytes: int(env, 'SPEED_STEP_MAX_BYTES', 4 * 1024 * 1024, 64 * 1024),
+      /** /health turns degraded once the same step failed this many times in a row. */
+      degradedAfterFailures: int(env, 'SPEED_DEGRADED_AFTER_FAILURES', 3, 1),
       alerts: {
         intervalMs: int(env, 'SPEED_ALERT_INTERVAL_MS', 5000, 100),
         /** Rates are measured over this trailing window. */
@@ -206,6 +223,8 @@ export function loadConfig(env: Env = process.env) {
         /** 0 disables the rule: an idle dev stack is not an incident. */
         minEventsPerSec: int(env, 'SPEED_ALERT_MIN_EVENTS_PER_SEC', 0, 0),
         maxLag: int(env, 'SPEED_ALERT_MAX_LAG', 100_000, 0),
+        /** The speed group behind with no committed progress for this long (raised by the serving layer). */
+        maxStallMs: int(env, 'SPEED_ALERT_MAX_STALL_MS', 60_000, 1000),
         maxLatencyMs: int(env, 'SPEED_ALERT_MAX_LATENCY_MS', 5000, 0),
       },
     },
