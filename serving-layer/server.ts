@@ -60,11 +60,17 @@ export interface ServerDeps {
   defaultMetrics?: boolean;
 }
 
+/** What every keyed route may also answer: no or wrong key, over its rate, a dependency down (with a request id). */
+const GUARDED = { 401: S.errorSchema, 429: S.errorSchema, 503: S.errorSchema } as const;
+
+/** 9999-12-31T23:59:59.999Z: a time beyond it is a typo (or a fuzzer), and past 2^53 it is not even an exact integer. */
+const MAX_TIME_MS = 253_402_300_799_999;
+
 const DEFAULT_SPAN: Record<Granularity, number> = { second: 60_000, minute: 3_600_000, hour: 86_400_000, day: 7 * 86_400_000 };
 
 function parseTime(raw: string, parameter: string): number {
   const ms = /^\d+$/.test(raw) ? Number(raw) : Date.parse(/T.*(Z|[+-]\d{2}:\d{2})$/.test(raw) || !raw.includes('T') ? raw : `${raw}Z`);
-  if (!Number.isFinite(ms)) throw new MergeError(parameter, `${parameter} is not a valid time: ${raw}`);
+  if (!Number.isFinite(ms) || ms > MAX_TIME_MS) throw new MergeError(parameter, `${parameter} is not a valid time: ${raw}`);
   return ms;
 }
 
@@ -322,7 +328,7 @@ export async function buildServer(cfg: Config, deps: ServerDeps): Promise<Fastif
           tags: ['metrics'],
           summary: opts.summary,
           querystring: opts.querystring,
-          response: { 200: S.mergedResponse(opts.value, opts.summary), 400: S.errorSchema, 401: S.errorSchema, 429: S.errorSchema },
+          response: { 200: S.mergedResponse(opts.value, opts.summary), 400: S.errorSchema, ...GUARDED },
         },
       },
       async (req) => {
@@ -438,7 +444,7 @@ export async function buildServer(cfg: Config, deps: ServerDeps): Promise<Fastif
 
   app.get<{ Params: { metric: string } }>(
     '/v1/metrics/:metric',
-    { config: { access: 'read' }, schema: { hide: true, params: { type: 'object', properties: { metric: { type: 'string' } } }, response: { 404: S.errorSchema } } },
+    { config: { access: 'read' }, schema: { hide: true, params: { type: 'object', properties: { metric: { type: 'string' } } }, response: { 404: S.errorSchema, ...GUARDED } } },
     async (req, reply) => reply.code(404).send({ error: 'unknown_metric', metric: req.params.metric, message: `no metric named ${req.params.metric}`, known: metricNames }),
   );
 
@@ -450,7 +456,7 @@ export async function buildServer(cfg: Config, deps: ServerDeps): Promise<Fastif
       schema: {
         tags: ['operations'],
         summary: 'The batch watermark (what is exact) and the speed layer freshness (how live)',
-        response: { 200: { type: 'object', properties: { now: { type: 'integer' }, watermark: S.watermarkSchema, freshness: S.freshnessSchema, live: { type: 'object', properties: { active_users_5m: { type: 'integer' }, open_sessions_30m: { type: 'integer' } } } } } },
+        response: { 200: { type: 'object', properties: { now: { type: 'integer' }, watermark: S.watermarkSchema, freshness: S.freshnessSchema, live: { type: 'object', properties: { active_users_5m: { type: 'integer' }, open_sessions_30m: { type: 'integer' } } } } }, ...GUARDED },
       },
     },
     async () => {
@@ -460,7 +466,7 @@ export async function buildServer(cfg: Config, deps: ServerDeps): Promise<Fastif
     },
   );
 
-  app.get('/v1/alerts', { config: { access: 'read' }, schema: { tags: ['operations'], summary: 'Alerts firing now (speed-layer rules and the serving layer’s batch-lag rule)', response: { 200: S.alertsResponse } } }, async () => {
+  app.get('/v1/alerts', { config: { access: 'read' }, schema: { tags: ['operations'], summary: 'Alerts firing now (speed-layer rules and the serving layer’s batch-lag rule)', response: { 200: S.alertsResponse, ...GUARDED } } }, async () => {
     const t = now();
     const speed = (await readAlerts(redis, cfg)).map((a) => ({ ...a, layer: 'speed' as const }));
     const serving: Array<{ rule: string; layer: 'serving'; since: number; value: number; threshold: number; message: string }> = [];
@@ -481,8 +487,8 @@ export async function buildServer(cfg: Config, deps: ServerDeps): Promise<Fastif
       schema: {
         tags: ['admin'],
         summary: 'Pin the watermark (serving uses min(pin, computed)); null clears the pin. Needs an admin key.',
-        body: { type: 'object', required: ['pinned_end'], additionalProperties: false, properties: { pinned_end: { type: ['integer', 'null'], minimum: 0 } } },
-        response: { 200: { type: 'object', properties: { watermark: S.watermarkSchema } }, 400: S.errorSchema, 401: S.errorSchema },
+        body: { type: 'object', required: ['pinned_end'], additionalProperties: false, properties: { pinned_end: { type: ['integer', 'null'], minimum: 0, maximum: MAX_TIME_MS } } },
+        response: { 200: { type: 'object', properties: { watermark: S.watermarkSchema } }, 400: S.errorSchema, ...GUARDED },
       },
     },
     async (req) => {
@@ -496,7 +502,7 @@ export async function buildServer(cfg: Config, deps: ServerDeps): Promise<Fastif
     },
   );
 
-  app.get('/health', { config: { access: 'none' }, schema: { tags: ['operations'], summary: 'Liveness of the dependencies', response: { 200: { type: 'object', additionalProperties: true }, 503: { type: 'object', additionalProperties: true } } } }, async (_req, reply) => {
+  app.get('/health', { config: { access: 'none' }, schema: { tags: ['operations'], summary: 'Liveness of the dependencies (no key needed)', security: [], response: { 200: { type: 'object', additionalProperties: true }, 503: { type: 'object', additionalProperties: true } } } }, async (_req, reply) => {
     const redisOk = await redis.ping().then(
       () => true,
       () => false,

@@ -7,7 +7,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import swagger from '@fastify/swagger';
 import Fastify, { LogController, type FastifyInstance, type FastifyReply, type RawServerDefault } from 'fastify';
 import type { Config } from '../../common/config';
-import { validateEvent, type DeadLetter, type DlqReason } from '../../common/contract';
+import { eventSchemaV1, validateEvent, type DeadLetter, type DlqReason } from '../../common/contract';
 import { authPlugin, KeyRing } from '../../common/http/auth';
 import { checkProductionSettings } from '../../common/http/production';
 import { exposeRequestId, genReqId } from '../../common/http/request-id';
@@ -89,6 +89,12 @@ const healthSchema = {
     in_flight_bytes: { type: 'integer' },
   },
 } as const;
+
+/** The request body as the OpenAPI document shows it: one event of the contract, or an array of them. */
+function eventsBodyDoc(maxEvents: number) {
+  const { $id: _id, ...event } = eventSchemaV1;
+  return { oneOf: [event, { type: 'array', minItems: 1, maxItems: maxEvents, items: event }] };
+}
 
 interface EventResult {
   index: number;
@@ -226,6 +232,9 @@ export function buildCollector(cfg: Config, deps: CollectorDeps = {}): Collector
       },
       components: { securitySchemes: { apiKey: { type: 'apiKey', in: 'header', name: 'x-api-key' } } },
     },
+    // The document describes the events the contract accepts; the route itself validates nothing up front, since
+    // an invalid event must be answered per event and dead-lettered with its reason, not refused as a whole.
+    transform: ({ schema, url, route }) => (url === '/v1/events' && route.method === 'POST' ? { schema: { ...schema, body: eventsBodyDoc(c.maxBatchEvents) }, url } : { schema, url }),
   });
   app.register(async (routes) => {
     routes.post(
@@ -237,7 +246,6 @@ export function buildCollector(cfg: Config, deps: CollectorDeps = {}): Collector
           summary: 'Send events',
           security: [{ apiKey: [] }],
           consumes: ['application/json', 'application/x-ndjson', 'application/json-seq'],
-          body: {},
           response: { 200: replySchema, 400: errorSchema, 401: errorSchema, 413: errorSchema, 415: errorSchema, 429: errorSchema, 503: errorSchema },
         },
       },

@@ -242,6 +242,25 @@ describe('serving layer: rate limits, errors, production settings', () => {
     }
   });
 
+  it('refuses a pin or a time beyond year 9999 (found by the fuzzer: a pin of 1.5e38 broke every reply schema)', async () => {
+    const store = await BatchStore.open(cfg, s3Client(cfg), pino({ level: 'silent' }));
+    const redis = redisClient(cfg);
+    const app = await buildServer(cfg, { redis, store });
+    try {
+      const pin = await app.inject({ method: 'PUT', url: '/v1/admin/watermark', payload: '{"pinned_end":1.4933395172136595e+38}', headers: { 'x-api-key': ADMIN, 'content-type': 'application/json' } });
+      expect(pin.statusCode).toBe(400);
+      expect(pin.json()).toMatchObject({ parameter: 'pinned_end' });
+      expect(store.watermark().pinnedEnd).toBeNull();
+      const far = await app.inject({ url: '/v1/metrics/events?granularity=day&from=99999999999999999', headers: { 'x-api-key': ADMIN } });
+      expect(far.statusCode).toBe(400);
+      expect(far.json()).toMatchObject({ parameter: 'from' });
+    } finally {
+      await app.close();
+      await store.close();
+      redis.disconnect();
+    }
+  });
+
   it('a failing dependency answers 503 with a request id, and its message stays in the log', async () => {
     const lines: string[] = [];
     const log = pino({ level: 'info' }, new Writable({ write: (c: Buffer, _e, cb) => (lines.push(c.toString()), cb()) }));
