@@ -9,7 +9,7 @@ import type { DuckDBValue } from '@duckdb/node-api';
 import type { Redis } from 'ioredis';
 import type { Config } from '../common/config';
 import { ALL, BUCKET_MS, bucketStart, dayOf, type Granularity } from '../common/contract';
-import { HLL_STANDARD_ERROR, covered, readBinge, speedKeys } from '../common/speed-keys';
+import { HLL_STANDARD_ERROR, covered, hllErrorBound, readBinge, speedKeys } from '../common/speed-keys';
 import type { Row } from './batch-store';
 import type { LayerQuery, LayerRows, MetricDef, SeriesKey } from './merge';
 
@@ -208,6 +208,7 @@ export function activeUsersMetric(src: Sources): MetricDef<UsersParams, number> 
     speed: {
       granularities: ['minute', 'hour', 'day'],
       relativeStdError: HLL_STANDARD_ERROR,
+      errorOf: hllErrorBound,
       covers: (b, g, now) => covered(cfg, g, b, now),
       async read(q) {
         // Per-bucket PFCOUNTs only: readActiveUsers' range-wide union is not part of a bucketed answer.
