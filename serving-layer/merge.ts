@@ -79,6 +79,8 @@ export interface SpeedReader<P, V> {
   read(q: LayerQuery<P>): Promise<LayerRows<V>>;
   /** Values the speed layer estimates (HLL) carry this relative standard error. */
   relativeStdError?: number;
+  /** The measured error of an estimate of this size (overrides relativeStdError's textbook interval). */
+  errorOf?: (estimate: number) => { relativeStdError: number; ci95: number };
 }
 
 export interface MetricDef<P, V> {
@@ -264,7 +266,11 @@ export async function merge<P, V>(
         const value = layer.get(id)?.get(start) ?? def.zero(key);
         const bucket: Bucket<V> = { start, source, exact: source === 'batch', covered: true, value };
         if (source === 'speed' && rse !== undefined && def.estimateOf) {
-          bucket.error = { method: 'hyperloglog', relative_std_error: rse, ci95: 1.96 * rse * def.estimateOf(value) };
+          const estimate = def.estimateOf(value);
+          const bound = speed?.errorOf?.(estimate);
+          bucket.error = bound
+            ? { method: 'hyperloglog', relative_std_error: bound.relativeStdError, ci95: bound.ci95 }
+            : { method: 'hyperloglog', relative_std_error: rse, ci95: 1.96 * rse * estimate };
         }
         return bucket;
       }),
