@@ -155,6 +155,13 @@ export function loadConfig(env: Env = process.env) {
       latenessHorizonMs: int(env, 'BATCH_LATENESS_HORIZON_MS', 7 * 24 * 3600 * 1000, 3_600_000),
       /** How often the serving layer lists dirty markers: late data leaves the exact view within this. */
       dirtyPollMs: int(env, 'BATCH_DIRTY_POLL_MS', 2_000, 100),
+      /** Dead letters (raw/dlq/) older than this many days of arrival are removed by the retention run (0 keeps them). */
+      dlqMaxAgeDays: int(env, 'BATCH_DLQ_MAX_AGE_DAYS', 90, 0),
+      /**
+       * processed/events and processed/sessions of days older than this are removed (0 keeps them);
+       * must exceed BATCH_RAW_MAX_AGE_DAYS. aggregated/ and user_daily_activity are kept.
+       */
+      processedMaxAgeDays: int(env, 'BATCH_PROCESSED_MAX_AGE_DAYS', 0, 0),
     },
     lake: {
       /** A raw file rolls when its buffered records reach this many bytes (their flat NDJSON encoding, before Parquet/zstd). */
@@ -255,6 +262,8 @@ export function loadConfig(env: Env = process.env) {
       reconcileEveryMin: int(env, 'SCHEDULE_RECONCILE_EVERY_MIN', 15, 1),
       /** Hour (UTC) of the daily raw-retention run. */
       retentionHour: int(env, 'SCHEDULE_RETENTION_HOUR', 3, 0),
+      /** Hour (UTC) of the daily compaction of the previous day's raw objects. */
+      compactHour: int(env, 'SCHEDULE_COMPACT_HOUR', 2, 0),
       /** After downtime, missed schedule runs younger than this are still started. */
       catchupWindowSec: int(env, 'SCHEDULE_CATCHUP_WINDOW_SEC', 24 * 3600, 10),
       backfillConcurrency: int(env, 'BACKFILL_CONCURRENCY', 4, 1),

@@ -19,6 +19,7 @@
  *   _manifests/pin.json                                                                  an operator's pin (its own object)
  *   _manifests/audit/pin/<iso-time>-<requestId>.json                                     who set which pin, when
  *   _manifests/retention/raw/dt=YYYY-MM-DD.json                                          raw of this day was removed
+ *   _manifests/retention/processed/dt=YYYY-MM-DD.json                                    processed/events+sessions of this day were removed
  */
 
 export type Zone = 'processed' | 'aggregated';
@@ -115,6 +116,11 @@ export const lakePaths = {
   pinAudit(at: Date, requestId: string): string {
     const safe = requestId.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 128) || 'none';
     return `${lakePaths.pinAuditPrefix}${at.toISOString()}-${safe}.json`;
+  },
+  /** Written before processed retention deletes a day's processed/events and processed/sessions. */
+  processedRetention(day: string): string {
+    dayStartMs(day);
+    return `_manifests/retention/processed/dt=${day}.json`;
   },
   rawRetentionPrefix: '_manifests/retention/raw/',
   /** Written before retention deletes a raw day: from then on the day's periods must not be recomputed from what is left. */
@@ -251,13 +257,14 @@ export interface DirtyMarker {
   clearedBy?: string;
 }
 
-/** `_manifests/retention/raw/dt=…json`: raw retention removed (or is removing) this day's raw objects. */
+/** `_manifests/retention/<zone>/dt=…json`: retention removed (or is removing) this day's objects of the zone. */
 export interface RawRetentionRecord {
+  zone: 'raw' | 'processed';
   day: string;
   removedAt: string;
   objects: number;
   /** The configured age that made the day eligible. */
-  rawMaxAgeDays: number;
+  maxAgeDays: number;
 }
 
 /** Columns of the dead-letter Parquet under raw/dlq/, as DuckDB types. */

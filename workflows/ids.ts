@@ -22,7 +22,7 @@ export function compactWorkflowId(prefix: string, day: string): string {
   return `${prefix}compact-${day}`;
 }
 
-export const SCHEDULE_NAMES = ['hourly', 'daily', 'reconcile', 'retention'] as const;
+export const SCHEDULE_NAMES = ['hourly', 'daily', 'reconcile', 'retention', 'compact'] as const;
 export type ScheduleName = (typeof SCHEDULE_NAMES)[number];
 
 export function scheduleId(prefix: string, name: ScheduleName): string {

@@ -48,6 +48,13 @@ export function scheduleDefinitions(cfg: Config): Record<ScheduleName, ScheduleO
       action: base('retention', 'applyRetention', 'retention'),
       policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow },
     },
+    compact: {
+      scheduleId: scheduleId(o.scheduleIdPrefix, 'compact'),
+      spec: { cronExpressions: [`0 ${o.compactHour % 24} * * *`] },
+      // Compacts the day before the scheduled time; a skipped round leaves small objects, loses nothing.
+      action: base('compact', 'compactLake', 'compact'),
+      policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow },
+    },
   };
 }
 

@@ -423,9 +423,18 @@ export interface CompactResult {
   outputs: number;
 }
 
-/** Merges each hour's small raw objects of a day into few large ones. */
-export async function compactLake(day: string): Promise<CompactResult> {
+/**
+ * Merges each hour's small raw objects of a day into few large ones. Without a day
+ * (the `compact` schedule), the day before the scheduled time: its hours are
+ * published by then, and later late data only adds objects beside the merged ones.
+ */
+export async function compactLake(day?: string): Promise<CompactResult> {
   const s = await orchestrationSettings();
+  if (day === undefined) {
+    const info = workflowInfo();
+    day = previousDay((info.typedSearchAttributes.get(SCHEDULED_START_TIME) ?? info.startTime).getTime());
+    upsertSearchAttributes([{ key: BATCH_PERIOD, value: day }]);
+  }
   requirePeriod('daily', day);
   const { heavy } = activitiesFor(s);
   const hours = Array.from({ length: 24 }, (_, h) => `${day}T${String(h).padStart(2, '0')}`);

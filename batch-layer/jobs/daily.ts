@@ -13,11 +13,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { BINGE_WINDOW_MS } from '../../common/contract';
-import { lakePaths, type QualityCheck, type RunManifest } from '../../common/lake';
+import { lakePaths, type QualityCheck, type RawRetentionRecord, type RunManifest } from '../../common/lake';
 import { getJson, listObjects, putDirtyMarker, putJson, withScratchDir, type LakeObject } from '../lake-io';
 import { bucketOf, checkpoint, hoursOfDay, keepAlive, newRunId, parsePeriod, previousDay, s3Of, timed, type JobContext } from './context';
 import { Duck, sqlList, sqlString } from './duck';
-import { MissingHoursError, MissingPreviousDaysError, NonRetryableBatchError } from './errors';
+import { MissingHoursError, MissingPreviousDaysError, NonRetryableBatchError, RawInputGoneError } from './errors';
 import { discardStaging, publish } from './publish';
 import { blameCorrupt, stage, uploadAll, verifyParquet, type StagedObject } from './stage';
 import { listDirty, listPublished } from './watermark';
@@ -169,6 +169,12 @@ async function readPlan(ctx: JobContext, day: string, runId: string): Promise<Da
   return plan;
 }
 
+/** Processed retention removed `of`'s processed events: refuse rather than compute `day` from what is left. */
+async function refuseIfProcessedGone(ctx: JobContext, day: string, of: string): Promise<void> {
+  const removed = await getJson<RawRetentionRecord>(s3Of(ctx), bucketOf(ctx), lakePaths.processedRetention(of));
+  if (removed) throw new RawInputGoneError(day, `processed retention removed the processed events of ${of} at ${removed.removedAt}`);
+}
+
 async function objectOf(ctx: JobContext, key: string): Promise<LakeObject> {
   const [o] = (await listObjects(s3Of(ctx), bucketOf(ctx), key)).filter((x) => x.key === key);
   if (!o) throw new NonRetryableBatchError(`published object ${key} is missing`);
@@ -185,6 +191,7 @@ export async function prepareDaily(ctx: JobContext, day: string, runId: string, 
   const startedAt = new Date().toISOString();
   const log = ctx.log.child({ job: 'daily', day, runId, step: 'prepare' });
 
+  await refuseIfProcessedGone(ctx, day, day);
   const published = new Set(await listPublished(ctx, 'hourly'));
   const dirtyHours = new Set((await listDirty(ctx)).filter((d) => d.kind === 'hourly').map((d) => d.period));
   const usable = (h: string) => published.has(h) && !dirtyHours.has(h);
@@ -213,6 +220,7 @@ export async function prepareDaily(ctx: JobContext, day: string, runId: string, 
   const unpublishedDays = [...new Set([...published].map((h) => h.slice(0, 10)))].filter((d) => d < day && !historySet.has(d)).sort();
   if (unpublishedDays.length > 0) throw new MissingPreviousDaysError(day, unpublishedDays);
 
+  if (prevUsed.length > 0) await refuseIfProcessedGone(ctx, day, prevDay);
   const dayObjects = await Promise.all(hoursOfDay(day).map((h) => objectOf(ctx, lakePaths.table('processed', 'events', h))));
   const prevObjects = await Promise.all(prevUsed.map((h) => objectOf(ctx, lakePaths.table('processed', 'events', h))));
   const historyObjects = await Promise.all(historyDays.map((d) => objectOf(ctx, lakePaths.table('processed', 'user_daily_activity', d))));

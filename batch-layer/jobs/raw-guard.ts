@@ -21,7 +21,7 @@ export async function assertRawComplete(ctx: JobContext, hour: string, present: 
   const day = hour.slice(0, 10);
   const retention = await getJson<RawRetentionRecord>(s3, bucket, lakePaths.rawRetention(day));
   if (retention) {
-    throw new RawInputGoneError(hour, `raw retention removed day ${day} at ${retention.removedAt} (older than ${retention.rawMaxAgeDays} days)`);
+    throw new RawInputGoneError(hour, `raw retention removed day ${day} at ${retention.removedAt} (older than ${retention.maxAgeDays} days)`);
   }
   const published = await getJson<RunManifest>(s3, bucket, lakePaths.manifest('hourly', hour));
   if (!published) return;

@@ -5,17 +5,40 @@
  * views would be lost for good. Each removed day gets a record under
  * `_manifests/retention/raw/` first, and its periods then refuse to recompute
  * (RawInputGoneError) instead of recomputing from what late data adds.
+ *
+ * The other zones: dead letters (raw/dlq/) go by age alone; processed/events and
+ * processed/sessions (opt-in, older than raw) go once raw is gone, with the same
+ * guard. aggregated/ (the served views) and user_daily_activity (every later
+ * day's first_seen history) are kept.
  */
 import { lakePaths, type RawRetentionRecord } from '../../common/lake';
-import { deleteObjects, listObjects, putJson } from '../lake-io';
+import { deleteObjects, getJson, listObjects, putJson } from '../lake-io';
 import { DAY_MS, bucketOf, checkpoint, s3Of, type JobContext } from './context';
 import { NonRetryableBatchError } from './errors';
 import { listDirty, listPublished } from './watermark';
 
 export interface RetentionOptions {
   rawMaxAgeDays?: number;
+  /** Dead letters (raw/dlq/) older than this many days of arrival are removed (default cfg.batch.dlqMaxAgeDays). */
+  dlqMaxAgeDays?: number;
+  /** processed/events and processed/sessions of days older than this are removed; 0 keeps them (default cfg.batch.processedMaxAgeDays). */
+  processedMaxAgeDays?: number;
   now?: number;
 }
+
+/** What the retention of one more zone removed. */
+export interface ZoneRetention {
+  cutoffDay: string;
+  deletedDays: string[];
+  deletedObjects: number;
+  skipped: { day: string; reason: string }[];
+}
+
+/**
+ * Processed tables that only their own day's re-run (and the next day's, for the binge
+ * window) reads. user_daily_activity is every later day's history (first_seen) and stays.
+ */
+export const PROCESSED_EXPIRING_TABLES = ['events', 'sessions'] as const;
 
 export interface RetentionResult {
   /** Raw days before this one are eligible. */
@@ -23,11 +46,73 @@ export interface RetentionResult {
   deletedDays: string[];
   deletedObjects: number;
   skipped: { day: string; reason: string }[];
+  dlq?: ZoneRetention;
+  processed?: ZoneRetention;
+}
+
+function cutoffOf(now: number, maxAgeDays: number): string {
+  return new Date(Math.floor(now / DAY_MS) * DAY_MS - maxAgeDays * DAY_MS).toISOString().slice(0, 10);
+}
+
+function byDayBefore(keys: readonly string[], cutoffDay: string): Map<string, string[]> {
+  const byDay = new Map<string, string[]>();
+  for (const key of keys) {
+    const m = /dt=(\d{4}-\d{2}-\d{2})\//.exec(key);
+    if (!m || m[1] >= cutoffDay) continue;
+    byDay.set(m[1], [...(byDay.get(m[1]) ?? []), key]);
+  }
+  return byDay;
+}
+
+/** Dead letters are nobody's input: they go by age of arrival alone. */
+async function expireDlq(ctx: JobContext, maxAge: number, now: number): Promise<ZoneRetention> {
+  const cutoffDay = cutoffOf(now, maxAge);
+  const keys = (await listObjects(s3Of(ctx), bucketOf(ctx), lakePaths.rawDlqPrefix)).map((o) => o.key);
+  const out: ZoneRetention = { cutoffDay, deletedDays: [], deletedObjects: 0, skipped: [] };
+  for (const [day, dayKeys] of [...byDayBefore(keys, cutoffDay)].sort(([a], [b]) => a.localeCompare(b))) {
+    await deleteObjects(s3Of(ctx), bucketOf(ctx), dayKeys);
+    out.deletedDays.push(day);
+    out.deletedObjects += dayKeys.length;
+    checkpoint(ctx, { step: 'retention', zone: 'dlq', day });
+  }
+  return out;
+}
+
+/**
+ * processed/events and processed/sessions of a day are its daily run's input (and the
+ * next day's binge window). They go only once the day's raw is gone too (then nothing
+ * could recompute them anyway), after a record that makes a re-run of the day, or of the
+ * next day, refuse (RawInputGoneError) instead of computing from a subset.
+ */
+async function expireProcessed(ctx: JobContext, maxAge: number, now: number): Promise<ZoneRetention> {
+  const cutoffDay = cutoffOf(now, maxAge);
+  const out: ZoneRetention = { cutoffDay, deletedDays: [], deletedObjects: 0, skipped: [] };
+  const keys: string[] = [];
+  for (const table of PROCESSED_EXPIRING_TABLES) keys.push(...(await listObjects(s3Of(ctx), bucketOf(ctx), `processed/${table}/`)).map((o) => o.key));
+  for (const [day, dayKeys] of [...byDayBefore(keys, cutoffDay)].sort(([a], [b]) => a.localeCompare(b))) {
+    if (!(await getJson<RawRetentionRecord>(s3Of(ctx), bucketOf(ctx), lakePaths.rawRetention(day)))) {
+      out.skipped.push({ day, reason: 'raw of the day is not removed yet' });
+      continue;
+    }
+    const record: RawRetentionRecord = { zone: 'processed', day, removedAt: new Date().toISOString(), objects: dayKeys.length, maxAgeDays: maxAge };
+    await putJson(s3Of(ctx), bucketOf(ctx), lakePaths.processedRetention(day), record);
+    await deleteObjects(s3Of(ctx), bucketOf(ctx), dayKeys);
+    out.deletedDays.push(day);
+    out.deletedObjects += dayKeys.length;
+    checkpoint(ctx, { step: 'retention', zone: 'processed', day });
+  }
+  return out;
 }
 
 export async function applyRetention(ctx: JobContext, opts: RetentionOptions = {}): Promise<RetentionResult> {
   const maxAge = opts.rawMaxAgeDays ?? ctx.cfg.batch.rawMaxAgeDays;
   if (!Number.isInteger(maxAge) || maxAge < 1) throw new NonRetryableBatchError(`rawMaxAgeDays must be an integer >= 1, got ${maxAge}`);
+  const processedAge = opts.processedMaxAgeDays ?? ctx.cfg.batch.processedMaxAgeDays;
+  const dlqAge = opts.dlqMaxAgeDays ?? ctx.cfg.batch.dlqMaxAgeDays;
+  // Checked before anything is deleted.
+  if (processedAge > 0 && processedAge <= maxAge) {
+    throw new NonRetryableBatchError(`processedMaxAgeDays (${processedAge}) must be greater than rawMaxAgeDays (${maxAge}): processed data is what is left once raw is gone`);
+  }
   const now = opts.now ?? Date.now();
   const cutoffDay = new Date(Math.floor(now / DAY_MS) * DAY_MS - maxAge * DAY_MS).toISOString().slice(0, 10);
   const raw = await listObjects(s3Of(ctx), bucketOf(ctx), lakePaths.rawEventsPrefix);
@@ -46,7 +131,7 @@ export async function applyRetention(ctx: JobContext, opts: RetentionOptions = {
     else if (dirtyHere.length > 0) result.skipped.push({ day, reason: `dirty: ${dirtyHere.map((d) => d.period).join(', ')}` });
     else {
       // Recorded before the delete: from here on the day's periods refuse to recompute (see raw-guard.ts).
-      const record: RawRetentionRecord = { day, removedAt: new Date().toISOString(), objects: keys.length, rawMaxAgeDays: maxAge };
+      const record: RawRetentionRecord = { zone: 'raw', day, removedAt: new Date().toISOString(), objects: keys.length, maxAgeDays: maxAge };
       await putJson(s3Of(ctx), bucketOf(ctx), lakePaths.rawRetention(day), record);
       await deleteObjects(s3Of(ctx), bucketOf(ctx), keys);
       result.deletedDays.push(day);
@@ -55,5 +140,14 @@ export async function applyRetention(ctx: JobContext, opts: RetentionOptions = {
     }
   }
   ctx.log.info({ cutoffDay, deletedDays: result.deletedDays.length, deletedObjects: result.deletedObjects, skipped: result.skipped.length }, 'raw retention applied');
+
+  if (dlqAge > 0) {
+    result.dlq = await expireDlq(ctx, dlqAge, now);
+    ctx.log.info({ cutoffDay: result.dlq.cutoffDay, deletedDays: result.dlq.deletedDays.length, deletedObjects: result.dlq.deletedObjects }, 'dead-letter retention applied');
+  }
+  if (processedAge > 0) {
+    result.processed = await expireProcessed(ctx, processedAge, now);
+    ctx.log.info({ cutoffDay: result.processed.cutoffDay, deletedDays: result.processed.deletedDays.length, skipped: result.processed.skipped.length }, 'processed retention applied');
+  }
   return result;
 }

@@ -92,13 +92,18 @@ export async function computeWatermark(ctx: JobContext): Promise<Watermark> {
       dailyStart: daily.start,
       updatedAt: new Date().toISOString(),
     };
-    const written = await putJsonIf(s3, bucket, lakePaths.watermark, watermark, previous ? { ifMatch: previous.etag } : { ifNoneMatch: '*' });
+    const same = (['hourlyEnd', 'hourlyStart', 'dailyEnd', 'dailyStart'] as const).every((k) => (previous?.value[k] ?? null) === watermark[k]);
+    // Unchanged (and no legacy pin left to drop): the version we read already says this; writing would only contend.
+    const unchanged = previous !== null && same && legacyPin === null;
+    const written = unchanged ? previous.etag : await putJsonIf(s3, bucket, lakePaths.watermark, watermark, previous ? { ifMatch: previous.etag } : { ifNoneMatch: '*' });
     if (written !== null) {
       const pinnedEnd = await readPin(ctx);
-      ctx.log.info({ hourlyEnd: watermark.hourlyEnd, dailyEnd: watermark.dailyEnd, pinnedEnd, attempt }, 'watermark updated');
-      return { ...watermark, pinnedEnd };
+      ctx.log.info({ hourlyEnd: watermark.hourlyEnd, dailyEnd: watermark.dailyEnd, pinnedEnd, attempt, unchanged }, 'watermark updated');
+      return { ...(unchanged ? { ...watermark, updatedAt: previous.value.updatedAt } : watermark), pinnedEnd };
     }
-    if (attempt >= 20) throw new Error('watermark.json kept changing under 20 attempts to update it');
+    if (attempt >= 50) throw new Error('watermark.json kept changing under 50 attempts to update it');
     ctx.log.debug({ attempt }, 'watermark changed while it was computed; recomputing');
+    // Randomised backoff, so publishes that collided do not collide again in lockstep.
+    await new Promise((r) => setTimeout(r, Math.random() * Math.min(1000, 20 * 2 ** Math.min(attempt, 6))));
   }
 }

@@ -4,23 +4,36 @@
  *   an ancient or dirty published period never drags the served boundary back;
  * - a period whose raw input retention removed refuses to recompute;
  * - pins racing publishes are never lost, a dirty marker leaves the exact view
- *   within seconds, and clearing a marker never loses one written meanwhile.
+ *   within seconds, and clearing a marker never loses one written meanwhile;
+ * - (point 8) every zone has a retention with the same guard, and compaction
+ *   runs on a schedule and from the CLI.
  */
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import type { Client } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { kafkaClient, s3Client } from '../../common/clients';
-import type { Config } from '../../common/config';
+import { REPO_ROOT, type Config } from '../../common/config';
 import type { EventRecord } from '../../common/contract';
-import { dayId, lakePaths, type DirtyMarker, type RunManifest } from '../../common/lake';
+import { dayId, dayStartMs, lakePaths, type DirtyMarker, type RunManifest } from '../../common/lake';
 import { logger } from '../../common/log';
 import { applyRetention, computeWatermark, hoursOfDay, listDirty, runDaily, runHourly, type JobContext } from '../../batch-layer/jobs';
 import { s3Of } from '../../batch-layer/jobs/context';
-import { deleteObjects, getJson, listObjects, putDirtyMarker } from '../../batch-layer/lake-io';
+import { deleteObjects, getJson, listObjects, putDirtyMarker, uploadFile, withScratchDir } from '../../batch-layer/lake-io';
+import { writeDlqParquet } from '../../batch-layer/lake-writer/parquet';
 import { buildCollector, type Collector } from '../../ingestion/collector/server';
 import { BatchStore } from '../../serving-layer/batch-store';
 import { merge, type MetricDef, type Source } from '../../serving-layer/merge';
 import { toFailure } from '../../workflows/activities';
+import { buildWorkflowBundle } from '../../workflows/worker';
+import { compactLake } from '../../workflows/workflows';
+import { quietTemporalRuntime } from '../support/temporal';
 import { isolatedConfig } from '../support/isolated';
-import { seedRaw } from './workflow-support';
+import { orchestrationOverrides, seedRaw, startTestWorker, temporalClient } from './workflow-support';
+
+const run = promisify(execFile);
+const TSX = path.join(REPO_ROOT, 'node_modules/.bin/tsx');
 
 process.env.LOG_LEVEL ??= 'warn';
 
@@ -208,6 +221,105 @@ describe('point 2: raw older than retention is never recomputed from a subset', 
   });
 });
 
+describe('point 8: every zone has a retention, guarded like raw', () => {
+  let cfg: Config;
+  let ctx: JobContext;
+  const OLD = dayId(TODAY - 40 * D);
+  const OLD_START = Date.parse(`${OLD}T00:00:00Z`);
+
+  beforeAll(async () => {
+    cfg = await isolatedConfig('exact8r');
+    ctx = { cfg, log };
+    await seedRaw(cfg, { seed: 81, users: 3, startMs: OLD_START, endMs: OLD_START + D });
+    for (const hour of hoursOfDay(OLD)) await runHourly(ctx, hour);
+    await runDaily(ctx, OLD, { shards: 1 });
+  }, 300_000);
+
+  it('removes old dead letters and, once raw is gone, old processed events and sessions; a re-run of such a day refuses', async () => {
+    const s3 = s3Client(cfg);
+    const ancientDlq = dayId(TODAY - 100 * D);
+    const recentDlq = dayId(TODAY - 10 * D);
+    await withScratchDir(cfg, async (dir) => {
+      for (const [i, day] of [ancientDlq, recentDlq].entries()) {
+        const file = path.join(dir, `${i}.parquet`);
+        await writeDlqParquet([{ dead: { reason: 'schema_violation', detail: 'test', received_at: dayStartMs(day) + 1000, raw: '{}' }, topic: cfg.kafka.dlqTopic, partition: 0, offset: String(i) }], file);
+        await uploadFile(s3, cfg.s3.bucket, lakePaths.dlqObject(day, 0, String(i), String(i)), file);
+      }
+    });
+    const daily = (await getJson<RunManifest>(s3, cfg.s3.bucket, lakePaths.manifest('daily', OLD)))!;
+    await expect(applyRetention(ctx, { rawMaxAgeDays: 30, processedMaxAgeDays: 30 })).rejects.toThrow(/must be greater than rawMaxAgeDays/);
+
+    const r = await applyRetention(ctx, { rawMaxAgeDays: 30, dlqMaxAgeDays: 90, processedMaxAgeDays: 35 });
+    expect(r.deletedDays).toEqual([OLD]);
+    expect(r.dlq?.deletedDays).toEqual([ancientDlq]);
+    expect((await listObjects(s3, cfg.s3.bucket, lakePaths.rawDlqPrefix)).map((o) => o.key)).toEqual([lakePaths.dlqObject(recentDlq, 0, '1', '1')]);
+    expect(r.processed?.deletedDays).toEqual([OLD]);
+    for (const table of ['events', 'sessions']) expect(await listObjects(s3, cfg.s3.bucket, `processed/${table}/dt=${OLD}/`)).toEqual([]);
+    // Every later day's first_seen history and the served views stay.
+    expect(await listObjects(s3, cfg.s3.bucket, `processed/user_daily_activity/dt=${OLD}/`)).toHaveLength(1);
+    expect((await listObjects(s3, cfg.s3.bucket, `aggregated/daily_sessions/dt=${OLD}/`)).length).toBe(1);
+
+    await expect(runDaily(ctx, OLD, { shards: 1 })).rejects.toMatchObject({ name: 'RawInputGoneError', message: expect.stringContaining('processed retention removed') });
+    expect((await getJson<RunManifest>(s3, cfg.s3.bucket, lakePaths.manifest('daily', OLD)))!.runId).toBe(daily.runId);
+  });
+});
+
+describe('point 8: compaction runs on a schedule and from the CLI', () => {
+  let cfg: Config;
+  let ctx: JobContext;
+  let client: Client;
+  let worker: { stop(): Promise<void> } | undefined;
+  const YESTERDAY = dayId(TODAY - D);
+  const BEFORE = dayId(TODAY - 2 * D);
+  const hoursOf = (day: string) => [`${day}T03`, `${day}T04`];
+  let env: NodeJS.ProcessEnv;
+
+  beforeAll(async () => {
+    quietTemporalRuntime();
+    const overrides = orchestrationOverrides('exact8c');
+    cfg = await isolatedConfig('exact8c', overrides);
+    ctx = { cfg, log };
+    env = { ...process.env, ...overrides, S3_BUCKET: cfg.s3.bucket, TEMPORAL_TASK_QUEUE: cfg.temporal.taskQueue, LOG_LEVEL: 'warn' };
+    for (const [i, day] of [YESTERDAY, BEFORE].entries()) {
+      const start = Date.parse(`${hoursOf(day)[0]}:00:00Z`);
+      await seedRaw(cfg, { seed: 80 + i, users: 6, startMs: start, endMs: start + 2 * H, partitions: 3 });
+    }
+    const bundle = await buildWorkflowBundle();
+    client = await temporalClient(cfg);
+    worker = await startTestWorker(cfg, bundle);
+  }, 180_000);
+
+  afterAll(async () => {
+    await worker?.stop();
+    await client?.connection.close();
+  });
+
+  const rawKeys = async (hour: string) => (await listObjects(s3Client(cfg), cfg.s3.bucket, lakePaths.rawHourPrefix(hour))).map((o) => path.posix.basename(o.key));
+
+  it('the scheduled run (no day given) compacts the day before, and the hours compute the same', async () => {
+    const before = await Promise.all(hoursOf(YESTERDAY).map(async (h) => (await runHourly(ctx, h)).rowCounts));
+    const objects = (await Promise.all(hoursOf(YESTERDAY).map(rawKeys))).flat().length;
+    expect(objects).toBeGreaterThan(2);
+    const r = await client.workflow.execute(compactLake, { taskQueue: cfg.temporal.taskQueue, workflowId: `${cfg.orchestration.workflowIdPrefix}scheduled-compact-test`, args: [] });
+    expect(r).toMatchObject({ day: YESTERDAY, hoursCompacted: 2, inputs: objects, outputs: 2 });
+    for (const h of hoursOf(YESTERDAY)) expect((await rawKeys(h)).every((k) => k.startsWith('c-'))).toBe(true);
+    const after = await Promise.all(hoursOf(YESTERDAY).map(async (h) => (await runHourly(ctx, h)).rowCounts));
+    expect(after).toEqual(before);
+  });
+
+  it('npm run compact -- --from <day> compacts that day', async () => {
+    const objects = (await Promise.all(hoursOf(BEFORE).map(rawKeys))).flat().length;
+    expect(objects).toBeGreaterThan(2);
+    const { code, stdout } = await run(TSX, ['workflows/cli/compact.ts', '--from', BEFORE], { env, cwd: REPO_ROOT }).then(
+      (r) => ({ code: 0, ...r }),
+      (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: `${e.stdout}${e.stderr}` }),
+    );
+    expect(stdout, stdout).toContain(`${BEFORE}: 2 hour(s) compacted, ${objects} object(s) merged into 2`);
+    expect(code).toBe(0);
+    for (const h of hoursOf(BEFORE)) expect((await rawKeys(h)).every((k) => k.startsWith('c-'))).toBe(true);
+  });
+});
+
 describe('point 4: no lost updates on the pin, the watermark and dirty markers', () => {
   let cfg: Config;
   let ctx: JobContext;
@@ -216,7 +328,7 @@ describe('point 4: no lost updates on the pin, the watermark and dirty markers',
   beforeAll(async () => {
     cfg = await isolatedConfig('exact4');
     ctx = { cfg, log };
-    await seedRaw(cfg, { seed: 41, users: 4, startMs: RECENT_START, endMs: RECENT_END });
+    await seedRaw(cfg, { seed: 41, users: 4, startMs: RECENT_START, endMs: RECENT_END + H });
     for (const hour of RECENT) await runHourly(ctx, hour);
     store = await BatchStore.open(cfg, s3Client(cfg), log);
   }, 180_000);
@@ -259,6 +371,28 @@ describe('point 4: no lost updates on the pin, the watermark and dirty markers',
     expect((await computeWatermark(ctx)).hourlyEnd).toBe(RECENT_END);
     await store.pin(null, { keyId: 'k-test', requestId: 'req-unpin' });
     expect(store.watermark().pinnedEnd).toBeNull();
+  });
+
+  it('a publish that lands while another computes the watermark is not overwritten by the older computation', async () => {
+    const next = `${DAY}T${String(new Date(RECENT_END).getUTCHours()).padStart(2, '0')}`;
+    // A computation with its own S3 client, so only its requests are intercepted.
+    const ctxA: JobContext = { cfg: { ...cfg }, log };
+    let armed = true;
+    s3Of(ctxA).middlewareStack.add(
+      (nextHandler, context) => async (args) => {
+        const out = await nextHandler(args);
+        if (armed && context.commandName === 'GetObjectCommand' && (args.input as { Key?: string }).Key === lakePaths.watermark) {
+          armed = false;
+          // Another run publishes the next hour (and moves the watermark) right after A read watermark.json.
+          await runHourly(ctx, next);
+        }
+        return out;
+      },
+      { step: 'initialize', name: 'publishDuringCompute' },
+    );
+    await computeWatermark(ctxA);
+    expect(armed).toBe(false);
+    expect((await getJson<{ hourlyEnd: number }>(s3Client(cfg), cfg.s3.bucket, lakePaths.watermark))?.hourlyEnd).toBe(RECENT_END + H);
   });
 
   it('clearing a marker after a re-run never deletes a marker written meanwhile', async () => {

@@ -108,10 +108,13 @@ describe('the worker process', () => {
     expect(reconcile.spec.intervals?.[0].every).toBe(15 * 60_000);
     expect(reconcile.policies.overlap).toBe(ScheduleOverlapPolicy.SKIP);
     expect((await client.schedule.getHandle(resolveScheduleId(cfg, 'retention')).describe()).action.workflowType).toBe('applyRetention');
+    const compact = await client.schedule.getHandle(resolveScheduleId(cfg, 'compact')).describe();
+    expect(compact.action.workflowType).toBe('compactLake');
+    expect(compact.spec.calendars?.[0].hour).toEqual([{ start: cfg.orchestration.compactHour, end: cfg.orchestration.compactHour, step: 1 }]);
 
     // Starting again updates in place, and keeps an operator's pause.
     await client.schedule.getHandle(resolveScheduleId(cfg, 'daily')).pause('test');
-    expect((await ensureSchedules(client, cfg)).map((s) => s.outcome)).toEqual(['updated', 'updated', 'updated', 'updated']);
+    expect((await ensureSchedules(client, cfg)).map((s) => s.outcome)).toEqual(['updated', 'updated', 'updated', 'updated', 'updated']);
     expect((await client.schedule.getHandle(resolveScheduleId(cfg, 'daily')).describe()).state.paused).toBe(true);
 
     const started = await triggerSchedule(client, cfg, 'hourly');

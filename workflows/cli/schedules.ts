@@ -2,7 +2,7 @@
  * Lists and operates the batch schedules.
  *
  *   npm run schedules -- list
- *   npm run schedules -- pause|resume|trigger <hourly|daily|reconcile|retention>
+ *   npm run schedules -- pause|resume|trigger <hourly|daily|reconcile|retention|compact>
  *   npm run schedules -- ensure          (create or update them without starting a worker)
  */
 import { Command } from 'commander';
