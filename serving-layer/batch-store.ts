@@ -87,6 +87,7 @@ export class BatchStore {
   private dirty: Record<PeriodKind, Set<number>> = { hourly: new Set(), daily: new Set() };
   private dirtyTimer: NodeJS.Timeout | null = null;
   private polling: Promise<boolean> | null = null;
+  private view: { version: number; value: WatermarkView } | null = null;
   private tables = new Set<string>();
   private readers: DuckDBConnection[] = [];
   private idle: DuckDBConnection[] = [];
@@ -151,19 +152,25 @@ export class BatchStore {
    * clean = exact, loaded and dirty = recomputing, not loaded = missing); plus the pin.
    */
   watermark(): WatermarkView {
+    // Every change to what is loaded, dirty or pinned bumps the version (synchronously with the change).
+    if (this.view?.version === this.version) return this.view.value;
     const view = (kind: PeriodKind) => {
       const starts = [...this.loaded[kind].keys()].map((p) => startOf(kind, p));
       if (starts.length === 0) return { start: null, end: null };
       const loaded = new Set(starts);
       const dirty = new Set(this.dirty[kind]);
       const stateOf = (periodStart: number): PeriodState => (!loaded.has(periodStart) ? 'missing' : dirty.has(periodStart) ? 'recomputing' : 'exact');
-      return { start: Math.min(...starts), end: Math.max(...starts) + PERIOD_MS[kind], periodMs: PERIOD_MS[kind], stateOf };
+      const first = starts.reduce((a, b) => Math.min(a, b));
+      const last = starts.reduce((a, b) => Math.max(a, b));
+      return { start: first, end: last + PERIOD_MS[kind], periodMs: PERIOD_MS[kind], stateOf };
     };
-    return {
+    const value: WatermarkView = {
       hourly: view('hourly'),
       daily: view('daily'),
       pinnedEnd: this.lakeWatermark?.pinnedEnd ?? null,
     };
+    this.view = { version: this.version, value };
+    return value;
   }
 
   /**

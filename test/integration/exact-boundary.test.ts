@@ -75,6 +75,7 @@ describe('point 1: device clocks and old periods', () => {
   let ctx: JobContext;
   let store: BatchStore;
   let collector: Collector;
+  let collectorUrl = '';
 
   beforeAll(async () => {
     cfg = await isolatedConfig('exact1', { COLLECTOR_HOST: '127.0.0.1', COLLECTOR_PORT: '0', BATCH_DIRTY_POLL_MS: '500' });
@@ -93,6 +94,7 @@ describe('point 1: device clocks and old periods', () => {
   it('dead-letters an event stamped 2015 at the collector (too_late) and corrects a skewed clock by sent_at', async () => {
     collector = buildCollector(cfg);
     const base = (await collector.start()).replace('[::1]', '127.0.0.1');
+    collectorUrl = base;
     const now = Date.now();
     const post = async (events: unknown[]): Promise<{ status: string; reason?: string }[]> => {
       for (let i = 0; i < 100; i++) {
@@ -141,6 +143,52 @@ describe('point 1: device clocks and old periods', () => {
     expect(corrected.ts).toBeGreaterThan(now - 60_000);
     expect(corrected.device_ts).toBe(Date.UTC(2015, 2, 1, 10, 5));
     expect(corrected.sent_at).toBe(Date.UTC(2015, 2, 1, 10, 5, 30));
+  });
+
+  it('too_late dead letters replay only with --accept-too-late, straight to events.raw, naming the backfill', async () => {
+    const today = dayId(Date.now());
+    const receivedAt = Date.now() - H;
+    const ancient = [1, 2].map((i) => ({ event_id: `replay-2015-${i}`, event_type: 'click', user_id: `u${i}`, timestamp: Date.UTC(2015, 2, 1, 10, i) }));
+    await withScratchDir(cfg, async (dir) => {
+      const file = path.join(dir, 'dlq.parquet');
+      await writeDlqParquet(
+        ancient.map((ev, i) => ({ dead: { reason: 'too_late' as const, detail: 'test', received_at: receivedAt, raw: JSON.stringify(ev), index: i }, topic: cfg.kafka.dlqTopic, partition: 0, offset: String(i) })),
+        file,
+      );
+      await uploadFile(s3Client(cfg), cfg.s3.bucket, lakePaths.dlqObject(today, 0, '0', '1'), file);
+    });
+    const env = { ...process.env, S3_BUCKET: cfg.s3.bucket, TOPIC_RAW: cfg.kafka.rawTopic, TOPIC_DLQ: cfg.kafka.dlqTopic, LOG_LEVEL: 'warn' };
+    const cli = (args: string[]) => run(TSX, ['ingestion/dlq/cli.ts', 'replay', '--from', today, '--reason', 'too_late', '--url', collectorUrl, ...args], { env, cwd: REPO_ROOT });
+
+    // Through the collector they are too late again: nothing gets in.
+    expect((await cli([])).stdout.trim()).toBe('replayed 2: accepted 0; rejected again: too_late 2');
+    // The operator's override.
+    const { stdout } = await cli(['--accept-too-late']);
+    expect(stdout).toContain(`too_late: produced 2 to ${cfg.kafka.rawTopic}; rejected: none`);
+    expect(stdout).toContain('npm run backfill -- --from 2015-03-01 --to 2015-03-01 --kind daily');
+
+    const consumer = kafkaClient(cfg).consumer({ groupId: `${cfg.kafka.speedGroup}-replay-check` });
+    await consumer.connect();
+    await consumer.subscribe({ topic: cfg.kafka.rawTopic, fromBeginning: true });
+    const got = new Map<string, EventRecord>();
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`only ${[...got.keys()]} arrived`)), 30_000);
+        void consumer.run({
+          eachMessage: async ({ message }) => {
+            const rec = JSON.parse(message.value!.toString()) as EventRecord;
+            if (rec.event_id.startsWith('replay-2015-')) got.set(rec.event_id, rec);
+            if (got.size === 2) {
+              clearTimeout(timer);
+              resolve();
+            }
+          },
+        });
+      });
+    } finally {
+      await consumer.disconnect();
+    }
+    expect(got.get('replay-2015-1')).toMatchObject({ ts: Date.UTC(2015, 2, 1, 10, 1), received_at: receivedAt, user_id: 'u1' });
   });
 
   it('an ancient published hour does not drag the watermark back: recent hours stay exact', async () => {
