@@ -37,18 +37,33 @@ export async function listPublished(ctx: JobContext, kind: PeriodKind): Promise<
     .sort();
 }
 
+/**
+ * Marker objects this process has read, by bucket and key, with the ETag read. Cleared
+ * markers stay as tombstones, so a listing grows with every period ever dirtied: only
+ * objects whose ETag changed since are read again.
+ */
+const markerCache = new Map<string, { etag: string; marker: DirtyMarker | null }>();
+
 /** Every open dirty marker (tombstones of cleared ones left out), hourly then daily, each ascending by period. */
 export async function listDirty(ctx: JobContext): Promise<DirtyMarker[]> {
   const out: DirtyMarker[] = [];
+  const bucket = bucketOf(ctx);
   for (const kind of ['hourly', 'daily'] as const) {
-    const objects = await listObjects(s3Of(ctx), bucketOf(ctx), lakePaths.dirtyPrefix(kind));
-    const periods = objects
-      .map((o) => periodOfKey(kind, o.key))
-      .filter((p): p is string => p !== null)
-      .sort();
-    for (const period of periods) {
-      const marker = await getJson<DirtyMarker>(s3Of(ctx), bucketOf(ctx), lakePaths.dirtyMarker(kind, period));
-      if (isOpenMarker(marker)) out.push(marker);
+    const objects = (await listObjects(s3Of(ctx), bucket, lakePaths.dirtyPrefix(kind)))
+      .map((o) => ({ ...o, period: periodOfKey(kind, o.key) }))
+      .filter((o): o is typeof o & { period: string } => o.period !== null)
+      .sort((a, b) => a.period.localeCompare(b.period));
+    for (const o of objects) {
+      const id = `${bucket}/${o.key}`;
+      let cached = markerCache.get(id);
+      if (cached?.etag !== o.etag) {
+        const got = await getJsonWithEtag<DirtyMarker>(s3Of(ctx), bucket, o.key);
+        cached = { etag: got?.etag ?? o.etag, marker: got?.value ?? null };
+        // Cache only what matches the listing: a marker rewritten in between is read again next time.
+        if (got && got.etag === o.etag) markerCache.set(id, cached);
+        else markerCache.delete(id);
+      }
+      if (isOpenMarker(cached.marker)) out.push(cached.marker);
     }
   }
   return out;
