@@ -14,7 +14,7 @@ import path from 'node:path';
 import { lakePaths } from '../../common/lake';
 import { deleteObjects, getJson, listObjects, putJson, withScratchDir } from '../lake-io';
 import { bucketOf, checkpoint, s3Of, type JobContext } from './context';
-import { Duck, rawColumnsSelect, sqlList } from './duck';
+import { Duck, parquetColumns, rawColumnsSelect, sqlList } from './duck';
 import { NonRetryableBatchError } from './errors';
 import { parsePeriod } from './context';
 import { stage, uploadAll, verifyParquet } from './stage';
@@ -86,7 +86,7 @@ export async function compactHour(ctx: JobContext, hour: string, opts: { targetB
       await duck.run(
         `CREATE TABLE merged AS
          SELECT *, row_number() OVER (ORDER BY kafka_partition, kafka_offset, event_id, received_at) - 1 AS __rn
-         FROM (SELECT ${rawColumnsSelect()} FROM read_parquet(${sqlList(staged.map((s) => s.file))}, union_by_name = true))`,
+         FROM (SELECT ${rawColumnsSelect(await parquetColumns(duck, staged.map((s) => s.file)))} FROM read_parquet(${sqlList(staged.map((s) => s.file))}, union_by_name = true))`,
       );
       const rows = await duck.scalar('SELECT count(*) FROM merged');
       const perPart = Math.ceil(rows / parts);

@@ -113,10 +113,20 @@ export class Duck {
 }
 
 /** The explicit column list of the raw schema, cast to its contract types (files written by older writers still line up). */
-export function rawColumnsSelect(): string {
+export function rawColumnsSelect(present?: ReadonlySet<string>): string {
   return Object.entries(RAW_EVENT_COLUMNS)
-    .map(([name, type]) => `CAST("${name}" AS ${type}) AS "${name}"`)
+    .map(([name, type]) => (!present || present.has(name) ? `CAST("${name}" AS ${type}) AS "${name}"` : `CAST(NULL AS ${type}) AS "${name}"`))
     .join(', ');
+}
+
+/**
+ * The columns the given Parquet files have between them. Raw objects written before a
+ * column joined the lake contract lack it: rawColumnsSelect reads it as NULL there, so
+ * the contract can grow a column without rewriting the master dataset.
+ */
+export async function parquetColumns(duck: Duck, files: readonly string[]): Promise<Set<string>> {
+  const rows = await duck.rows(`DESCRIBE SELECT * FROM read_parquet(${sqlList(files)}, union_by_name = true)`);
+  return new Set(rows.map((r) => String(r.column_name)));
 }
 
 /** An empty relation with the raw schema, for an hour with no objects. */

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { lakePaths, type QualityCheck, type RunManifest } from '../../common/lake';
 import { listObjects, withScratchDir } from '../lake-io';
 import { bucketOf, checkpoint, keepAlive, newRunId, parsePeriod, s3Of, type JobContext } from './context';
-import { Duck, emptyRawSelect, rawColumnsSelect, sqlList } from './duck';
+import { Duck, emptyRawSelect, parquetColumns, rawColumnsSelect, sqlList } from './duck';
 import { publish } from './publish';
 import { assertRawComplete } from './raw-guard';
 import { blameCorrupt, stage, uploadAll, verifyParquet } from './stage';
@@ -42,9 +42,12 @@ export async function runHourly(ctx: JobContext, hour: string, opts: RunOptions 
     const duck = await Duck.open({ threads: ctx.cfg.batch.duckdbThreads, tempDir: path.join(dir, 'duck'), signal: ctx.signal });
     try {
       await verifyParquet(duck, staged);
+      const files = staged.map((s) => s.file);
       await duck.run(
         `CREATE VIEW raw_events AS ${
-          staged.length === 0 ? emptyRawSelect() : `SELECT ${rawColumnsSelect()} FROM read_parquet(${sqlList(staged.map((s) => s.file))}, union_by_name = true)`
+          staged.length === 0
+            ? emptyRawSelect()
+            : `SELECT ${rawColumnsSelect(await parquetColumns(duck, files))} FROM read_parquet(${sqlList(files)}, union_by_name = true)`
         }`,
       );
       await duck.setVariables({ hour, hour_start: period.startMs, hour_end: period.endMs });

@@ -20,7 +20,8 @@ import { dayId, dayStartMs, lakePaths, type DirtyMarker, type RunManifest } from
 import { logger } from '../../common/log';
 import { applyRetention, computeWatermark, hoursOfDay, listDirty, runDaily, runHourly, type JobContext } from '../../batch-layer/jobs';
 import { s3Of } from '../../batch-layer/jobs/context';
-import { deleteObjects, getJson, listObjects, putDirtyMarker, uploadFile, withScratchDir } from '../../batch-layer/lake-io';
+import { deleteObjects, getJson, listObjects, putDirtyMarker, stageObjects, uploadFile, withScratchDir } from '../../batch-layer/lake-io';
+import { Duck } from '../../batch-layer/jobs/duck';
 import { writeDlqParquet } from '../../batch-layer/lake-writer/parquet';
 import { buildCollector, type Collector } from '../../ingestion/collector/server';
 import { BatchStore } from '../../serving-layer/batch-store';
@@ -217,6 +218,32 @@ describe('point 1: device clocks and old periods', () => {
     // The re-run clears it, and the hour is exact again.
     await runHourly(ctx, RECENT[1]);
     await until('the re-run hour to be exact again', async () => (await sources(store, RECENT_START, RECENT_END))[1] === 'batch', 5_000);
+  });
+});
+
+describe('the raw contract can grow a column (device_ts, sent_at) without rewriting the master dataset', () => {
+  it('an hour whose objects all predate a column reads it as NULL', async () => {
+    const cfg = await isolatedConfig('exactcols');
+    const ctx: JobContext = { cfg, log };
+    const hour = RECENT[0];
+    const seeded = await seedRaw(cfg, { seed: 31, users: 4, startMs: RECENT_START, endMs: RECENT_START + H, partitions: 2 });
+    // Rewrite the hour's objects as a writer from before `ip_address` joined the contract would have written them.
+    await withScratchDir(cfg, async (dir) => {
+      const keys = seeded.get(hour)!.keys;
+      const files = await stageObjects(s3Client(cfg), cfg.s3.bucket, keys, dir);
+      const duck = await Duck.open();
+      try {
+        for (const [i, key] of keys.entries()) {
+          const partial = path.join(dir, `partial-${i}.parquet`);
+          await duck.run(`COPY (SELECT * EXCLUDE (ip_address) FROM read_parquet('${files[i]}')) TO '${partial}' (FORMAT parquet)`);
+          await uploadFile(s3Client(cfg), cfg.s3.bucket, key, partial);
+        }
+      } finally {
+        duck.close();
+      }
+    });
+    const manifest = await runHourly(ctx, hour);
+    expect(manifest.rowCounts.events).toBe(seeded.get(hour)!.eventIds.size);
   });
 });
 
