@@ -170,6 +170,11 @@ export function loadConfig(env: Env = process.env) {
       rollAgeSec: int(env, 'LAKE_ROLL_AGE_SEC', 60, 1),
       /** Consumption pauses while buffered + uploading bytes exceed this (back-pressure on slow S3). */
       maxBufferBytes: int(env, 'LAKE_MAX_BUFFER_BYTES', 512 * 1024 * 1024, 1),
+      /**
+       * A partition at least this many messages behind is catching up: after each of its batches, its open
+       * files the batch did not add to are rolled at once (the stream has moved past their hour).
+       */
+      catchupLag: int(env, 'LAKE_CATCHUP_LAG', 10_000, 1),
       uploadConcurrency: int(env, 'LAKE_UPLOAD_CONCURRENCY', 2, 1),
       /** Multipart part size for large objects. */
       partSizeBytes: int(env, 'LAKE_PART_SIZE_BYTES', 16 * 1024 * 1024, 5 * 1024 * 1024),

@@ -53,6 +53,37 @@ export function shouldRoll(buf: FileBuffer, policy: RollPolicy, now: number): bo
   return buf.bytes >= policy.rollBytes || now - buf.openedAt >= policy.rollAgeMs;
 }
 
+/**
+ * Files to roll after a batch of a partition that is far behind (catching up):
+ * those the batch did not add to. A backlog spread over days of event time opens
+ * a file per hour; read in offset order, an hour's records come together, so a
+ * file the stream has moved past is complete. Rolling it at once, rather than
+ * after the roll age, keeps memory to the hours of the last batches (instead of
+ * the whole backlog) and commits as it goes. Live traffic (lag below the
+ * threshold) keeps the size/age policy.
+ */
+export function passedFiles(state: PartitionState, touched: ReadonlySet<FileBuffer>, lag: number, catchupLag: number): FileBuffer[] {
+  if (lag < catchupLag) return [];
+  return [...state.open.values()].filter((b) => !touched.has(b));
+}
+
+/**
+ * Under memory pressure, the open files to roll: the largest first, until what
+ * stays open is at most `target` bytes (rolling only a fixed few would leave a
+ * backlog spread over many small files crawling at the cap).
+ */
+export function filesToRelieve(open: ReadonlyArray<FileBuffer>, target: number): FileBuffer[] {
+  const sorted = [...open].sort((x, y) => y.bytes - x.bytes);
+  let remaining = sorted.reduce((n, b) => n + b.bytes, 0);
+  const out: FileBuffer[] = [];
+  for (const b of sorted) {
+    if (remaining <= target) break;
+    out.push(b);
+    remaining -= b.bytes;
+  }
+  return out;
+}
+
 /** Everything the writer holds for one topic-partition. */
 export class PartitionState {
   /** Open files by `${kind}|${period}`. */

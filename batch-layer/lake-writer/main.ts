@@ -18,6 +18,7 @@ Environment (defaults in common/config.ts):
   LAKE_ROLL_BYTES          roll a file at this many buffered bytes (128 MB)
   LAKE_ROLL_AGE_SEC        ...or when its oldest record is this old (60)
   LAKE_MAX_BUFFER_BYTES    pause consuming above this many buffered bytes (512 MB)
+  LAKE_CATCHUP_LAG         a partition this many messages behind rolls the files its batch moved past (10000)
   LAKE_UPLOAD_CONCURRENCY  objects encoded/uploaded at once (2)
   LAKE_PART_SIZE_BYTES     multipart part size (16 MB)
   LAKE_WRITER_PORT         /metrics and /health (9471)

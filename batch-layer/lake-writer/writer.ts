@@ -28,7 +28,7 @@ import { dayId, type DirtyMarker } from '../../common/lake';
 import { logger } from '../../common/log';
 import { startStatusServer, type StatusServer } from '../../common/status-server';
 import { putDirtyMarker, uploadFile } from '../lake-io';
-import { PartitionState, isHourClosed, objectKey, periodOf, shouldRoll, type FileBuffer, type StreamKind } from './buffers';
+import { PartitionState, filesToRelieve, isHourClosed, objectKey, passedFiles, periodOf, shouldRoll, type FileBuffer, type StreamKind } from './buffers';
 import { dlqLine, rawLine, writeParquetLines } from './parquet';
 
 export interface LakeWriterStatus {
@@ -68,6 +68,8 @@ const log = logger('lake-writer');
 const STOP_TIMEOUT_MS = 60_000;
 /** With the retry backoff (0.25 s doubling, capped at 30 s), ten failures in a row is about 90 s without a successful upload. */
 const UNHEALTHY_AFTER_FAILURES = 10;
+/** While catching up, consumption waits once this many files per upload slot are uploading or queued for one. */
+const MAX_QUEUED_UPLOADS_PER_SLOT = 4;
 
 function metrics(registry: Registry) {
   return {
@@ -100,6 +102,11 @@ function metrics(registry: Registry) {
       name: 'lake_writer_committed_offset',
       help: 'Committed offset (exclusive) per topic partition',
       labelNames: ['topic', 'partition'],
+      registers: [registry],
+    }),
+    catchupRolls: new Counter({
+      name: 'lake_writer_catchup_rolls_total',
+      help: 'Files rolled because a partition far behind had moved past them (catch-up)',
       registers: [registry],
     }),
     redelivered: new Counter({
@@ -399,20 +406,38 @@ export async function startLakeWriter(cfg: Config, opts: LakeWriterOptions = {})
 
   async function eachBatch({ batch, resolveOffset, heartbeat, isRunning, isStale }: EachBatchPayload): Promise<void> {
     const state = stateOf(batch.topic, batch.partition);
+    const touched = new Set<FileBuffer>();
+    let complete = true;
     for (const message of batch.messages) {
-      if (stopping || !isRunning() || isStale()) break;
+      if (stopping || !isRunning() || isStale()) {
+        complete = false;
+        break;
+      }
       const buf = add(batch.topic, batch.partition, message);
+      if (buf) touched.add(buf);
       resolveOffset(message.offset);
       if (buf && buf.bytes >= policy.rollBytes) {
         void roll(state, buf);
         await heartbeat();
       }
       if (totalBytes() > cfg.lake.maxBufferBytes) {
-        // Back-pressure: roll the biggest open files, then wait for uploads to free memory.
-        const open = [...states.values()].flatMap((s) => [...s.open.values()].map((b) => ({ s, b })));
-        open.sort((x, y) => y.b.bytes - x.b.bytes);
-        for (const { s, b } of open.slice(0, 4)) void roll(s, b);
+        // Back-pressure: roll the biggest open files until half the budget stays open, then wait for uploads to free memory.
+        const open = new Map<FileBuffer, PartitionState>();
+        for (const s of states.values()) for (const b of s.open.values()) open.set(b, s);
+        for (const b of filesToRelieve([...open.keys()], cfg.lake.maxBufferBytes / 2)) void roll(open.get(b)!, b);
         while (totalBytes() > cfg.lake.maxBufferBytes && uploads.size > 0) {
+          await Promise.race([Promise.race(uploads), new Promise((r) => setTimeout(r, 1000))]);
+          await heartbeat();
+        }
+      }
+    }
+    if (complete && batch.messages.length > 0) {
+      const passed = passedFiles(state, touched, Number(batch.offsetLag()), cfg.lake.catchupLag);
+      for (const b of passed) void roll(state, b);
+      if (passed.length > 0) {
+        m.catchupRolls.inc(passed.length);
+        // Reading on while files queue for an upload slot would only move the backlog from Kafka into memory.
+        while (uploads.size > MAX_QUEUED_UPLOADS_PER_SLOT * cfg.lake.uploadConcurrency && !stopping) {
           await Promise.race([Promise.race(uploads), new Promise((r) => setTimeout(r, 1000))]);
           await heartbeat();
         }
