@@ -174,6 +174,19 @@ export class BatchStore {
   }
 
   /**
+   * The start of the oldest period in [from, W) that is not exact (unpublished, or dirty),
+   * or null. W no longer stops at such a period, so this is what a batch-lag alert must
+   * watch: its buckets fall back to the speed layer, and to `none` once speed expires them.
+   */
+  firstNotExact(kind: PeriodKind, from: number): number | null {
+    const w = this.watermark()[kind];
+    if (w.start === null || w.end === null || !w.stateOf || !w.periodMs) return null;
+    const first = Math.max(Math.floor(from / w.periodMs) * w.periodMs, w.start);
+    for (let t = first; t < w.end; t += w.periodMs) if (w.stateOf(t) !== 'exact') return t;
+    return null;
+  }
+
+  /**
    * Lists the dirty markers and reads those whose ETag changed. Returns whether the
    * set of open markers changed (then queries see a new version right away).
    */

@@ -212,12 +212,15 @@ describe('point 1: device clocks and old periods', () => {
     const took = await until('the dirty hour to leave the exact view', async () => (await sources(store, RECENT_START, RECENT_END))[1] !== 'batch', 5_000);
     expect(took).toBeLessThan(5_000);
     expect(await sources(store, RECENT_START, RECENT_END)).toEqual(['batch', 'recomputing', 'batch', 'batch']);
+    // What a batch-lag alert watches now that W does not stop there.
+    expect(store.firstNotExact('hourly', RECENT_START)).toBe(RECENT_START + H);
     // The lake's summary watermark is not dragged back either.
     expect((await computeWatermark(ctx)).hourlyEnd).toBe(RECENT_END);
 
     // The re-run clears it, and the hour is exact again.
     await runHourly(ctx, RECENT[1]);
     await until('the re-run hour to be exact again', async () => (await sources(store, RECENT_START, RECENT_END))[1] === 'batch', 5_000);
+    expect(store.firstNotExact('hourly', RECENT_START)).toBeNull();
   });
 });
 
