@@ -10,6 +10,7 @@ import readline from 'node:readline';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import cliProgress from 'cli-progress';
 import { config } from '../../common/config';
+import { deviceSkewMs, withDeviceClock } from './clock';
 import { simulate, writeNdjson, type SimulatedSend, type SimulationOptions } from './generate';
 
 const DAY = 86_400_000;
@@ -104,6 +105,8 @@ interface SendFlags extends SimFlags {
   file?: string;
   live: boolean;
   quiet: boolean;
+  sentAt: boolean;
+  skewedClocks: number;
 }
 
 /** The lines to send, each with what it is when known. */
@@ -155,6 +158,8 @@ addSimulationOptions(
     .option('--concurrency <n>', 'requests in flight', number('--concurrency', { min: 1, integer: true }), 4)
     .option('--file <ndjson>', 'replay this NDJSON file instead of simulating')
     .addOption(new Option('--live', 'event times are "now" as events go out (the default without --from/--file)').default(false))
+    .option('--sent-at', 'valid events carry sent_at, the device clock when the request goes out (the collector corrects clock skew with it)', false)
+    .option('--skewed-clocks <fraction>', 'fraction of users whose device clock is off (hours to years; implies --sent-at)', number('--skewed-clocks', { min: 0, max: 1 }), 0)
     .option('--quiet', 'no progress bar', false),
 )
   .addHelpText(
@@ -164,6 +169,7 @@ Modes:
   live     (default)      event times = now: npm run simulate -- send --rate 2000 --duration 60 --late 0.01 --invalid 0.01
   history  --from [--to]  a past window as fast as --rate allows: npm run simulate -- send --from 2026-11-01 --days 2 --rate 0
   replay   --file x       an NDJSON file, line by line: npm run simulate -- send --file week.ndjson --rate 0
+Event times older than the lateness horizon (BATCH_LATENESS_HORIZON_MS, 7 days) are dead-lettered as too_late.
 429 and 503 answers are retried after their Retry-After (at-least-once: a retried batch may duplicate; the batch layer de-duplicates).`,
   )
   .action(async (f: SendFlags) => {
@@ -216,23 +222,30 @@ async function send(source: Source, f: SendFlags, mode: string) {
   const it = source[Symbol.asyncIterator]();
   let exhausted = false;
   let taken = 0;
-  const nextBatch = async (): Promise<string[] | undefined> => {
-    const lines: string[] = [];
+  const clocks = f.sentAt || f.skewedClocks > 0;
+  type Item = { line: string; skewMs: number | null };
+  const nextBatch = async (): Promise<Item[] | undefined> => {
+    const lines: Item[] = [];
     while (lines.length < f.batchSize && !exhausted && (f.count === undefined || taken < f.count) && Date.now() < deadline) {
       const r = await it.next();
       if (r.done) {
         exhausted = true;
         break;
       }
-      lines.push(r.value.line);
+      const s = r.value.send;
+      // Only valid events come from a device clock; invalid sends stay as generated.
+      const skewMs = clocks && s && s.kind !== 'invalid' && s.userId ? deviceSkewMs(s.userId, f.skewedClocks, f.seed) : null;
+      lines.push({ line: r.value.line, skewMs });
       taken++;
     }
     return lines.length > 0 ? lines : undefined;
   };
 
-  const post = async (lines: string[]): Promise<void> => {
-    const body = lines.join('\n');
+  const post = async (lines: Item[]): Promise<void> => {
     for (let attempt = 0; ; attempt++) {
+      // sent_at is the device clock when this attempt goes out, as an SDK stamps it.
+      const now = Date.now();
+      const body = lines.map((l) => (l.skewMs === null ? l.line : withDeviceClock(l.line, now, l.skewMs))).join('\n');
       let status = 0;
       let retryAfter = 1;
       try {
