@@ -162,6 +162,8 @@ export function loadConfig(env: Env = process.env) {
        * must exceed BATCH_RAW_MAX_AGE_DAYS. aggregated/ and user_daily_activity are kept.
        */
       processedMaxAgeDays: int(env, 'BATCH_PROCESSED_MAX_AGE_DAYS', 0, 0),
+      /** aggregated/ (the batch views) of days older than this are removed (0 keeps them); must exceed BATCH_PROCESSED_MAX_AGE_DAYS. */
+      aggregatedMaxAgeDays: int(env, 'BATCH_AGGREGATED_MAX_AGE_DAYS', 0, 0),
     },
     lake: {
       /** A raw file rolls when its buffered records reach this many bytes (their flat NDJSON encoding, before Parquet/zstd). */

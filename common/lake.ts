@@ -20,6 +20,7 @@
  *   _manifests/audit/pin/<iso-time>-<requestId>.json                                     who set which pin, when
  *   _manifests/retention/raw/dt=YYYY-MM-DD.json                                          raw of this day was removed
  *   _manifests/retention/processed/dt=YYYY-MM-DD.json                                    processed/events+sessions of this day were removed
+ *   _manifests/retention/aggregated/dt=YYYY-MM-DD.json                                   the batch views of this day were removed
  */
 
 export type Zone = 'processed' | 'aggregated';
@@ -121,6 +122,12 @@ export const lakePaths = {
   processedRetention(day: string): string {
     dayStartMs(day);
     return `_manifests/retention/processed/dt=${day}.json`;
+  },
+  aggregatedRetentionPrefix: '_manifests/retention/aggregated/',
+  /** Written before retention deletes a day's batch views: readers treat the day's periods as not published. */
+  aggregatedRetention(day: string): string {
+    dayStartMs(day);
+    return `_manifests/retention/aggregated/dt=${day}.json`;
   },
   rawRetentionPrefix: '_manifests/retention/raw/',
   /** Written before retention deletes a raw day: from then on the day's periods must not be recomputed from what is left. */
@@ -259,7 +266,7 @@ export interface DirtyMarker {
 
 /** `_manifests/retention/<zone>/dt=…json`: retention removed (or is removing) this day's objects of the zone. */
 export interface RawRetentionRecord {
-  zone: 'raw' | 'processed';
+  zone: 'raw' | 'processed' | 'aggregated';
   day: string;
   removedAt: string;
   objects: number;

@@ -274,11 +274,15 @@ export class BatchStore {
     await this.pollDirty();
     const changes: Array<{ kind: PeriodKind; period: string; manifestEtag: string; manifest: RunManifest }> = [];
     const removals: Array<{ kind: PeriodKind; period: string }> = [];
+    // Days whose batch views retention removed: their manifests stay (history), their views are gone.
+    const expired = new Set(
+      (await listObjects(this.s3, bucket, lakePaths.aggregatedRetentionPrefix)).map((o) => /dt=(\d{4}-\d{2}-\d{2})\.json$/.exec(o.key)?.[1]).filter((d): d is string => !!d),
+    );
     for (const kind of ['hourly', 'daily'] as const) {
       const listed = new Map<string, string>();
       for (const o of await listObjects(this.s3, bucket, `_manifests/${kind}/`)) {
         const m = MANIFEST_KEY[kind].exec(o.key);
-        if (m) listed.set(kind === 'hourly' ? `${m[1]}T${m[2]}` : m[1], o.etag);
+        if (m && !expired.has(m[1])) listed.set(kind === 'hourly' ? `${m[1]}T${m[2]}` : m[1], o.etag);
       }
       for (const [period, etag] of listed) {
         if (this.loaded[kind].get(period)?.etag === etag) continue;

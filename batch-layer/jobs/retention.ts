@@ -8,8 +8,9 @@
  *
  * The other zones: dead letters (raw/dlq/) go by age alone; processed/events and
  * processed/sessions (opt-in, older than raw) go once raw is gone, with the same
- * guard. aggregated/ (the served views) and user_daily_activity (every later
- * day's first_seen history) are kept.
+ * guard; aggregated/ (opt-in, older than processed) once processed is gone, and
+ * serving stops loading those days. user_daily_activity (every later day's
+ * first_seen history) and the manifests are kept.
  */
 import { lakePaths, type RawRetentionRecord } from '../../common/lake';
 import { deleteObjects, getJson, listObjects, putJson } from '../lake-io';
@@ -23,6 +24,8 @@ export interface RetentionOptions {
   dlqMaxAgeDays?: number;
   /** processed/events and processed/sessions of days older than this are removed; 0 keeps them (default cfg.batch.processedMaxAgeDays). */
   processedMaxAgeDays?: number;
+  /** aggregated/ (the batch views) of days older than this are removed; 0 keeps them (default cfg.batch.aggregatedMaxAgeDays). */
+  aggregatedMaxAgeDays?: number;
   now?: number;
 }
 
@@ -48,6 +51,7 @@ export interface RetentionResult {
   skipped: { day: string; reason: string }[];
   dlq?: ZoneRetention;
   processed?: ZoneRetention;
+  aggregated?: ZoneRetention;
 }
 
 function cutoffOf(now: number, maxAgeDays: number): string {
@@ -104,6 +108,32 @@ async function expireProcessed(ctx: JobContext, maxAge: number, now: number): Pr
   return out;
 }
 
+/**
+ * The batch views of a day (aggregated/…/dt=day/, hourly ones included) go only once
+ * its processed input is gone too, so no run can publish them again. The record is
+ * written first: the serving layer stops loading the day's periods (they answer from
+ * the speed layer or `none`), and the manifests stay, because later days read the
+ * day's user activity (first_seen) through them.
+ */
+async function expireAggregated(ctx: JobContext, maxAge: number, now: number): Promise<ZoneRetention> {
+  const cutoffDay = cutoffOf(now, maxAge);
+  const out: ZoneRetention = { cutoffDay, deletedDays: [], deletedObjects: 0, skipped: [] };
+  const keys = (await listObjects(s3Of(ctx), bucketOf(ctx), 'aggregated/')).map((o) => o.key);
+  for (const [day, dayKeys] of [...byDayBefore(keys, cutoffDay)].sort(([a], [b]) => a.localeCompare(b))) {
+    if (!(await getJson<RawRetentionRecord>(s3Of(ctx), bucketOf(ctx), lakePaths.processedRetention(day)))) {
+      out.skipped.push({ day, reason: 'processed input of the day is not removed yet' });
+      continue;
+    }
+    const record: RawRetentionRecord = { zone: 'aggregated', day, removedAt: new Date().toISOString(), objects: dayKeys.length, maxAgeDays: maxAge };
+    await putJson(s3Of(ctx), bucketOf(ctx), lakePaths.aggregatedRetention(day), record);
+    await deleteObjects(s3Of(ctx), bucketOf(ctx), dayKeys);
+    out.deletedDays.push(day);
+    out.deletedObjects += dayKeys.length;
+    checkpoint(ctx, { step: 'retention', zone: 'aggregated', day });
+  }
+  return out;
+}
+
 export async function applyRetention(ctx: JobContext, opts: RetentionOptions = {}): Promise<RetentionResult> {
   const maxAge = opts.rawMaxAgeDays ?? ctx.cfg.batch.rawMaxAgeDays;
   if (!Number.isInteger(maxAge) || maxAge < 1) throw new NonRetryableBatchError(`rawMaxAgeDays must be an integer >= 1, got ${maxAge}`);
@@ -112,6 +142,12 @@ export async function applyRetention(ctx: JobContext, opts: RetentionOptions = {
   // Checked before anything is deleted.
   if (processedAge > 0 && processedAge <= maxAge) {
     throw new NonRetryableBatchError(`processedMaxAgeDays (${processedAge}) must be greater than rawMaxAgeDays (${maxAge}): processed data is what is left once raw is gone`);
+  }
+  const aggregatedAge = opts.aggregatedMaxAgeDays ?? ctx.cfg.batch.aggregatedMaxAgeDays;
+  if (aggregatedAge > 0 && !(processedAge > 0 && aggregatedAge > processedAge)) {
+    throw new NonRetryableBatchError(
+      `aggregatedMaxAgeDays (${aggregatedAge}) needs processed retention on and must be greater than processedMaxAgeDays (${processedAge}): the views are what is left once processed data is gone`,
+    );
   }
   const now = opts.now ?? Date.now();
   const cutoffDay = new Date(Math.floor(now / DAY_MS) * DAY_MS - maxAge * DAY_MS).toISOString().slice(0, 10);
@@ -148,6 +184,10 @@ export async function applyRetention(ctx: JobContext, opts: RetentionOptions = {
   if (processedAge > 0) {
     result.processed = await expireProcessed(ctx, processedAge, now);
     ctx.log.info({ cutoffDay: result.processed.cutoffDay, deletedDays: result.processed.deletedDays.length, skipped: result.processed.skipped.length }, 'processed retention applied');
+  }
+  if (aggregatedAge > 0) {
+    result.aggregated = await expireAggregated(ctx, aggregatedAge, now);
+    ctx.log.info({ cutoffDay: result.aggregated.cutoffDay, deletedDays: result.aggregated.deletedDays.length, skipped: result.aggregated.skipped.length }, 'batch-view retention applied');
   }
   return result;
 }

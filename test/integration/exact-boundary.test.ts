@@ -352,6 +352,39 @@ describe('point 8: every zone has a retention, guarded like raw', () => {
     await expect(runDaily(ctx, OLD, { shards: 1 })).rejects.toMatchObject({ name: 'RawInputGoneError', message: expect.stringContaining('processed retention removed') });
     expect((await getJson<RunManifest>(s3, cfg.s3.bucket, lakePaths.manifest('daily', OLD)))!.runId).toBe(daily.runId);
   });
+
+  it('removes the batch views of days nothing can recompute any more; serving stops loading them and keeps syncing', async () => {
+    const s3 = s3Client(cfg);
+    const store = await BatchStore.open(cfg, s3, log);
+    try {
+      await store.sync();
+      expect(store.loadedPeriods('daily')).toEqual([OLD]);
+      await expect(applyRetention(ctx, { rawMaxAgeDays: 30, processedMaxAgeDays: 0, aggregatedMaxAgeDays: 38 })).rejects.toThrow(/needs processed retention on/);
+
+      const r = await applyRetention(ctx, { rawMaxAgeDays: 30, processedMaxAgeDays: 35, aggregatedMaxAgeDays: 38 });
+      expect(r.aggregated?.deletedDays).toEqual([OLD]);
+      expect(await listObjects(s3, cfg.s3.bucket, 'aggregated/')).toEqual([]);
+      // The manifests stay: later days read this day's activity through them.
+      expect((await getJson<RunManifest>(s3, cfg.s3.bucket, lakePaths.manifest('daily', OLD)))?.period).toBe(OLD);
+      expect(await listObjects(s3, cfg.s3.bucket, `processed/user_daily_activity/dt=${OLD}/`)).toHaveLength(1);
+
+      await store.sync();
+      expect(store.lastError).toBeNull();
+      expect(store.loadedPeriods('daily')).toEqual([]);
+      expect(store.loadedPeriods('hourly')).toEqual([]);
+      // A fresh serving process does not try to load them either.
+      const fresh = await BatchStore.open(cfg, s3, log);
+      try {
+        await fresh.sync();
+        expect(fresh.lastError).toBeNull();
+        expect(fresh.loadedPeriods('hourly')).toEqual([]);
+      } finally {
+        await fresh.close();
+      }
+    } finally {
+      await store.close();
+    }
+  });
 });
 
 describe('point 8: compaction runs on a schedule and from the CLI', () => {
