@@ -20,7 +20,7 @@ import { dayId, dayStartMs, lakePaths, type DirtyMarker, type RunManifest } from
 import { logger } from '../../common/log';
 import { applyRetention, computeWatermark, hoursOfDay, listDirty, runDaily, runHourly, type JobContext } from '../../batch-layer/jobs';
 import { s3Of } from '../../batch-layer/jobs/context';
-import { deleteObjects, getJson, listObjects, putDirtyMarker, stageObjects, uploadFile, withScratchDir } from '../../batch-layer/lake-io';
+import { deleteObjects, getJson, listObjects, putDirtyMarker, putJson, stageObjects, uploadFile, withScratchDir } from '../../batch-layer/lake-io';
 import { Duck } from '../../batch-layer/jobs/duck';
 import { writeDlqParquet } from '../../batch-layer/lake-writer/parquet';
 import { buildCollector, type Collector } from '../../ingestion/collector/server';
@@ -493,6 +493,23 @@ describe('point 4: no lost updates on the pin, the watermark and dirty markers',
     // The computed watermark survived the races too.
     expect((await computeWatermark(ctx)).hourlyEnd).toBe(RECENT_END);
     await store.pin(null, { keyId: 'k-test', requestId: 'req-unpin' });
+    expect(store.watermark().pinnedEnd).toBeNull();
+  });
+
+  it('a pin written by the previous layout (inside watermark.json) is honoured and moved to its own object', async () => {
+    const s3 = s3Client(cfg);
+    await deleteObjects(s3, cfg.s3.bucket, [lakePaths.pin]);
+    const legacy = RECENT_START + 2 * H;
+    const current = (await getJson<Record<string, unknown>>(s3, cfg.s3.bucket, lakePaths.watermark))!;
+    await putJson(s3, cfg.s3.bucket, lakePaths.watermark, { ...current, pinnedEnd: legacy, hourlyEnd: 0 });
+    await store.sync();
+    expect(store.watermark().pinnedEnd).toBe(legacy);
+    await computeWatermark(ctx);
+    expect(await getJson<{ pinnedEnd: number; keyId: string }>(s3, cfg.s3.bucket, lakePaths.pin)).toMatchObject({ pinnedEnd: legacy, keyId: 'migrated' });
+    expect((await getJson<Record<string, unknown>>(s3, cfg.s3.bucket, lakePaths.watermark))?.pinnedEnd).toBeUndefined();
+    await store.sync();
+    expect(store.watermark().pinnedEnd).toBe(legacy);
+    await store.pin(null, { keyId: 'k-test', requestId: 'req-unpin-legacy' });
     expect(store.watermark().pinnedEnd).toBeNull();
   });
 
