@@ -272,6 +272,24 @@ export async function startLakeWriter(cfg: Config, opts: LakeWriterOptions = {})
     m.bufferedBytes.set(bytes);
   }
 
+  /** Resolves when the next file is uploaded (or after `ms`): waking on upload tasks would also wait for their commits' turn. */
+  const uploadedWaiters: Array<() => void> = [];
+  function nextUploaded(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      uploadedWaiters.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  function filesUploading(): number {
+    let n = 0;
+    for (const s of states.values()) n += s.uploading.size;
+    return n;
+  }
+
   function totalBytes(): number {
     let n = 0;
     for (const s of states.values()) n += s.bufferedBytes();
@@ -356,6 +374,7 @@ export async function startLakeWriter(cfg: Config, opts: LakeWriterOptions = {})
         }
       }
       state.uploaded(buf);
+      for (const wake of uploadedWaiters.splice(0)) wake();
       objectsUploaded += 1;
       refreshGauges();
       await commit(state);
@@ -437,8 +456,9 @@ export async function startLakeWriter(cfg: Config, opts: LakeWriterOptions = {})
       if (passed.length > 0) {
         m.catchupRolls.inc(passed.length);
         // Reading on while files queue for an upload slot would only move the backlog from Kafka into memory.
-        while (uploads.size > MAX_QUEUED_UPLOADS_PER_SLOT * cfg.lake.uploadConcurrency && !stopping) {
-          await Promise.race([Promise.race(uploads), new Promise((r) => setTimeout(r, 1000))]);
+        // (Files, not upload tasks: a task whose file is uploaded may still wait for its turn to commit.)
+        while (filesUploading() > MAX_QUEUED_UPLOADS_PER_SLOT * cfg.lake.uploadConcurrency && !stopping) {
+          await nextUploaded(1000);
           await heartbeat();
         }
       }
