@@ -340,7 +340,10 @@ export async function buildServer(cfg: Config, deps: ServerDeps): Promise<Fastif
           merge(def, { from, to, granularity: qs.granularity, params, groupBy }, { watermark: store.watermark(), now: t, maxBuckets: cfg.serving.maxBuckets }),
           freshnessOut(),
         ]);
-        for (const s of ['batch', 'speed', 'none'] as const) if (result.coverage[s] > 0) bucketsServed.inc({ metric: opts.name, source: s }, result.coverage[s] * result.series.length);
+        for (const s of ['batch', 'speed', 'none', 'recomputing'] as const) {
+          const n = result.coverage[s] ?? 0;
+          if (n > 0) bucketsServed.inc({ metric: opts.name, source: s }, n * result.series.length);
+        }
         return { ...result, watermark: watermarkOut(), freshness };
       },
     );
@@ -472,9 +475,13 @@ export async function buildServer(cfg: Config, deps: ServerDeps): Promise<Fastif
     const serving: Array<{ rule: string; layer: 'serving'; since: number; value: number; threshold: number; message: string }> = [];
     const hourlyEnd = watermarkOut().hourly_end;
     const limit = cfg.serving.batchLagAlertFraction * cfg.speed.retentionMs;
-    // The speed layer drops buckets after its retention: a batch lag near it means buckets about to become uncovered.
-    if (hourlyEnd !== null && t - hourlyEnd > limit) {
-      serving.push({ rule: 'batch_lag', layer: 'serving', since: hourlyEnd + limit, value: t - hourlyEnd, threshold: limit, message: `batch watermark is ${Math.round((t - hourlyEnd) / 60_000)} min behind; speed data expires after ${Math.round(cfg.speed.retentionMs / 60_000)} min` });
+    // The speed layer drops buckets after its retention: the oldest hour the batch does not hold exactly — a gap or a
+    // dirty hour below W (W no longer stops there), else W itself — is what is about to become uncovered.
+    const gap = store.firstNotExact('hourly', t - cfg.speed.retentionMs);
+    const behind = gap ?? hourlyEnd;
+    if (behind !== null && t - behind > limit) {
+      const what = gap !== null ? `hour ${new Date(gap).toISOString().slice(0, 13)} is not exact (unpublished or recomputing)` : 'batch watermark';
+      serving.push({ rule: 'batch_lag', layer: 'serving', since: behind + limit, value: t - behind, threshold: limit, message: `${what}: ${Math.round((t - behind) / 60_000)} min behind; speed data expires after ${Math.round(cfg.speed.retentionMs / 60_000)} min` });
     }
     if (store.lastError !== null) serving.push({ rule: 'batch_sync', layer: 'serving', since: store.syncedAt ?? t, value: 1, threshold: 0, message: syncErrorOut() ?? '' });
     return { alerts: [...speed, ...serving] };

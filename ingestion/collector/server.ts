@@ -136,6 +136,7 @@ export function buildCollector(cfg: Config, deps: CollectorDeps = {}): Collector
   const metrics = collectorMetrics({ defaultMetrics: deps.defaultMetrics });
   let inFlight = 0;
   let inFlightBytes = 0;
+  const lateness = { latenessHorizonMs: cfg.batch.latenessHorizonMs };
 
   sink.onFlush = (info) => {
     metrics.produceLatency.observe({ outcome: info.error ? 'error' : 'ok' }, info.ms / 1000);
@@ -324,7 +325,7 @@ export function buildCollector(cfg: Config, deps: CollectorDeps = {}): Collector
           continue;
         }
         const eventId = eventIdOf(item.parsed);
-        const v = validateEvent(item.parsed, receivedAt);
+        const v = validateEvent(item.parsed, receivedAt, lateness);
         if (!v.ok) {
           reject(i, eventId, v.reason, v.detail, parsed.rawOf(i));
           continue;

@@ -2,7 +2,8 @@
  * Every bucket is coloured by the layer that answered it, so exact and live numbers never look alike. */
 (() => {
   'use strict';
-  const COLORS = { batch: '#2563eb', speed: '#f59e0b', none: '#d1d5db' };
+  // recomputing: a published batch value whose period got late data; shown, but not as exact.
+  const COLORS = { batch: '#2563eb', speed: '#f59e0b', none: '#d1d5db', recomputing: '#93c5fd' };
   const TYPE_COLORS = ['#2563eb', '#16a34a', '#dc2626', '#9333ea', '#f59e0b', '#0891b2', '#db2777', '#65a30d', '#ea580c', '#4f46e5', '#0d9488', '#a16207'];
   const HOUR = 3600e3;
   const DAY = 24 * HOUR;
