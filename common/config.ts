@@ -33,6 +33,19 @@ function list(env: Env, name: string, fallback: string[]): string[] {
   return raw.split(',').map((s) => s.trim()).filter(Boolean);
 }
 
+/** `false` (default: req.ip is the socket's peer), `true`, a hop count, or a list of proxy addresses/CIDRs. */
+function trustProxy(env: Env, name: string): boolean | string[] | ((addr: string, hop: number) => boolean) {
+  const raw = (env[name] ?? '').trim();
+  if (raw === '' || raw === 'false') return false;
+  if (raw === 'true') return true;
+  if (/^\d+$/.test(raw)) {
+    // A hop count: trust that many proxies in front (what proxy-addr does with a number).
+    const hops = Number(raw);
+    return (_addr, hop) => hop < hops;
+  }
+  return raw.split(',').map((s) => s.trim()).filter(Boolean);
+}
+
 export class ConfigError extends Error {
   override name = 'ConfigError';
 }
@@ -92,6 +105,14 @@ export function loadConfig(env: Env = process.env) {
       maxBatchEvents: int(env, 'COLLECTOR_MAX_BATCH_EVENTS', 1000, 1),
       maxBodyBytes: int(env, 'COLLECTOR_MAX_BODY_BYTES', 1024 * 1024, 1),
       maxInFlightEvents: int(env, 'COLLECTOR_MAX_IN_FLIGHT_EVENTS', 200_000, 1),
+      /** …and of request bodies being parsed, validated or produced (bytes), malformed ones included. */
+      maxInFlightBytes: int(env, 'COLLECTOR_MAX_IN_FLIGHT_BYTES', 256 * 1024 * 1024, 1024),
+      /** Requests per minute per ingestion key (a busy SDK fleet shares a key: set this high). */
+      rateLimitPerMin: int(env, 'COLLECTOR_RATE_LIMIT_PER_MIN', 1_200_000, 1),
+      /** Requests per minute per client address without a valid key (failed attempts included). */
+      anonymousRateLimitPerMin: int(env, 'COLLECTOR_ANONYMOUS_RATE_LIMIT_PER_MIN', 600, 1),
+      /** Fastify's trustProxy: `false`, `true`, a hop count, or comma-separated addresses/CIDRs of your proxies. */
+      trustProxy: trustProxy(env, 'COLLECTOR_TRUST_PROXY'),
       /** One event's record larger than this is rejected (size_violation) instead of failing a whole produce. */
       maxEventBytes: int(env, 'COLLECTOR_MAX_EVENT_BYTES', 64 * 1024, 1024),
       /** Produces of concurrent requests are coalesced for up to this long… */
@@ -124,6 +145,10 @@ export function loadConfig(env: Env = process.env) {
       corsOrigins: list(env, 'SERVING_CORS_ORIGINS', ['*']),
       /** Requests per API key (or client address without one) per minute before 429. */
       rateLimitPerMin: int(env, 'SERVING_RATE_LIMIT_PER_MIN', 6000, 1),
+      /** Requests per minute per client address without a valid key (failed attempts included). */
+      anonymousRateLimitPerMin: int(env, 'SERVING_ANONYMOUS_RATE_LIMIT_PER_MIN', 120, 1),
+      /** Fastify's trustProxy: `false`, `true`, a hop count, or comma-separated addresses/CIDRs of your proxies. */
+      trustProxy: trustProxy(env, 'SERVING_TRUST_PROXY'),
       /** Manifests are polled this often besides the pub/sub notice (a missed notice costs at most this much). */
       syncIntervalMs: int(env, 'SERVING_SYNC_INTERVAL_MS', 15_000, 100),
       /** Where published batch tables are downloaded to for the embedded DuckDB. */

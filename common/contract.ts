@@ -34,8 +34,29 @@ export const BINGE_WINDOW_MS = 14_400_000;
 export const UNKNOWN = 'unknown';
 export const ALL = 'ALL';
 
-const optionalString = { type: 'string' } as const;
 const optionalNumber = { type: 'number' } as const;
+
+/**
+ * The longest value each string field may have (characters). Each becomes a
+ * dimension, a Redis field or a Parquet column value somewhere, so none is
+ * unbounded; a longer value dead-letters the event as schema_violation. Unknown
+ * fields are bounded only by the whole record's size (COLLECTOR_MAX_EVENT_BYTES).
+ */
+export const MAX_LENGTH = {
+  event_id: 128,
+  user_id: 128,
+  session_id: 128,
+  content_id: 128,
+  device_type: 64,
+  video_quality: 32,
+  page: 512,
+  target: 256,
+  location: 64,
+  user_agent: 512,
+  ip_address: 64,
+  app_version: 64,
+} as const;
+const str = (field: keyof typeof MAX_LENGTH) => ({ type: 'string', maxLength: MAX_LENGTH[field] }) as const;
 
 /** JSON Schema of schema_version 1. Unknown extra fields are allowed everywhere (additive evolution). */
 export const eventSchemaV1 = {
@@ -43,32 +64,32 @@ export const eventSchemaV1 = {
   type: 'object',
   required: ['event_id', 'event_type', 'user_id', 'timestamp'],
   properties: {
-    event_id: { type: 'string', minLength: 1, maxLength: 128 },
+    event_id: { type: 'string', minLength: 1, maxLength: MAX_LENGTH.event_id },
     event_type: { type: 'string', enum: EVENT_TYPES },
-    user_id: { type: 'string', minLength: 1, maxLength: 128 },
-    session_id: { type: ['string', 'null'], maxLength: 128 },
+    user_id: { type: 'string', minLength: 1, maxLength: MAX_LENGTH.user_id },
+    session_id: { type: ['string', 'null'], maxLength: MAX_LENGTH.session_id },
     timestamp: { type: 'integer' },
     sent_at: { type: 'integer' },
     schema_version: { type: 'integer', const: 1 },
     properties: {
       type: ['object', 'null'],
       properties: {
-        content_id: optionalString,
-        device_type: optionalString,
-        video_quality: optionalString,
+        content_id: str('content_id'),
+        device_type: str('device_type'),
+        video_quality: str('video_quality'),
         playback_position: optionalNumber,
         duration_ms: optionalNumber,
-        page: optionalString,
-        target: optionalString,
+        page: str('page'),
+        target: str('target'),
       },
     },
     context: {
       type: ['object', 'null'],
       properties: {
-        location: optionalString,
-        user_agent: optionalString,
-        ip_address: optionalString,
-        app_version: optionalString,
+        location: str('location'),
+        user_agent: str('user_agent'),
+        ip_address: str('ip_address'),
+        app_version: str('app_version'),
       },
     },
   },
