@@ -53,18 +53,23 @@ export function shouldRoll(buf: FileBuffer, policy: RollPolicy, now: number): bo
   return buf.bytes >= policy.rollBytes || now - buf.openedAt >= policy.rollAgeMs;
 }
 
+/** Open files smaller than this are left to the age policy by passedFiles. */
+export const CATCHUP_MIN_ROLL_BYTES = 64 * 1024;
+
 /**
  * Files to roll after a batch of a partition that is far behind (catching up):
  * those the batch did not add to. A backlog spread over days of event time opens
  * a file per hour; read in offset order, an hour's records come together, so a
  * file the stream has moved past is complete. Rolling it at once, rather than
  * after the roll age, keeps memory to the hours of the last batches (instead of
- * the whole backlog) and commits as it goes. Live traffic (lag below the
- * threshold) keeps the size/age policy.
+ * the whole backlog) and commits as it goes. Files under CATCHUP_MIN_ROLL_BYTES
+ * (late stragglers into old hours) keep the age policy: they gather more
+ * stragglers instead of becoming an object each, and hold at most that much per
+ * hour. Live traffic (lag below the threshold) keeps the size/age policy.
  */
 export function passedFiles(state: PartitionState, touched: ReadonlySet<FileBuffer>, lag: number, catchupLag: number): FileBuffer[] {
   if (lag < catchupLag) return [];
-  return [...state.open.values()].filter((b) => !touched.has(b));
+  return [...state.open.values()].filter((b) => !touched.has(b) && b.bytes >= CATCHUP_MIN_ROLL_BYTES);
 }
 
 /**

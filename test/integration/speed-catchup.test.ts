@@ -5,69 +5,21 @@
  * fetch sizes and ends with every count exact, without exiting. A second
  * consumer group (its own key prefix) drains the same backlog through a
  * SIGKILL in the middle of the catch-up and a restart, and ends exact too.
- * The lake writer then drains the same backlog with bounded memory and small
- * objects, every message landing in the lake once.
+ * (The lake writer behind the same backlog: speed-catchup-lake.test.ts.)
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import fs from 'node:fs';
-import net from 'node:net';
+import { spawn } from 'node:child_process';
 import path from 'node:path';
-import { DuckDBInstance } from '@duckdb/node-api';
 import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { kafkaClient, redisClient, s3Client } from '../../common/clients';
+import { redisClient } from '../../common/clients';
 import { loadConfig, REPO_ROOT, type Config } from '../../common/config';
 import { ALL, type EventRecord } from '../../common/contract';
-import { lakePaths } from '../../common/lake';
 import { readBinge, readOffsets, readStats, speedKeys } from '../../common/speed-keys';
-import { deleteObjects, listObjects, stageObjects, withScratchDir } from '../../batch-layer/lake-io';
 import { isolatedConfig } from '../support/isolated';
-import { expectedValues, simulatedRecords, sum, waitFor, HOUR_MS } from './speed-support';
+import { catchupBacklog, CATCHUP_RETENTION_MS, DAY, exited, freePort, largestBucket, metricSum, produceFast, samplePeak, type Child } from './speed-catchup-support';
+import { expectedValues, sum, waitFor } from './speed-support';
 
-const MIN = 60_000;
-const DAY = 24 * HOUR_MS;
-const WINDOW_MS = 3 * DAY + 6 * HOUR_MS;
-
-/** Fill the topic fast: several idempotent producers, each sending its own slice in large sends. */
-async function produceFast(cfg: Config, records: EventRecord[]): Promise<void> {
-  const producers = 3;
-  const kafka = kafkaClient(cfg, 'speed-catchup-producer');
-  await Promise.all(
-    Array.from({ length: producers }, async (_, k) => {
-      const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
-      await producer.connect();
-      try {
-        for (let i = k * 5000; i < records.length; i += producers * 5000) {
-          const slice = records.slice(i, i + 5000);
-          await producer.send({ topic: cfg.kafka.rawTopic, acks: -1, messages: slice.map((r) => ({ key: r.user_id, value: JSON.stringify(r) })) });
-        }
-      } finally {
-        await producer.disconnect();
-      }
-    }),
-  );
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-interface SpeedChild {
-  proc: ChildProcess;
-  port: number;
-  /** Peak RSS (VmHWM) last read from /proc, MiB. */
-  peakMiB: number;
-  exits: Array<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-async function startSpeed(cfg: Config): Promise<SpeedChild> {
+async function startSpeed(cfg: Config): Promise<Child> {
   const port = await freePort();
   const proc = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'speed-layer/main.ts'), '--no-alerts'], {
     cwd: REPO_ROOT,
@@ -85,29 +37,14 @@ async function startSpeed(cfg: Config): Promise<SpeedChild> {
     },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
-  const child: SpeedChild = { proc, port, peakMiB: 0, exits: [] };
+  const child: Child = { proc, port, peakMiB: 0, exits: [] };
   proc.stderr!.on('data', (d: Buffer) => process.stderr.write(`[speed child ${proc.pid}] ${d}`));
   proc.on('exit', (code, signal) => child.exits.push({ code, signal }));
   return child;
 }
 
-function samplePeak(child: SpeedChild): void {
-  try {
-    const kb = Number(/^VmHWM:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${child.proc.pid}/status`, 'utf8'))?.[1] ?? 0);
-    child.peakMiB = Math.max(child.peakMiB, kb / 1024);
-  } catch {
-    /* exited */
-  }
-}
-
-function exited(child: SpeedChild): Promise<NodeJS.Signals | number | null> {
-  const { proc } = child;
-  if (proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve(proc.signalCode ?? proc.exitCode);
-  return new Promise((r) => proc.once('exit', (code, signal) => r(signal ?? code)));
-}
-
 /** Wait until Redis' stored offsets reach `total`, failing at once if the process exits. */
-async function drained(redis: Redis, cfg: Config, child: SpeedChild, total: number, timeoutMs: number, until = total): Promise<number> {
+async function drained(redis: Redis, cfg: Config, child: Child, total: number, timeoutMs: number, until = total): Promise<number> {
   return waitFor(
     `the speed layer to apply ${until} of ${total} messages`,
     async () => {
@@ -201,15 +138,13 @@ describe('speed layer: restart behind a backlog of days', () => {
   let redis: Redis;
   let records: EventRecord[];
   let now: number;
-  const children: SpeedChild[] = [];
+  const children: Child[] = [];
 
   beforeAll(async () => {
-    cfg = await isolatedConfig('speed-catchup', { SPEED_RETENTION_MS: String(4 * DAY) });
+    cfg = await isolatedConfig('speed-catchup', { SPEED_RETENTION_MS: String(CATCHUP_RETENTION_MS) });
     redis = redisClient(cfg);
     now = Date.now();
-    const boundary = now - cfg.speed.secondRetentionMs;
-    // Away from the per-second retention boundary by more than the test can last, so the expected values do not depend on when an event is applied.
-    records = simulatedRecords(cfg, { seed: 17, users: 12_000, windowMs: WINDOW_MS, now, duplicateFraction: 0.03 }).filter((r) => Math.abs(r.ts - boundary) > 20 * MIN);
+    records = catchupBacklog(cfg, now);
     await produceFast(cfg, records);
   });
 
@@ -219,8 +154,6 @@ describe('speed layer: restart behind a backlog of days', () => {
       // Not dropIsolated: its one DEL of every key would spread ~100,000 names onto the call stack.
       const keys = await redis.keys(`${cfg.redis.keyPrefix}*`); // the second group's prefix is under it
       for (let i = 0; i < keys.length; i += 1000) await redis.unlink(...keys.slice(i, i + 1000));
-      const s3 = s3Client(cfg);
-      await deleteObjects(s3, cfg.s3.bucket, (await listObjects(s3, cfg.s3.bucket, '')).map((o) => o.key));
     }
     redis?.disconnect();
   });
@@ -272,100 +205,5 @@ describe('speed layer: restart behind a backlog of days', () => {
     expect(await exited(second)).toBe(0);
   });
 
-  it('the lake writer drains the same backlog with bounded memory and small objects, every message in the lake once', async () => {
-    const port = await freePort();
-    const maxBuffer = 64 * 1024 * 1024;
-    const proc = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'batch-layer/lake-writer/main.ts')], {
-      cwd: REPO_ROOT,
-      env: {
-        ...process.env,
-        TOPIC_RAW: cfg.kafka.rawTopic,
-        TOPIC_DLQ: cfg.kafka.dlqTopic,
-        LAKE_GROUP: cfg.kafka.lakeGroup,
-        S3_BUCKET: cfg.s3.bucket,
-        LAKE_WRITER_PORT: String(port),
-        LAKE_MAX_BUFFER_BYTES: String(maxBuffer),
-        LOG_LEVEL: 'warn',
-      },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    const writer: SpeedChild = { proc, port, peakMiB: 0, exits: [] };
-    children.push(writer);
-    proc.stderr!.on('data', (d: Buffer) => process.stderr.write(`[lake writer ${proc.pid}] ${d}`));
-    proc.on('exit', (code, signal) => writer.exits.push({ code, signal }));
-    const admin = kafkaClient(cfg, 'speed-catchup-lake').admin();
-    await admin.connect();
-    const t0 = Date.now();
-    let firstCommitAt = 0;
-    try {
-      await waitFor(
-        'the lake writer to commit the end of every partition',
-        async () => {
-          samplePeak(writer);
-          if (writer.exits.length > 0) throw new Error(`lake writer exited: ${JSON.stringify(writer.exits)}`);
-          const [t] = await admin.fetchOffsets({ groupId: cfg.kafka.lakeGroup, topics: [cfg.kafka.rawTopic] });
-          const committed = t.partitions.reduce((n, p) => n + Math.max(0, Number(p.offset)), 0);
-          if (committed > 0 && firstCommitAt === 0) firstCommitAt = Date.now();
-          return committed >= records.length ? true : undefined;
-        },
-        180_000,
-        250,
-      );
-    } finally {
-      await admin.disconnect();
-    }
-    const seconds = (Date.now() - t0) / 1000;
-    const metrics = await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text());
-    proc.kill('SIGTERM');
-    expect(await exited(writer)).toBe(0);
-
-    const objects = await listObjects(s3Client(cfg), cfg.s3.bucket, lakePaths.rawEventsPrefix);
-    const largest = objects.reduce((n, o) => Math.max(n, o.size), 0);
-    process.stderr.write(
-      `[speed-catchup] lake writer: ${records.length} messages committed in ${seconds.toFixed(1)} s (first commit after ${((firstCommitAt - t0) / 1000).toFixed(1)} s), ` +
-        `peak RSS ${Math.round(writer.peakMiB)} MiB, ${objects.length} objects, largest ${(largest / 1024).toFixed(0)} KiB\n`,
-    );
-    // It commits as it goes (catch-up rolls), not only once files reach the 60 s roll age.
-    expect(metricSum(metrics, 'lake_writer_catchup_rolls_total')).toBeGreaterThan(0);
-    expect(firstCommitAt - t0).toBeLessThan(30_000);
-    expect(metricSum(metrics, 'lake_writer_upload_failures_total')).toBe(0);
-    // Bounded by the buffer budget and the process' own footprint, not by the backlog (≈ 250 MB of records).
-    expect(writer.peakMiB).toBeLessThan(600);
-    // Objects of about one partition-hour each: nothing near the backlog's size.
-    expect(largest).toBeLessThan(1024 * 1024);
-    // Every message once, in the hour of its event time.
-    const rows = await withScratchDir(cfg, async (dir) => {
-      await stageObjects(s3Client(cfg), cfg.s3.bucket, objects.map((o) => o.key), dir);
-      const db = await DuckDBInstance.create(':memory:');
-      const conn = await db.connect();
-      try {
-        const glob = path.join(dir, lakePaths.rawEventsPrefix, '*/*/*.parquet');
-        const sql = `SELECT count(*)::INT AS n, count(DISTINCT (kafka_partition, kafka_offset))::INT AS positions,
-                            count(*) FILTER (WHERE strftime(make_timestamp(ts * 1000), '%Y-%m-%dT%H') <> dt::VARCHAR || 'T' || lpad(hour::VARCHAR, 2, '0'))::INT AS misplaced
-                     FROM read_parquet('${glob}', hive_partitioning = true)`;
-        return (await conn.runAndReadAll(sql)).getRowObjectsJson()[0] as { n: number; positions: number; misplaced: number };
-      } finally {
-        conn.closeSync();
-        db.closeSync();
-      }
-    });
-    expect(rows).toEqual({ n: records.length, positions: records.length, misplaced: 0 });
-  });
 });
 
-function metricSum(text: string, name: string): number {
-  let s = 0;
-  for (const line of text.split('\n')) if (line.startsWith(`${name} `) || line.startsWith(`${name}{`)) s += Number(line.slice(line.lastIndexOf(' ') + 1));
-  return s;
-}
-
-/** The smallest histogram bound holding every observation (+Inf when some exceed the largest bound). */
-function largestBucket(text: string, name: string): number {
-  const count = metricSum(text, `${name}_count`);
-  let best = Infinity;
-  for (const line of text.split('\n')) {
-    const m = new RegExp(`^${name}_bucket\\{le="([^"]+)"\\} (\\S+)$`).exec(line);
-    if (m && Number(m[2]) >= count && m[1] !== '+Inf') best = Math.min(best, Number(m[1]));
-  }
-  return best;
-}
