@@ -200,6 +200,8 @@ interface Drain {
   startRssMiB: number;
   startupSec: number;
   drainSec: number;
+  /** From the first progress until 99 % of the backlog was done (the lake's last stragglers wait for the roll age). */
+  drain99Sec: number;
   rate: number;
   peakRssMiB: number;
   cpuSec: number;
@@ -213,6 +215,7 @@ async function timeDrain(child: ChildProcess, total: number, timeoutSec: number,
   const r0 = redisPid ? proc(redisPid) : null;
   const t0 = performance.now();
   let first: { t: number; n: number } | null = null;
+  let at99 = 0;
   let peak = 0;
   let cpu = 0;
   let rss = 0;
@@ -221,7 +224,7 @@ async function timeDrain(child: ChildProcess, total: number, timeoutSec: number,
     const p = proc(child.pid!);
     if (p) [peak, cpu, rss] = [Math.max(peak, p.hwmMiB), p.cpuSec, p.rssMiB];
     if (child.exitCode !== null || child.signalCode !== null) {
-      return { startRssMiB: startRss, startupSec: 0, drainSec: 0, rate: 0, peakRssMiB: peak, cpuSec: cpu, redisCpuSec: 0, exitedEarly: String(child.signalCode ?? child.exitCode) };
+      return { startRssMiB: startRss, startupSec: 0, drainSec: 0, drain99Sec: 0, rate: 0, peakRssMiB: peak, cpuSec: cpu, redisCpuSec: 0, exitedEarly: String(child.signalCode ?? child.exitCode) };
     }
     const n = await progress().catch(() => 0);
     const t = performance.now();
@@ -229,10 +232,11 @@ async function timeDrain(child: ChildProcess, total: number, timeoutSec: number,
       first = { t, n };
       startRss = rss;
     }
+    if (n >= 0.99 * total && at99 === 0) at99 = t;
     if (n >= total) {
       const r1 = redisPid ? proc(redisPid) : null;
       const drainSec = (t - first!.t) / 1000;
-      return { startRssMiB: startRss, startupSec: (first!.t - t0) / 1000, drainSec, rate: (total - first!.n) / Math.max(drainSec, 0.001), peakRssMiB: peak, cpuSec: cpu, redisCpuSec: r0 && r1 ? r1.cpuSec - r0.cpuSec : 0, exitedEarly: null };
+      return { startRssMiB: startRss, startupSec: (first!.t - t0) / 1000, drainSec, drain99Sec: (at99 - first!.t) / 1000, rate: (total - first!.n) / Math.max(drainSec, 0.001), peakRssMiB: peak, cpuSec: cpu, redisCpuSec: r0 && r1 ? r1.cpuSec - r0.cpuSec : 0, exitedEarly: null };
     }
     if (t - t0 > timeoutSec * 1000) throw new Error(`not drained within ${timeoutSec} s (${n} of ${total})`);
     await sleep(100);
@@ -298,7 +302,7 @@ async function run(f: Flags): Promise<void> {
         const largest = objects.reduce((a, o) => Math.max(a, o.size), 0);
         const total = objects.reduce((a, o) => a + o.size, 0);
         const rows = hist(m, 'lake_writer_object_rows');
-        out(`lake writer: ${Math.round(d.rate).toLocaleString('en-US')} messages/s over ${d.drainSec.toFixed(1)} s to the last commit (start-up ${d.startupSec.toFixed(1)} s), peak RSS ${Math.round(d.peakRssMiB)} MiB (${Math.round(d.startRssMiB)} MiB at the first commit), CPU ${d.cpuSec.toFixed(1)} s, exit ${code}`);
+        out(`lake writer: ${Math.round(d.rate).toLocaleString('en-US')} messages/s over ${d.drainSec.toFixed(1)} s to the last commit (99 % committed after ${d.drain99Sec.toFixed(1)} s; start-up ${d.startupSec.toFixed(1)} s), peak RSS ${Math.round(d.peakRssMiB)} MiB (${Math.round(d.startRssMiB)} MiB at the first commit), CPU ${d.cpuSec.toFixed(1)} s, exit ${code}`);
         out(`  objects: ${objects.length} (${(total / 2 ** 20).toFixed(1)} MiB), largest ${(largest / 2 ** 20).toFixed(2)} MiB, rows per object mean ${rows.mean.toFixed(0)}, upload failures ${metricSum(m, 'lake_writer_upload_failures_total')}`);
       } finally {
         await admin.disconnect();
