@@ -189,6 +189,12 @@ export function loadConfig(env: Env = process.env) {
       processedMaxAgeDays: int(env, 'BATCH_PROCESSED_MAX_AGE_DAYS', 0, 0),
       /** aggregated/ (the batch views) of days older than this are removed (0 keeps them); must exceed BATCH_PROCESSED_MAX_AGE_DAYS. */
       aggregatedMaxAgeDays: int(env, 'BATCH_AGGREGATED_MAX_AGE_DAYS', 0, 0),
+      /**
+       * A superseded run's objects (and those of a run that died before its manifest) are removed
+       * only this long after the manifest that replaced them: a reader that read the previous
+       * manifest a moment ago can still fetch every object it names.
+       */
+      supersededGraceMs: int(env, 'BATCH_SUPERSEDED_GRACE_MS', 3_600_000, 0),
     },
     lake: {
       /** A raw file rolls when its buffered records reach this many bytes (their flat NDJSON encoding, before Parquet/zstd). */

@@ -7,8 +7,9 @@
  * Layout (one bucket, Hive-style partitions, zstd Parquet):
  *   raw/events/dt=YYYY-MM-DD/hour=HH/p<partition>-<firstOffset>-<lastOffset>.parquet   master dataset, immutable
  *   raw/dlq/dt=YYYY-MM-DD/p<partition>-<firstOffset>-<lastOffset>.parquet              dead letters
- *   processed/<table>/dt=YYYY-MM-DD/[hour=HH/]part-0.parquet                             cleaned, de-duplicated
- *   aggregated/<table>/dt=YYYY-MM-DD/[hour=HH/]part-0.parquet                            batch views
+ *   processed/<table>/dt=YYYY-MM-DD/[hour=HH/]part-<runId>.parquet                       cleaned, de-duplicated
+ *   aggregated/<table>/dt=YYYY-MM-DD/[hour=HH/]part-<runId>.parquet                      batch views
+ *                     (one object per run: only the one the period's manifest names is current)
  *   _staging/<runId>/…                                                                   a run's outputs before publish
  *   _manifests/hourly/dt=YYYY-MM-DD/hour=HH.json                                         what an hourly run published
  *   _manifests/daily/dt=YYYY-MM-DD.json                                                  what a daily run published
@@ -74,14 +75,24 @@ export const lakePaths = {
     return `raw/dlq/dt=${day}/${source === 'raw' ? 'raw-' : ''}p${partition}-${firstOffset}-${lastOffset}.parquet`;
   },
   rawDlqPrefix: 'raw/dlq/',
-  /** The one published object of a table for a period. */
-  table(zone: Zone, table: string, period: string): string {
+  /** The folder holding every run's object of a table for a period (garbage collection lists it). */
+  tablePrefix(zone: Zone, table: string, period: string): string {
     if (HOUR_RE.test(period)) {
       const { dt, hh } = splitHour(period);
-      return `${zone}/${table}/dt=${dt}/hour=${hh}/part-0.parquet`;
+      return `${zone}/${table}/dt=${dt}/hour=${hh}/`;
     }
     dayStartMs(period);
-    return `${zone}/${table}/dt=${period}/part-0.parquet`;
+    return `${zone}/${table}/dt=${period}/`;
+  },
+  /**
+   * A run's object of a table for a period. Each run writes its own key and the
+   * period's manifest names the current one, so a re-publish never overwrites what
+   * a reader of the previous manifest is fetching, and a run that dies half-way
+   * leaves the current run whole. The run id is a file name, not a `run=` folder:
+   * every table keeps the depth (and Hive partition columns) it always had.
+   */
+  table(zone: Zone, table: string, period: string, runId: string): string {
+    return `${lakePaths.tablePrefix(zone, table, period)}part-${runId.replace(/[^A-Za-z0-9._-]/g, '_')}.parquet`;
   },
   staging(runId: string, finalKey: string): string {
     return `_staging/${runId}/${finalKey}`;
@@ -193,7 +204,11 @@ export interface RunManifest {
   publishedAt: string;
   /** Raw objects the run read, with their ETags (what "dirty" is judged against). */
   inputs: { key: string; etag: string; size: number }[];
-  /** table name -> published object key */
+  /**
+   * table name -> published object key (`lakePaths.table(…, runId)`). Readers resolve a
+   * period's tables only through this: other objects under the period's folder are
+   * superseded or unfinished runs, removed after BATCH_SUPERSEDED_GRACE_MS.
+   */
   outputs: Record<string, string>;
   rowCounts: Record<string, number>;
   checks: QualityCheck[];

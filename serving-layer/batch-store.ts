@@ -4,8 +4,12 @@
  * loaded into in-memory tables (one per batch view, `_period` column added).
  *
  * Only periods whose manifest exists are loaded (publishing = manifest written
- * last), and one sync applies all its changes in one transaction, so a query
- * sees either the previous state or the new one, never half a run.
+ * last), only the objects the manifest names are read (each run writes its own
+ * keys, so they are one whole run even while a re-run is publishing beside them;
+ * a superseded run's objects outlive its manifest by BATCH_SUPERSEDED_GRACE_MS,
+ * long enough for a sync that read it to finish), and one sync applies all its
+ * changes in one transaction, so a query sees either the previous state or the
+ * new one, never half a run.
  *
  * What is exact is decided per period, not by one global run: a loaded period
  * is exact unless it has an open dirty marker (then its buckets say

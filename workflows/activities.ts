@@ -15,6 +15,7 @@ import {
   NonRetryableBatchError,
   QualityCheckError,
   applyRetention,
+  collectSupersededRuns,
   compactHour,
   computeWatermark,
   discardStaging,
@@ -24,6 +25,7 @@ import {
   runDailyShard,
   runHourly,
   type CompactionResult,
+  type GcResult,
   type JobContext,
   type RetentionResult,
   type ShardResult,
@@ -183,6 +185,15 @@ export function createActivities(cfg: Config) {
     /** Raw days older than the configured age, whose daily run is published and clean, are removed. */
     async removeExpiredRaw(nowMs: number): Promise<RetentionResult> {
       return step((ctx) => applyRetention(ctx, { rawMaxAgeDays: cfg.batch.rawMaxAgeDays, now: nowMs }));
+    },
+
+    /** Batch outputs of superseded or unfinished runs, once BATCH_SUPERSEDED_GRACE_MS has passed. */
+    async collectOldRuns(nowMs: number): Promise<{ folders: number; deleted: number; waiting: number }> {
+      return step(async (ctx) => {
+        const r: GcResult = await collectSupersededRuns(ctx, { now: nowMs });
+        // The keys can be many and are logged; the workflow history keeps the counts.
+        return { folders: r.folders, deleted: r.deleted.length, waiting: r.waiting };
+      });
     },
   };
 

@@ -454,9 +454,20 @@ export async function compactLake(day?: string): Promise<CompactResult> {
 
 /**
  * Removes raw days older than the configured age (only days whose daily run is
- * published and clean). Speed-layer keys need no job: they expire by TTL.
+ * published and clean), then the objects of batch runs superseded longer ago than
+ * the grace period. Speed-layer keys need no job: they expire by TTL.
  */
-export async function applyRetention(): Promise<{ cutoffDay: string; deletedDays: string[]; deletedObjects: number; skipped: { day: string; reason: string }[] }> {
+export async function applyRetention(): Promise<{
+  cutoffDay: string;
+  deletedDays: string[];
+  deletedObjects: number;
+  skipped: { day: string; reason: string }[];
+  supersededRuns?: { folders: number; deleted: number; waiting: number };
+}> {
   const s = await orchestrationSettings();
-  return activitiesFor(s).heavy.removeExpiredRaw(Date.now());
+  const { heavy } = activitiesFor(s);
+  const now = Date.now();
+  const retention = await heavy.removeExpiredRaw(now);
+  const gc = await heavy.collectOldRuns(now);
+  return { ...retention, supersededRuns: gc };
 }

@@ -15,7 +15,7 @@ import path from 'node:path';
 import { BINGE_WINDOW_MS } from '../../common/contract';
 import { lakePaths, type QualityCheck, type RawRetentionRecord, type RunManifest } from '../../common/lake';
 import { getJson, listObjects, putDirtyMarker, putJson, withScratchDir, type LakeObject } from '../lake-io';
-import { bucketOf, checkpoint, hoursOfDay, keepAlive, newRunId, parsePeriod, previousDay, s3Of, timed, type JobContext } from './context';
+import { bucketOf, checkpoint, hoursOfDay, keepAlive, mapLimit, newRunId, parsePeriod, previousDay, s3Of, timed, type JobContext } from './context';
 import { Duck, sqlList, sqlString } from './duck';
 import { MissingHoursError, MissingPreviousDaysError, NonRetryableBatchError, RawInputGoneError } from './errors';
 import { discardStaging, publish } from './publish';
@@ -175,9 +175,18 @@ async function refuseIfProcessedGone(ctx: JobContext, day: string, of: string): 
   if (removed) throw new RawInputGoneError(day, `processed retention removed the processed events of ${of} at ${removed.removedAt}`);
 }
 
-async function objectOf(ctx: JobContext, key: string): Promise<LakeObject> {
+async function manifestOf(ctx: JobContext, kind: 'hourly' | 'daily', period: string): Promise<RunManifest> {
+  const m = await getJson<RunManifest>(s3Of(ctx), bucketOf(ctx), lakePaths.manifest(kind, period));
+  if (!m) throw new NonRetryableBatchError(`the ${kind} manifest of ${period} is missing`);
+  return m;
+}
+
+/** The object a manifest names for a table, with its ETag (recorded as the daily run's input). */
+async function outputOf(ctx: JobContext, manifest: RunManifest, table: string): Promise<LakeObject> {
+  const key = manifest.outputs[table];
+  if (!key) throw new NonRetryableBatchError(`the ${manifest.kind} manifest of ${manifest.period} names no ${table} output`);
   const [o] = (await listObjects(s3Of(ctx), bucketOf(ctx), key)).filter((x) => x.key === key);
-  if (!o) throw new NonRetryableBatchError(`published object ${key} is missing`);
+  if (!o) throw new NonRetryableBatchError(`published object ${key} (${manifest.kind} ${manifest.period}, run ${manifest.runId}) is missing`);
   return o;
 }
 
@@ -207,9 +216,7 @@ export async function prepareDaily(ctx: JobContext, day: string, runId: string, 
   }
   if (missing.length > 0) throw new MissingHoursError(day, missing);
 
-  const hourManifests = await Promise.all(
-    hoursOfDay(day).map(async (h) => (await getJson<RunManifest>(s3Of(ctx), bucketOf(ctx), lakePaths.manifest('hourly', h)))!),
-  );
+  const hourManifests = await Promise.all(hoursOfDay(day).map((h) => manifestOf(ctx, 'hourly', h)));
   const processedRows = hourManifests.reduce((n, m) => n + (m.rowCounts.events ?? 0), 0);
   const duplicates = hourManifests.reduce(
     (d, m) => ({ natural: d.natural + (m.duplicates?.natural ?? 0), synthetic: d.synthetic + (m.duplicates?.synthetic ?? 0) }),
@@ -221,9 +228,12 @@ export async function prepareDaily(ctx: JobContext, day: string, runId: string, 
   if (unpublishedDays.length > 0) throw new MissingPreviousDaysError(day, unpublishedDays);
 
   if (prevUsed.length > 0) await refuseIfProcessedGone(ctx, day, prevDay);
-  const dayObjects = await Promise.all(hoursOfDay(day).map((h) => objectOf(ctx, lakePaths.table('processed', 'events', h))));
-  const prevObjects = await Promise.all(prevUsed.map((h) => objectOf(ctx, lakePaths.table('processed', 'events', h))));
-  const historyObjects = await Promise.all(historyDays.map((d) => objectOf(ctx, lakePaths.table('processed', 'user_daily_activity', d))));
+  // Through the manifests, never a fixed key: each names the one whole run that is current.
+  const prevManifests = await Promise.all(prevUsed.map((h) => manifestOf(ctx, 'hourly', h)));
+  const historyManifests = await mapLimit(historyDays, ctx.cfg.batch.ioConcurrency, (d) => manifestOf(ctx, 'daily', d));
+  const dayObjects = await Promise.all(hourManifests.map((m) => outputOf(ctx, m, 'events')));
+  const prevObjects = await Promise.all(prevManifests.map((m) => outputOf(ctx, m, 'events')));
+  const historyObjects = await mapLimit(historyManifests, ctx.cfg.batch.ioConcurrency, (m) => outputOf(ctx, m, 'user_daily_activity'));
   log.info({ processedRows, prevHours: prevUsed.length, historyDays: historyDays.length, shards }, 'daily prepare started');
 
   const stopBeating = keepAlive(ctx, 'prepareDaily');
@@ -421,16 +431,12 @@ export async function publishDaily(ctx: JobContext, day: string, runId: string, 
       const checks = (await timed(ctx, 'publish.checks', () => duck.select('quality_daily'))) as unknown as QualityCheck[];
       const [{ digest }] = await duck.json(`SELECT CAST(coalesce(bit_xor(md5_number_lower(user_id)), 0) AS VARCHAR) AS digest FROM user_daily_activity`);
       if (checks.every((c) => c.ok)) await cascadeToLaterDays(ctx, day, String(digest));
-      const outputs: Record<string, { staged: string; final: string }> = {};
-      const uploads: { key: string; file: string }[] = [];
+      const outputs: Record<string, { zone: (typeof DAILY_TABLES)[number]['zone']; file: string }> = {};
       for (const t of DAILY_TABLES) {
         const file = path.join(dir, 'out', `${t.table}.parquet`);
         await timed(ctx, 'publish.write', () => duck.writeParquet(t.table, file));
-        const final = lakePaths.table(t.zone, t.table, day);
-        outputs[t.table] = { staged: lakePaths.staging(runId, final), final };
-        uploads.push({ key: outputs[t.table].staged, file });
+        outputs[t.table] = { zone: t.zone, file };
       }
-      await timed(ctx, 'publish.upload', () => uploadAll(ctx, uploads, 'upload'));
       return await timed(ctx, 'publish.publish', () => publish(ctx, {
         kind: 'daily',
         period: day,

@@ -9,7 +9,7 @@ import { bucketOf, checkpoint, keepAlive, newRunId, parsePeriod, s3Of, type JobC
 import { Duck, emptyRawSelect, parquetColumns, rawColumnsSelect, sqlList } from './duck';
 import { publish } from './publish';
 import { assertRawComplete } from './raw-guard';
-import { blameCorrupt, stage, uploadAll, verifyParquet } from './stage';
+import { blameCorrupt, stage, verifyParquet } from './stage';
 
 /** Output tables of the hourly job, in the order they are computed (each reads the ones before). */
 export const HOURLY_TABLES = [
@@ -64,16 +64,12 @@ export async function runHourly(ctx: JobContext, hour: string, opts: RunOptions 
       const duplicates = { natural: Number(dups.natural), synthetic: Number(dups.synthetic) };
       const checks = (await duck.select('quality_hourly')) as unknown as QualityCheck[];
 
-      const outputs: Record<string, { staged: string; final: string }> = {};
-      const uploads: { key: string; file: string }[] = [];
+      const outputs: Record<string, { zone: (typeof HOURLY_TABLES)[number]['zone']; file: string }> = {};
       for (const t of HOURLY_TABLES) {
         const file = path.join(dir, 'out', `${t.table}.parquet`);
         await duck.writeParquet(t.table, file);
-        const final = lakePaths.table(t.zone, t.table, hour);
-        outputs[t.table] = { staged: lakePaths.staging(runId, final), final };
-        uploads.push({ key: outputs[t.table].staged, file });
+        outputs[t.table] = { zone: t.zone, file };
       }
-      await uploadAll(ctx, uploads, 'upload');
       return await publish(ctx, {
         kind: 'hourly',
         period: hour,

@@ -34,3 +34,4 @@ export { applyRetention, type RetentionOptions, type RetentionResult } from './r
 export { computeWatermark, listDirty, listPublished, readPin } from './watermark';
 export { assertRawComplete } from './raw-guard';
 export { discardStaging } from './publish';
+export { collectSupersededRuns, collectAfterPublish, periodFolderOf, type GcOptions, type GcResult } from './gc';

@@ -1,12 +1,17 @@
 /**
- * Publishing a run: copy the staged outputs to their final keys, write the
- * manifest last (its existence is what "published" means), remove the staging
- * prefix, clear the dirty marker the run made obsolete, move the watermark.
+ * Publishing a run: upload its outputs under keys of their own (`part-<runId>`),
+ * then write the manifest that names them: that write is the commit point, the
+ * one moment every reader (serving, the daily job, `npm run lake`) switches from
+ * the previous run to this one. A crash before it leaves the previous run current
+ * and whole; the unfinished run's objects are never named and are collected
+ * later. Then: remove the staging prefix, clear the dirty marker the run made
+ * obsolete, move the watermark, and collect runs superseded long enough ago.
  */
-import { clearDirtyMarker, copyObject, deleteObjects, listObjects, putJson } from '../lake-io';
-import { lakePaths, type PeriodKind, type QualityCheck, type RunManifest } from '../../common/lake';
+import { clearDirtyMarker, deleteObjects, getJson, listObjects, putJson, uploadFile } from '../lake-io';
+import { lakePaths, type PeriodKind, type QualityCheck, type RunManifest, type Zone } from '../../common/lake';
 import { bucketOf, checkpoint, mapLimit, s3Of, type JobContext } from './context';
 import { QualityCheckError } from './errors';
+import { collectAfterPublish } from './gc';
 import { computeWatermark } from './watermark';
 
 export interface PublishInput {
@@ -15,8 +20,8 @@ export interface PublishInput {
   runId: string;
   startedAt: string;
   inputs: RunManifest['inputs'];
-  /** table -> { staged key, final key } */
-  outputs: Record<string, { staged: string; final: string }>;
+  /** table -> the local Parquet file of its output, and its zone */
+  outputs: Record<string, { zone: Zone; file: string }>;
   rowCounts: Record<string, number>;
   checks: QualityCheck[];
   duplicates?: RunManifest['duplicates'];
@@ -40,10 +45,15 @@ export async function publish(ctx: JobContext, input: PublishInput): Promise<Run
     await discardStaging(ctx, input.runId);
     throw new QualityCheckError(input.period, input.checks);
   }
-  const tables = Object.entries(input.outputs);
-  await mapLimit(tables, ctx.cfg.batch.ioConcurrency, async ([, o]) => {
-    await copyObject(s3Of(ctx), bucketOf(ctx), o.staged, o.final);
-    checkpoint(ctx, { step: 'publish', key: o.final });
+  const manifestKey = lakePaths.manifest(input.kind, input.period);
+  const previous = await getJson<RunManifest>(s3Of(ctx), bucketOf(ctx), manifestKey);
+  // A retry of a run that already published (it failed after its manifest) must not
+  // rewrite the objects that manifest names while readers may be fetching them.
+  const outputId = previous?.runId === input.runId ? `${input.runId}.${Date.now()}` : input.runId;
+  const tables = Object.entries(input.outputs).map(([table, o]) => ({ table, file: o.file, key: lakePaths.table(o.zone, table, input.period, outputId) }));
+  await mapLimit(tables, ctx.cfg.batch.ioConcurrency, async (t) => {
+    await uploadFile(s3Of(ctx), bucketOf(ctx), t.key, t.file);
+    checkpoint(ctx, { step: 'publish', key: t.key });
   });
   const manifest: RunManifest = {
     kind: input.kind,
@@ -52,17 +62,21 @@ export async function publish(ctx: JobContext, input: PublishInput): Promise<Run
     startedAt: input.startedAt,
     publishedAt: new Date().toISOString(),
     inputs: input.inputs,
-    outputs: Object.fromEntries(tables.map(([table, o]) => [table, o.final])),
+    outputs: Object.fromEntries(tables.map((t) => [t.table, t.key])),
     rowCounts: input.rowCounts,
     checks: input.checks,
     ...(input.duplicates ? { duplicates: input.duplicates } : {}),
     ...(input.shards !== undefined ? { shards: input.shards } : {}),
     ...(input.activeUsersDigest !== undefined ? { activeUsersDigest: input.activeUsersDigest } : {}),
   };
-  await putJson(s3Of(ctx), bucketOf(ctx), lakePaths.manifest(input.kind, input.period), manifest);
+  await putJson(s3Of(ctx), bucketOf(ctx), manifestKey, manifest);
   await discardStaging(ctx, input.runId);
   await clearDirty(ctx, input.kind, input.period, Date.parse(input.startedAt), input.runId);
   await computeWatermark(ctx);
+  // Published already: a failed clean-up only leaves objects for the nightly collection.
+  await collectAfterPublish(ctx, manifest, previous).catch((err: unknown) =>
+    ctx.log.warn({ err: (err as Error).message, period: input.period }, 'could not collect superseded runs; the nightly collection will'),
+  );
   ctx.log.info({ kind: input.kind, period: input.period, runId: input.runId, rowCounts: input.rowCounts }, 'published');
   return manifest;
 }

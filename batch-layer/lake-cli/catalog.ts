@@ -2,12 +2,17 @@
  * The views a data scientist queries, each over one prefix of the lake, and
  * the session that stages their objects into a scratch dir and declares them
  * in an embedded DuckDB (httpfs cannot be downloaded here, see STACK-NOTES).
+ * Raw views read every object under their prefix; batch views only the objects
+ * the periods' current manifests name: a period's folder can also hold a
+ * superseded run (kept a while for readers of the previous manifest) or a run
+ * that died before publishing, and reading those would count a period twice.
  */
 import path from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
-import { lakePaths } from '../../common/lake';
-import { listObjects, stageObjects, type LakeObject } from '../lake-io';
+import fsp from 'node:fs/promises';
+import { lakePaths, type PeriodKind, type RunManifest } from '../../common/lake';
+import { getJson, listObjects, stageObjects } from '../lake-io';
 
 export interface LakeView {
   name: string;
@@ -15,23 +20,25 @@ export interface LakeView {
   /** Objects are per hour (`dt=…/hour=…/`), not per day. */
   hourly: boolean;
   description: string;
+  /** A batch table: its objects are the ones the manifests of this kind name for this table. */
+  published?: { kind: PeriodKind; table: string };
 }
 
 export const LAKE_VIEWS: readonly LakeView[] = [
   { name: 'raw_events', prefix: lakePaths.rawEventsPrefix, hourly: true, description: 'the master dataset: every event as received, duplicates included' },
   { name: 'dlq', prefix: lakePaths.rawDlqPrefix, hourly: false, description: 'dead letters: rejected events with their reason and original bytes' },
-  { name: 'events', prefix: 'processed/events/', hourly: true, description: 'valid events de-duplicated by event_id, per hour' },
-  { name: 'sessions', prefix: 'processed/sessions/', hourly: false, description: 'sessions per METRICS.md (30-minute gap, split at midnight)' },
-  { name: 'user_daily_activity', prefix: 'processed/user_daily_activity/', hourly: false, description: 'one row per user and active day' },
-  { name: 'hourly_events', prefix: 'aggregated/hourly_events/', hourly: true, description: 'event counts per hour x type x device x country x app version, with ALL roll-ups' },
-  { name: 'hourly_users', prefix: 'aggregated/hourly_users/', hourly: true, description: 'exact distinct users per hour, overall and per device' },
-  { name: 'hourly_playback', prefix: 'aggregated/hourly_playback/', hourly: true, description: 'plays, pauses, completes, rebuffers per hour and content' },
-  { name: 'daily_sessions', prefix: 'aggregated/daily_sessions/', hourly: false, description: 'daily session metrics by device of the first event' },
-  { name: 'daily_obt', prefix: 'aggregated/daily_aggregates_with_dimensions/', hourly: false, description: 'the one big table: day x device x app version x country with ALL rows' },
-  { name: 'retention_cohorts', prefix: 'aggregated/retention_cohorts/', hourly: false, description: 'd1/d7/d14/d28 retention and churn per cohort day, as of each day' },
-  { name: 'clicks_to_play', prefix: 'aggregated/clicks_to_play/', hourly: false, description: 'histogram of navigation events before the first play' },
-  { name: 'top_paths', prefix: 'aggregated/top_paths/', hourly: false, description: 'the 20 most frequent paths to a first play per day' },
-  { name: 'binge_users', prefix: 'aggregated/binge_users/', hourly: false, description: 'users with 3 completes within 4 hours, per day' },
+  { name: 'events', prefix: 'processed/events/', hourly: true, description: 'valid events de-duplicated by event_id, per hour', published: { kind: 'hourly', table: 'events' } },
+  { name: 'sessions', prefix: 'processed/sessions/', hourly: false, description: 'sessions per METRICS.md (30-minute gap, split at midnight)', published: { kind: 'daily', table: 'sessions' } },
+  { name: 'user_daily_activity', prefix: 'processed/user_daily_activity/', hourly: false, description: 'one row per user and active day', published: { kind: 'daily', table: 'user_daily_activity' } },
+  { name: 'hourly_events', prefix: 'aggregated/hourly_events/', hourly: true, description: 'event counts per hour x type x device x country x app version, with ALL roll-ups', published: { kind: 'hourly', table: 'hourly_events' } },
+  { name: 'hourly_users', prefix: 'aggregated/hourly_users/', hourly: true, description: 'exact distinct users per hour, overall and per device', published: { kind: 'hourly', table: 'hourly_users' } },
+  { name: 'hourly_playback', prefix: 'aggregated/hourly_playback/', hourly: true, description: 'plays, pauses, completes, rebuffers per hour and content', published: { kind: 'hourly', table: 'hourly_playback' } },
+  { name: 'daily_sessions', prefix: 'aggregated/daily_sessions/', hourly: false, description: 'daily session metrics by device of the first event', published: { kind: 'daily', table: 'daily_sessions' } },
+  { name: 'daily_obt', prefix: 'aggregated/daily_aggregates_with_dimensions/', hourly: false, description: 'the one big table: day x device x app version x country with ALL rows', published: { kind: 'daily', table: 'daily_aggregates_with_dimensions' } },
+  { name: 'retention_cohorts', prefix: 'aggregated/retention_cohorts/', hourly: false, description: 'd1/d7/d14/d28 retention and churn per cohort day, as of each day', published: { kind: 'daily', table: 'retention_cohorts' } },
+  { name: 'clicks_to_play', prefix: 'aggregated/clicks_to_play/', hourly: false, description: 'histogram of navigation events before the first play', published: { kind: 'daily', table: 'clicks_to_play' } },
+  { name: 'top_paths', prefix: 'aggregated/top_paths/', hourly: false, description: 'the 20 most frequent paths to a first play per day', published: { kind: 'daily', table: 'top_paths' } },
+  { name: 'binge_users', prefix: 'aggregated/binge_users/', hourly: false, description: 'users with 3 completes within 4 hours, per day', published: { kind: 'daily', table: 'binge_users' } },
 ];
 
 export class LakeCliError extends Error {
@@ -95,17 +102,18 @@ export class LakeSession {
   async ensure(view: LakeView): Promise<ViewInfo> {
     const known = this.staged.get(view.name);
     if (known) return known;
-    const objects: LakeObject[] = (await listObjects(this.s3, this.bucket, view.prefix)).filter(
-      (o) => o.key.endsWith('.parquet') && inRange(o.key, this.range),
-    );
-    const info: ViewInfo = { view, objects: objects.length, bytes: objects.reduce((n, o) => n + o.size, 0) };
-    if (objects.length > 0) {
-      this.progress?.start(objects.length, view.name);
+    const keys = view.published
+      ? await this.publishedKeys(view.published.kind, view.published.table)
+      : (await listObjects(this.s3, this.bucket, view.prefix)).filter((o) => o.key.endsWith('.parquet') && inRange(o.key, this.range)).map((o) => o.key);
+    const info: ViewInfo = { view, objects: keys.length, bytes: 0 };
+    if (keys.length > 0) {
+      this.progress?.start(keys.length, view.name);
       try {
-        await stageObjects(this.s3, this.bucket, objects.map((o) => o.key), this.dir, {
+        const files = await stageObjects(this.s3, this.bucket, keys, this.dir, {
           concurrency: 8,
           onProgress: (done) => this.progress?.update(done),
         });
+        for (const f of files) info.bytes += (await fsp.stat(f)).size;
       } finally {
         this.progress?.stop();
       }
@@ -118,6 +126,51 @@ export class LakeSession {
     }
     this.staged.set(view.name, info);
     return info;
+  }
+
+  /**
+   * The objects the current manifests name for a batch table, in the day range. Days whose
+   * batch views retention removed keep their manifests (history) but not their objects.
+   */
+  private async publishedKeys(kind: PeriodKind, table: string): Promise<string[]> {
+    const manifests = (await this.manifestKeys(kind)).filter((k) => {
+      const day = /dt=(\d{4}-\d{2}-\d{2})/.exec(k)?.[1];
+      return day !== undefined && (!this.range.from || day >= this.range.from) && (!this.range.to || day <= this.range.to);
+    });
+    const expired = new Set(
+      (await listObjects(this.s3, this.bucket, lakePaths.aggregatedRetentionPrefix)).map((o) => /dt=(\d{4}-\d{2}-\d{2})\.json$/.exec(o.key)?.[1]),
+    );
+    const keys: string[] = [];
+    for (let i = 0; i < manifests.length; i += 16) {
+      const batch = await Promise.all(manifests.slice(i, i + 16).map((k) => this.manifest(k)));
+      for (const m of batch) {
+        const key = m?.outputs[table];
+        if (key && !(key.startsWith('aggregated/') && expired.has(m.period.slice(0, 10)))) keys.push(key);
+      }
+    }
+    return keys;
+  }
+
+  private readonly manifestCache = new Map<string, Promise<RunManifest | null>>();
+  private listedManifests = new Map<PeriodKind, Promise<string[]>>();
+
+  private manifestKeys(kind: PeriodKind): Promise<string[]> {
+    let p = this.listedManifests.get(kind);
+    if (!p) {
+      p = listObjects(this.s3, this.bucket, `_manifests/${kind}/`).then((os) => os.map((o) => o.key).filter((k) => k.endsWith('.json')));
+      this.listedManifests.set(kind, p);
+    }
+    return p;
+  }
+
+  /** Read once per session, so every view of a period names the same run. */
+  private manifest(key: string): Promise<RunManifest | null> {
+    let p = this.manifestCache.get(key);
+    if (!p) {
+      p = getJson<RunManifest>(this.s3, this.bucket, key);
+      this.manifestCache.set(key, p);
+    }
+    return p;
   }
 
   /** Stage whatever the SQL mentions. Returns the mentioned views that have no objects. */

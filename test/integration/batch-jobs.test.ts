@@ -105,19 +105,38 @@ async function writeWave(rows: RawRow[]): Promise<string[]> {
   return [...hours].sort();
 }
 
+/**
+ * What the manifests publish: `<kind> <period> <table>` -> the ETag of the object the
+ * manifest names (each run writes its own keys, so the keys differ between runs; the bytes must not).
+ */
 async function outputEtags(): Promise<Map<string, string>> {
   const s3 = s3Client(cfg);
   const objects = [
     ...(await listObjects(s3, cfg.s3.bucket, 'processed/')),
     ...(await listObjects(s3, cfg.s3.bucket, 'aggregated/')),
   ];
-  return new Map(objects.map((o) => [o.key, o.etag]));
+  const etags = new Map(objects.map((o) => [o.key, o.etag]));
+  const out = new Map<string, string>();
+  for (const kind of ['hourly', 'daily'] as const) {
+    for (const o of await listObjects(s3, cfg.s3.bucket, `_manifests/${kind}/`)) {
+      const m = (await getJson<RunManifest>(s3, cfg.s3.bucket, o.key))!;
+      for (const [table, key] of Object.entries(m.outputs)) {
+        expect(etags.get(key), `${key} named by ${o.key}`).toBeDefined();
+        out.set(`${m.kind} ${m.period} ${table}`, etags.get(key)!);
+      }
+    }
+  }
+  return out;
 }
 
-/** Downloads a published table for the given periods and exposes it as a DuckDB view `actual_<table>`. */
+/** Downloads a published table for the given periods (the objects their manifests name) and exposes it as a DuckDB view `actual_<table>`. */
 async function loadActual(zone: 'processed' | 'aggregated', table: string, periods: string[]): Promise<string> {
-  const keys = periods.map((p) => lakePaths.table(zone, table, p));
-  const files = await stageObjects(s3Client(cfg), cfg.s3.bucket, keys, path.join(tmp, 'actual'));
+  const s3 = s3Client(cfg);
+  const keys = await Promise.all(
+    periods.map(async (p) => (await getJson<RunManifest>(s3, cfg.s3.bucket, lakePaths.manifest(p.length === 10 ? 'daily' : 'hourly', p)))!.outputs[table]),
+  );
+  expect(keys.every((k) => k?.startsWith(`${zone}/${table}/`))).toBe(true);
+  const files = await stageObjects(s3, cfg.s3.bucket, keys, path.join(tmp, 'actual'));
   const view = `actual_${zone}_${table}`;
   await duck.run(`CREATE OR REPLACE VIEW ${view} AS SELECT * FROM read_parquet(${sqlList(files)}, hive_partitioning = false)`);
   return view;
@@ -237,7 +256,10 @@ describe('batch jobs over a simulated lake', () => {
   it('re-running an hour and a day changes no byte, and 1 shard gives the same tables as 4', async () => {
     const before = await outputEtags();
     const now = END + 2 * 86_400_000;
-    await runHourly(ctx, HOURS[30], { now });
+    const hourBefore = (await getJson<RunManifest>(s3Client(cfg), cfg.s3.bucket, lakePaths.manifest('hourly', HOURS[30])))!;
+    const rerun = await runHourly(ctx, HOURS[30], { now });
+    // The re-run published objects of its own (what a reader of the old manifest fetches is untouched), with the same bytes.
+    for (const [table, key] of Object.entries(rerun.outputs)) expect(key).not.toBe(hourBefore.outputs[table]);
     await runDaily(ctx, DAYS[1], { shards: 4, now });
     await runDaily(ctx, DAYS[2], { shards: 1, now });
     // The separate steps a workflow runs on any worker hand the shards over through S3 `_staging/`,

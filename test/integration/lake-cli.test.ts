@@ -10,8 +10,8 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { s3Client } from '../../common/clients';
 import { REPO_ROOT, type Config } from '../../common/config';
 import { validateEvent, type EventRecord } from '../../common/contract';
-import { hourId, lakePaths } from '../../common/lake';
-import { uploadFile, withScratchDir } from '../../batch-layer/lake-io';
+import { hourId, lakePaths, type RunManifest } from '../../common/lake';
+import { putJson, uploadFile, withScratchDir } from '../../batch-layer/lake-io';
 import { writeDlqParquet, writeRawParquet } from '../../batch-layer/lake-writer/parquet';
 import { isolatedConfig } from '../support/isolated';
 
@@ -48,7 +48,16 @@ beforeAll(async () => {
     await conn.run(`COPY (SELECT 'user_1' AS user_id, 3 AS completes) TO '${binge}' (FORMAT parquet)`);
     conn.closeSync();
     db.closeSync();
-    await uploadFile(s3, cfg.s3.bucket, lakePaths.table('aggregated', 'binge_users', '2024-05-01'), binge);
+    // Readers go through the manifest: publish it the way the batch layer does, the object first.
+    const key = lakePaths.table('aggregated', 'binge_users', '2024-05-01', 'daily-2024-05-01-test');
+    await uploadFile(s3, cfg.s3.bucket, key, binge);
+    const manifest: RunManifest = {
+      kind: 'daily', period: '2024-05-01', runId: 'daily-2024-05-01-test', startedAt: new Date().toISOString(), publishedAt: new Date().toISOString(),
+      inputs: [], outputs: { binge_users: key }, rowCounts: { binge_users: 1 }, checks: [],
+    };
+    await putJson(s3, cfg.s3.bucket, lakePaths.manifest('daily', '2024-05-01'), manifest);
+    // A run that died before its manifest left its object beside the published one: nobody reads it.
+    await uploadFile(s3, cfg.s3.bucket, lakePaths.table('aggregated', 'binge_users', '2024-05-01', 'daily-2024-05-01-died'), binge);
   });
 });
 

@@ -189,8 +189,8 @@ describe('lake writer crash safety', () => {
     // The batch layer turns "as received" into exactly once.
     const hours = [...new Set(records.map((r) => hourId(r.ts)))].sort();
     const ctx = { cfg, log: logger('lake-kill-test') };
-    for (const hour of hours) await runHourly(ctx, hour);
-    const processedKeys = hours.map((h) => lakePaths.table('processed', 'events', h));
+    const processedKeys: string[] = [];
+    for (const hour of hours) processedKeys.push((await runHourly(ctx, hour)).outputs.events);
     const processed = await readParquet<{ event_id: string; n: number }>(
       processedKeys,
       (glob) => `SELECT event_id, count(*)::INT AS n FROM read_parquet('${glob}/*/*/*.parquet') GROUP BY event_id`,

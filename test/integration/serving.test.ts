@@ -15,10 +15,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { redisClient, s3Client } from '../../common/clients';
 import type { Config } from '../../common/config';
 import { BUCKET_MS, bucketStart, dayOf, type EventRecord } from '../../common/contract';
-import { hourId, lakePaths } from '../../common/lake';
+import { hourId, lakePaths, type RunManifest } from '../../common/lake';
 import { hllErrorBound } from '../../common/speed-keys';
 import { logger } from '../../common/log';
-import { stageObjects } from '../../batch-layer/lake-io';
+import { getJson, stageObjects } from '../../batch-layer/lake-io';
 import { hoursOfDay, runDaily, type JobContext } from '../../batch-layer/jobs';
 import { Duck, sqlList } from '../../batch-layer/jobs/duck';
 import { startSpeedLayer, type SpeedLayer } from '../../speed-layer/service';
@@ -90,7 +90,8 @@ afterAll(async () => {
 
 /** Rows of a published daily table of D, straight from its Parquet object. */
 async function published(table: string): Promise<Record<string, unknown>[]> {
-  const [file] = await stageObjects(s3Client(cfg), cfg.s3.bucket, [lakePaths.table('aggregated', table, dayOf(D))], path.join(tmp, 'pub'));
+  const manifest = await getJson<RunManifest>(s3Client(cfg), cfg.s3.bucket, lakePaths.manifest('daily', dayOf(D)));
+  const [file] = await stageObjects(s3Client(cfg), cfg.s3.bucket, [manifest!.outputs[table]], path.join(tmp, 'pub'));
   return duck.json(`SELECT * FROM read_parquet(${sqlList([file])})`);
 }
 
