@@ -163,6 +163,8 @@ export class SpeedConsumer {
     consumer.on(consumer.events.GROUP_JOIN, (e) => {
       const partitions = e.payload.memberAssignment[topic] ?? [];
       this.log.info({ partitions, groupId: e.payload.groupId }, 'assigned partitions');
+      // A partition now consumed elsewhere is no longer this member's failure to report.
+      for (const p of this.failing.keys()) if (!partitions.includes(p)) this.failing.delete(p);
       if (this.seekOnAssign) void this.seekToStoredOffsets(partitions);
     });
     consumer.on(consumer.events.CRASH, (e) => {
