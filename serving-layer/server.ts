@@ -19,6 +19,7 @@ import { readAlerts, readFreshness, readLive } from '../common/speed-keys';
 import type { BatchStore } from './batch-store';
 import { authPlugin, KeyRing } from '../common/http/auth';
 import { exposeRequestId, genReqId } from '../common/http/request-id';
+import { ConsumerLagMonitor } from './consumer-lag';
 import { MergeError, merge, type MetricDef, type WatermarkView } from './merge';
 import {
   activeUsersMetric,
@@ -215,6 +216,9 @@ export async function buildServer(cfg: Config, deps: ServerDeps): Promise<Fastif
 
   // ─── plumbing: errors, CORS, rate limit, auth, OpenAPI ───
   exposeRequestId(app);
+  // Lag of the speed and lake consumer groups, judged from here: a consumer that crash-loops cannot report its own lag.
+  const consumerLag = new ConsumerLagMonitor(cfg, { log: deps.log });
+  app.addHook('onClose', async () => consumerLag.close());
   app.setErrorHandler((err: Error & { validation?: Array<{ instancePath: string; params: Record<string, unknown>; message?: string }>; validationContext?: string; statusCode?: number; code?: string }, req, reply) => {
     if (err instanceof MergeError) {
       const message = err.message.includes(err.parameter) ? err.message : `${err.parameter}: ${err.message}`;
@@ -469,7 +473,7 @@ export async function buildServer(cfg: Config, deps: ServerDeps): Promise<Fastif
     },
   );
 
-  app.get('/v1/alerts', { config: { access: 'read' }, schema: { tags: ['operations'], summary: 'Alerts firing now (speed-layer rules and the serving layer’s batch-lag rule)', response: { 200: S.alertsResponse, ...GUARDED } } }, async () => {
+  app.get('/v1/alerts', { config: { access: 'read' }, schema: { tags: ['operations'], summary: 'Alerts firing now: the speed layer’s rules, and the serving layer’s (batch lag, batch sync, speed/lake consumer lag and stall, judged from Kafka)', response: { 200: S.alertsResponse, ...GUARDED } } }, async () => {
     const t = now();
     const speed = (await readAlerts(redis, cfg)).map((a) => ({ ...a, layer: 'speed' as const }));
     const serving: Array<{ rule: string; layer: 'serving'; since: number; value: number; threshold: number; message: string }> = [];
@@ -484,6 +488,7 @@ export async function buildServer(cfg: Config, deps: ServerDeps): Promise<Fastif
       serving.push({ rule: 'batch_lag', layer: 'serving', since: behind + limit, value: t - behind, threshold: limit, message: `${what}: ${Math.round((t - behind) / 60_000)} min behind; speed data expires after ${Math.round(cfg.speed.retentionMs / 60_000)} min` });
     }
     if (store.lastError !== null) serving.push({ rule: 'batch_sync', layer: 'serving', since: store.syncedAt ?? t, value: 1, threshold: 0, message: syncErrorOut() ?? '' });
+    serving.push(...(await consumerLag.alerts(t)));
     return { alerts: [...speed, ...serving] };
   });
 

@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { kafkaClient } from '../../common/clients';
 import { loadConfig, type Config } from '../../common/config';
 import { ConsumerLagMonitor } from '../../serving-layer/consumer-lag';
+import { startServing } from '../../serving-layer/service';
 import { isolatedConfig } from '../support/isolated';
 import { highWatermarks } from './speed-support';
 
@@ -68,10 +69,29 @@ describe('consumer-lag alerts from the serving layer', () => {
       expect(Date.now() - t).toBeLessThan(5000);
       expect(alerts).toMatchObject([{ rule: 'consumer_lag_unknown', layer: 'serving', since: t, value: 1, threshold: 0 }]);
       expect(alerts[0].message).toMatch(/cannot read consumer offsets from Kafka/);
+      // Kafka's own error is for the log, not for API clients.
+      expect(alerts[0].message).not.toMatch(/ECONNREFUSED|127\.0\.0\.1|timeout|no answer/i);
       // Still failing later: the same incident, the same since.
       expect((await down.alerts(t + 10_000))[0].since).toBe(t);
     } finally {
       await down.close();
+    }
+  });
+
+  it('reaches API clients through GET /v1/alerts of a running serving layer', async () => {
+    const lagging = await isolatedConfig('speed-lag-api', { SPEED_ALERT_MAX_LAG: '5', LAKE_ALERT_MAX_LAG: '1000' });
+    const producer = kafkaClient(lagging, 'lag-test-api').producer({ idempotent: true });
+    await producer.connect();
+    await producer.send({ topic: lagging.kafka.rawTopic, acks: -1, messages: Array.from({ length: 20 }, (_, i) => ({ key: `u${i}`, value: '{}' })) });
+    await producer.disconnect();
+    const serving = await startServing(lagging, { port: 0, host: '127.0.0.1' });
+    try {
+      const res = await fetch(`${serving.url}/v1/alerts`, { headers: { 'x-api-key': 'dev-read-key' } });
+      expect(res.status).toBe(200);
+      const { alerts } = (await res.json()) as { alerts: Array<{ rule: string; layer: string; value: number }> };
+      expect(alerts.filter((a) => a.layer === 'serving' && a.rule.includes('consumer'))).toEqual([expect.objectContaining({ rule: 'speed_consumer_lag', value: 20 })]);
+    } finally {
+      await serving.stop();
     }
   });
 });
