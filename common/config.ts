@@ -242,6 +242,8 @@ export function loadConfig(env: Env = process.env) {
       secondRetentionMs: int(env, 'SPEED_SECOND_RETENTION_MS', 2 * 3600 * 1000, 1000),
       /** Event-time retention of every other family; older events are counted as late and left to the batch layer. */
       retentionMs: int(env, 'SPEED_RETENTION_MS', 48 * 3600 * 1000, 60_000),
+      /** Distinct device_type values per day of event time before new ones count as `other` (keys stay bounded). */
+      maxDeviceTypesPerDay: int(env, 'SPEED_MAX_DEVICE_TYPES_PER_DAY', 200, 1),
       /** How long an event-time minute's set of seen event_ids lives after its last write (memory ~56 B per event). */
       dedupeWindowMs: int(env, 'SPEED_DEDUPE_WINDOW_MS', 5 * 60 * 1000, 1000),
       /** Backoff ceiling while Redis is unreachable (the batch is retried, never dropped). */

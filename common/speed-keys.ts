@@ -92,6 +92,8 @@ export interface SpeedKeys {
   dedupe(minuteBucket: number): string;
   offsets(topic: string): string;
   stats(): string;
+  /** The values of a dimension admitted on a day (its cardinality bound; see speed-layer/dimensions.ts). */
+  dimension(name: string, day: string): string;
   freshness(): string;
   alerts(): string;
 }
@@ -112,6 +114,7 @@ export function speedKeys(cfg: Config): SpeedKeys {
     dedupe: (b) => `${p}{dedup}:minute:${b}`,
     offsets: (topic) => `${p}{ctl}:offsets:${topic}`,
     stats: () => `${p}{ctl}:stats`,
+    dimension: (name, day) => `${p}{dim}:${name}:${day}`,
     freshness: () => `${p}{ctl}:freshness`,
     alerts: () => `${p}{alert}:firing`,
   };

@@ -16,6 +16,7 @@ import type { Logger } from '../common/log';
 import { logger } from '../common/log';
 import { readOffsets } from '../common/speed-keys';
 import { detectBinges, RedisApplier } from './apply';
+import { DimensionGuard } from './dimensions';
 import { eventIdHash, foldEvents, type Fold } from './fold';
 import type { SpeedMetrics } from './metrics';
 
@@ -111,6 +112,7 @@ export class SpeedConsumer {
   private readonly metrics: SpeedMetrics;
   private readonly log: Logger;
   private readonly applier: RedisApplier;
+  private readonly dimensions: DimensionGuard;
   private readonly consumer: Consumer;
   /** partition → next offset known to be applied in Redis (a hint; the script has the last word). */
   private readonly applied = new Map<number, number>();
@@ -126,6 +128,7 @@ export class SpeedConsumer {
     this.metrics = opts.metrics;
     this.log = opts.log ?? logger('speed-consumer');
     this.applier = new RedisApplier(opts.redis, opts.cfg);
+    this.dimensions = new DimensionGuard(opts.redis, opts.cfg, this.applier.keys, this.log, (d, n) => this.metrics.dimensionOverflow.inc({ dimension: d }, n));
     this.seekOnAssign = opts.seekOnAssign ?? true;
     this.consumer = opts.kafka.consumer({
       groupId: opts.cfg.kafka.speedGroup,
@@ -309,6 +312,8 @@ export class SpeedConsumer {
       inputs.push({ record: e.record, hash: e.hash });
       at.push(i);
     }
+    // Before the fold: a device_type over the day's bound becomes `other`, so it creates no keys.
+    await this.dimensions.bound(inputs.map((i) => i.record));
     const { speed } = this.cfg;
     const fold = foldEvents(inputs, {
       now,

@@ -31,6 +31,7 @@ export function speedMetrics(opts: { defaults?: boolean } = {}) {
     lag: new Gauge({ name: 'speed_consumer_lag', help: 'Messages of events.raw not yet applied, per partition', labelNames: ['partition'] as const, registers }),
     late: new Counter({ name: 'speed_late_events_total', help: 'Events older than a family retention (left to the batch layer)', labelNames: ['family'] as const, registers }),
     duplicates: new Counter({ name: 'speed_duplicates_skipped_total', help: 'Events skipped because their event_id was already applied', registers }),
+    dimensionOverflow: new Counter({ name: 'speed_dimension_overflow_total', help: 'Events whose dimension value was over its daily bound and counted as "other"', labelNames: ['dimension'] as const, registers }),
     unparseable: new Counter({ name: 'speed_unparseable_total', help: 'Messages on events.raw that are not an EventRecord (skipped)', registers }),
     applyFailures: new Counter({ name: 'speed_apply_failures_total', help: 'Failed Redis steps (the batch is retried, not dropped)', registers }),
     alertFiring: new Gauge({ name: 'speed_alert_firing', help: '1 while an alert rule fires', labelNames: ['rule'] as const, registers }),
