@@ -186,6 +186,13 @@ export const RAW_EVENT_COLUMNS = {
   kafka_offset: 'BIGINT',
   /** JSON text: unknown top-level fields plus unknown keys of properties/context, or NULL. */
   extra: 'VARCHAR',
+  /**
+   * The device's own `timestamp` and its `sent_at`, when the client sent `sent_at` and ts was corrected
+   * for its clock skew (ts = timestamp + received_at − sent_at); NULL otherwise. Last, so objects
+   * written before they existed read them as NULL.
+   */
+  device_ts: 'BIGINT',
+  sent_at: 'BIGINT',
 } as const;
 export type RawEventColumn = keyof typeof RAW_EVENT_COLUMNS;
 

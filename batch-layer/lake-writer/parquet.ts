@@ -93,6 +93,8 @@ export function flattenRaw(row: RawRow): Record<RawEventColumn, string | number 
     kafka_partition: row.partition,
     kafka_offset: Number(row.offset),
     extra: extraJson(r),
+    device_ts: r.device_ts ?? null,
+    sent_at: r.sent_at ?? null,
   };
 }
 

@@ -157,6 +157,9 @@ export function parseRawRecord(value: string): { ok: true; record: EventRecord }
       properties: (r.properties as Record<string, unknown> | undefined) ?? null,
       context: (r.context as Record<string, unknown> | undefined) ?? null,
       extra: (r.extra as Record<string, unknown> | undefined) ?? null,
+      // Present when the collector corrected ts for the device's clock skew (docs/metrics.md).
+      ...(validTime(r.device_ts) ? { device_ts: r.device_ts } : {}),
+      ...(validTime(r.sent_at) ? { sent_at: r.sent_at } : {}),
     },
   };
 }

@@ -161,3 +161,29 @@ describe('writeDlqParquet', () => {
     ]);
   });
 });
+
+describe('clock-skew columns', () => {
+  it('lands device_ts and sent_at of a corrected event in the raw Parquet, NULL for the others', async () => {
+    // The device's clock is 10 minutes behind: sent_at says so, ts is corrected, the device time is kept.
+    const skewed = record({ event_id: 'evt_skew', event_type: 'click', user_id: 'u', timestamp: NOW - 600_000 - 2000, sent_at: NOW - 600_000 });
+    const plain = record({ event_id: 'evt_plain', event_type: 'click', user_id: 'u', timestamp: NOW - 1000 });
+    expect(skewed.ts).toBe(NOW - 2000);
+    // Through the lake writer's own reading of the Kafka record, as in production.
+    const { parseRawRecord } = await import('../../batch-layer/lake-writer/writer');
+    const back = parseRawRecord(JSON.stringify(skewed));
+    expect(back.ok && back.record).toMatchObject({ device_ts: NOW - 600_000 - 2000, sent_at: NOW - 600_000 });
+    const file = path.join(dir, 'skew.parquet');
+    await writeRawParquet(
+      [
+        { record: back.ok ? back.record : skewed, partition: 0, offset: '1' },
+        { record: plain, partition: 0, offset: '2' },
+      ],
+      file,
+    );
+    const rows = await query(`SELECT event_id, ts, device_ts, sent_at FROM read_parquet('${file}') ORDER BY event_id`);
+    expect(rows).toEqual([
+      { event_id: 'evt_plain', ts: String(NOW - 1000), device_ts: null, sent_at: null },
+      { event_id: 'evt_skew', ts: String(NOW - 2000), device_ts: String(NOW - 600_000 - 2000), sent_at: String(NOW - 600_000) },
+    ]);
+  });
+});
