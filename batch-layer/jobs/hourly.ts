@@ -1,22 +1,29 @@
 /**
- * The hourly job: raw objects of one event-time hour -> processed/events (the
- * de-duplicated hour) and the hourly batch views, gated by data-quality checks.
+ * The hourly job: raw objects of one event-time hour -> processed/events (each
+ * event_id once across the hours of the dedupe horizon, see dedupe.ts), the hour's
+ * event-id index and the hourly batch views, gated by data-quality checks.
  */
 import path from 'node:path';
 import { lakePaths, type QualityCheck, type RunManifest } from '../../common/lake';
 import { listObjects, withScratchDir } from '../lake-io';
 import { bucketOf, checkpoint, keepAlive, newRunId, parsePeriod, s3Of, type JobContext } from './context';
 import { Duck, emptyRawSelect, parquetColumns, rawColumnsSelect, sqlList } from './duck';
+import { declareIndexes, markDedupeConflicts, neighbourIndexes } from './dedupe';
 import { publish } from './publish';
+import { computeWatermark } from './watermark';
 import { assertRawComplete } from './raw-guard';
 import { blameCorrupt, stage, verifyParquet } from './stage';
 
-/** Output tables of the hourly job, in the order they are computed (each reads the ones before). */
+/**
+ * Output tables of the hourly job and their SQL files, in the order they are computed
+ * (each reads the ones before; `hour_firsts`, the hour's first copies, comes first).
+ */
 export const HOURLY_TABLES = [
-  { table: 'events', zone: 'processed' },
-  { table: 'hourly_events', zone: 'aggregated' },
-  { table: 'hourly_users', zone: 'aggregated' },
-  { table: 'hourly_playback', zone: 'aggregated' },
+  { table: 'events', zone: 'processed', sql: 'events_across_hours' },
+  { table: 'event_ids', zone: 'processed', sql: 'event_ids' },
+  { table: 'hourly_events', zone: 'aggregated', sql: 'hourly_events' },
+  { table: 'hourly_users', zone: 'aggregated', sql: 'hourly_users' },
+  { table: 'hourly_playback', zone: 'aggregated', sql: 'hourly_playback' },
 ] as const;
 
 export interface RunOptions {
@@ -51,17 +58,22 @@ export async function runHourly(ctx: JobContext, hour: string, opts: RunOptions 
         }`,
       );
       await duck.setVariables({ hour, hour_start: period.startMs, hour_end: period.endMs });
-      checkpoint(ctx, { step: 'compute' });
+      const neighbours = await neighbourIndexes(ctx, hour);
+      await declareIndexes(ctx, duck, 'neighbour_ids', neighbours, dir);
+      checkpoint(ctx, { step: 'compute', neighbours: neighbours.length });
       const rowCounts: Record<string, number> = {};
       await blameCorrupt(duck, staged, async () => {
         rowCounts.raw_events = await duck.scalar('SELECT count(*) FROM raw_events');
+        await duck.materialize('hour_firsts', 'events');
         for (const t of HOURLY_TABLES) {
-          rowCounts[t.table] = await duck.materialize(t.table);
+          rowCounts[t.table] = await duck.materialize(t.table, t.sql);
           checkpoint(ctx, { step: 'compute', table: t.table });
         }
       });
+      // Within the hour, and copies of this hour another hour received first.
       const [dups] = await duck.select('raw_duplicates');
-      const duplicates = { natural: Number(dups.natural), synthetic: Number(dups.synthetic) };
+      const [across] = await duck.select('cross_hour_duplicates');
+      const duplicates = { natural: Number(dups.natural) + Number(across.natural), synthetic: Number(dups.synthetic) + Number(across.synthetic) };
       const checks = (await duck.select('quality_hourly')) as unknown as QualityCheck[];
 
       const outputs: Record<string, { zone: (typeof HOURLY_TABLES)[number]['zone']; file: string }> = {};
@@ -70,7 +82,7 @@ export async function runHourly(ctx: JobContext, hour: string, opts: RunOptions 
         await duck.writeParquet(t.table, file);
         outputs[t.table] = { zone: t.zone, file };
       }
-      return await publish(ctx, {
+      const manifest = await publish(ctx, {
         kind: 'hourly',
         period: hour,
         runId,
@@ -81,6 +93,8 @@ export async function runHourly(ctx: JobContext, hour: string, opts: RunOptions 
         checks,
         duplicates,
       });
+      if ((await markDedupeConflicts(ctx, duck, hour, neighbours, dir)).length > 0) await computeWatermark(ctx);
+      return manifest;
     } finally {
       duck.close();
     }

@@ -39,9 +39,9 @@ export interface ZoneRetention {
 
 /**
  * Processed tables that only their own day's re-run (and the next day's, for the binge
- * window) reads. user_daily_activity is every later day's history (first_seen) and stays.
+ * window) reads; event_ids only the hourly runs within the dedupe horizon (days, not months). user_daily_activity is every later day's history (first_seen) and stays.
  */
-export const PROCESSED_EXPIRING_TABLES = ['events', 'sessions'] as const;
+export const PROCESSED_EXPIRING_TABLES = ['events', 'sessions', 'event_ids'] as const;
 
 export interface RetentionResult {
   /** Raw days before this one are eligible. */

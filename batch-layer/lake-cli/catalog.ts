@@ -39,6 +39,7 @@ export const LAKE_VIEWS: readonly LakeView[] = [
   { name: 'clicks_to_play', prefix: 'aggregated/clicks_to_play/', hourly: false, description: 'histogram of navigation events before the first play', published: { kind: 'daily', table: 'clicks_to_play' } },
   { name: 'top_paths', prefix: 'aggregated/top_paths/', hourly: false, description: 'the 20 most frequent paths to a first play per day', published: { kind: 'daily', table: 'top_paths' } },
   { name: 'binge_users', prefix: 'aggregated/binge_users/', hourly: false, description: 'users with 3 completes within 4 hours, per day', published: { kind: 'daily', table: 'binge_users' } },
+  { name: 'event_ids', prefix: 'processed/event_ids/', hourly: true, description: "each hour's de-duplication index: where an id's first copy was received, whether the hour counted it", published: { kind: 'hourly', table: 'event_ids' } },
 ];
 
 export class LakeCliError extends Error {

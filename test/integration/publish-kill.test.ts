@@ -29,7 +29,7 @@ import { isolatedConfig } from '../support/isolated';
 const DAY = '2025-03-04';
 const HOUR = `${DAY}T10`;
 const H0 = Date.parse(`${HOUR}:00:00Z`);
-const HOURLY = ['events', 'hourly_events', 'hourly_users', 'hourly_playback'];
+const HOURLY = ['events', 'event_ids', 'hourly_events', 'hourly_users', 'hourly_playback'];
 
 let cfg: Config;
 let ctx: JobContext;
@@ -177,7 +177,7 @@ async function dailyTotal(): Promise<{ processedRows: number; obtEvents: number 
 
 async function hourFolders(): Promise<string[]> {
   const keys: string[] = [];
-  for (const table of HOURLY) keys.push(...(await listObjects(s3Client(cfg), cfg.s3.bucket, lakePaths.tablePrefix(table === 'events' ? 'processed' : 'aggregated', table, HOUR))).map((o) => o.key));
+  for (const table of HOURLY) keys.push(...(await listObjects(s3Client(cfg), cfg.s3.bucket, lakePaths.tablePrefix(table.startsWith('hourly_') ? 'aggregated' : 'processed', table, HOUR))).map((o) => o.key));
   return keys.sort();
 }
 
@@ -218,8 +218,9 @@ describe('a re-publish is atomic for every reader', () => {
     expect(await dailyTotal()).toEqual({ processedRows: old.events + otherHours, obtEvents: old.events + otherHours });
 
     await writeRaw(HOUR, wave2);
-    // One output at a time, so the kill lands after the 2nd and before the 3rd of the 4 tables.
-    const killed = runChild(HOUR, { PAUSE_AFTER_PUBLISHED: '2', BATCH_IO_CONCURRENCY: '1' });
+    // One output at a time, in table order, so the kill lands after processed/events and
+    // aggregated/hourly_events are written and before aggregated/hourly_users.
+    const killed = runChild(HOUR, { PAUSE_AFTER_PUBLISHED: 'aggregated/hourly_events/', BATCH_IO_CONCURRENCY: '1' });
     const pausedAt = await killed.paused;
     expect(pausedAt).toMatch(/^aggregated\/hourly_events\//);
     killed.child.kill('SIGKILL');
@@ -254,6 +255,7 @@ describe('a re-publish is atomic for every reader', () => {
     expect(early.deleted).toEqual([]);
     expect(await hourFolders()).toEqual(present);
     // Once it has passed, only what the manifests name is left.
+    const beforeGc = [...(await listObjects(s3Client(cfg), cfg.s3.bucket, 'processed/')), ...(await listObjects(s3Client(cfg), cfg.s3.bucket, 'aggregated/'))].map((o) => o.key);
     const later = await collectSupersededRuns(ctx, { now: Date.now() + cfg.batch.supersededGraceMs + 60_000 });
     expect(later.deleted).toEqual(expect.arrayContaining(present.filter((k) => !Object.values(run3.outputs).includes(k))));
     expect(await hourFolders()).toEqual(Object.values(run3.outputs).sort());
@@ -265,7 +267,7 @@ describe('a re-publish is atomic for every reader', () => {
     }
     const left = [...(await listObjects(s3, cfg.s3.bucket, 'processed/')), ...(await listObjects(s3, cfg.s3.bucket, 'aggregated/'))].map((o) => o.key);
     expect(left.sort()).toEqual(named.sort());
-    expect(later.deleted).toHaveLength(6 + 2 * 8);
+    expect(later.deleted.sort()).toEqual(beforeGc.filter((k) => !named.includes(k)).sort());
     expect(await servingView()).toEqual(both);
   }, 240_000);
 });

@@ -251,3 +251,43 @@ describe('hourly de-duplication', () => {
     ]);
   });
 });
+
+describe('de-duplication across hours', () => {
+  /** Another hour's index rows, as event_ids.sql publishes them. */
+  async function neighbours(rows: { event_id: string; hour_id: string; received_at: number; kafka_partition: number; kafka_offset: number; payload_digest: number; counted: boolean }[]) {
+    await duck.run(`CREATE OR REPLACE TABLE neighbour_ids (event_id VARCHAR, hour_id VARCHAR, received_at BIGINT, kafka_partition INTEGER, kafka_offset BIGINT, payload_digest UBIGINT, counted BOOLEAN)`);
+    for (const r of rows) {
+      await duck.run(`INSERT INTO neighbour_ids VALUES (${sqlString(r.event_id)}, ${sqlString(r.hour_id)}, ${r.received_at}, ${r.kafka_partition}, ${r.kafka_offset}, ${r.payload_digest}, ${r.counted})`);
+    }
+  }
+
+  it('drops the ids another hour received first (Kafka position breaks a tie), counts them as synthetic, and names the hours that counted one it won', async () => {
+    const H = D0 + 5 * HOUR;
+    await duck.setVariables({ hour: `${DAY}T05`, hour_start: H, hour_end: H + HOUR });
+    await table(duck, 'raw_events', [
+      ev('u1', 'lost', H + 1, 'click', { received_at: 50, kafka_partition: 1, kafka_offset: 9 }),
+      ev('u1', 'tie-lost', H + 2, 'click', { received_at: 40, kafka_partition: 1, kafka_offset: 8 }),
+      ev('u1', 'won', H + 3, 'click', { received_at: 10, kafka_partition: 1, kafka_offset: 2 }),
+      ev('u2', 'alone', H + 4, 'click', { received_at: 10, kafka_partition: 0, kafka_offset: 3 }),
+    ]);
+    await neighbours([
+      { event_id: 'lost', hour_id: `${DAY}T02`, received_at: 20, kafka_partition: 1, kafka_offset: 4, payload_digest: 1, counted: true },
+      { event_id: 'tie-lost', hour_id: `${DAY}T09`, received_at: 40, kafka_partition: 1, kafka_offset: 7, payload_digest: 2, counted: true },
+      { event_id: 'won', hour_id: `${DAY}T08`, received_at: 30, kafka_partition: 1, kafka_offset: 6, payload_digest: 3, counted: true },
+    ]);
+    await duck.materialize('hour_firsts', 'events');
+    await duck.materialize('events', 'events_across_hours');
+    await duck.materialize('event_ids');
+    expect((await duck.json('SELECT event_id FROM events ORDER BY 1')).map((r) => r.event_id)).toEqual(['alone', 'won']);
+    expect(await duck.json('SELECT event_id, counted FROM event_ids ORDER BY 1')).toEqual([
+      { event_id: 'alone', counted: true },
+      { event_id: 'lost', counted: false },
+      { event_id: 'tie-lost', counted: false },
+      { event_id: 'won', counted: true },
+    ]);
+    expect(await duck.json(sqlFile('cross_hour_duplicates'))).toEqual([{ natural: '0', synthetic: '2' }]);
+    // 08 counted a copy of `won` received after this hour's: 08 must re-run.
+    await duck.run('CREATE OR REPLACE VIEW conflict_ids AS SELECT * FROM neighbour_ids');
+    expect(await duck.json(sqlFile('dedupe_conflicts'))).toEqual([{ hour_id: `${DAY}T08`, ours_later: false }]);
+  });
+});
