@@ -93,7 +93,13 @@ export async function markDedupeConflicts(ctx: JobContext, duck: Duck, hour: str
   const seen = new Set(before.map((n) => `${n.hour}|${n.manifestEtag}`));
   const since = (await neighbourIndexes(ctx, hour)).filter((n) => !seen.has(`${n.hour}|${n.manifestEtag}`));
   await declareIndexes(ctx, duck, 'late_neighbour_ids', since, dir);
-  await duck.run(`CREATE OR REPLACE VIEW conflict_ids AS SELECT * FROM neighbour_ids UNION ALL SELECT * FROM late_neighbour_ids`);
+  // An hour re-published since is judged by its new index only: its old one may count what it no longer does.
+  const republished = [...new Set(since.map((n) => n.hour))];
+  await duck.run(
+    `CREATE OR REPLACE VIEW conflict_ids AS
+     SELECT * FROM neighbour_ids WHERE hour_id NOT IN (SELECT unnest(${republished.length > 0 ? sqlList(republished) : '[]::VARCHAR[]'}))
+     UNION ALL SELECT * FROM late_neighbour_ids`,
+  );
   const rows = await duck.select('dedupe_conflicts');
   const wrong = [...new Set(rows.map((r) => (r.ours_later ? hour : String(r.hour_id))))].sort();
   const markedAt = Date.now();
