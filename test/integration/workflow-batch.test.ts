@@ -197,6 +197,10 @@ describe('compactLake and applyRetention', () => {
       workflowId: `${cfg.orchestration.workflowIdPrefix}retention-test`,
     });
     expect(result.deletedDays).toContain(DAY);
+    // The same run collects superseded batch outputs, but only after their grace period: the hour
+    // re-run above left its previous run's objects, which a reader of the old manifest may still fetch.
+    expect(result.supersededRuns).toMatchObject({ deleted: 0 });
+    expect(result.supersededRuns!.waiting).toBeGreaterThan(0);
     expect(await listObjects(s3Client(cfg), cfg.s3.bucket, lakePaths.rawDayPrefix(DAY))).toEqual([]);
     // The batch views stay.
     expect((await manifest('daily', DAY))?.period).toBe(DAY);
