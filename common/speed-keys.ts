@@ -12,7 +12,11 @@
  * Buckets are event-time bucket starts in epoch ms (UTC). "Retention" R is
  * cfg.speed.retentionMs (default 48 h), R1 is cfg.speed.secondRetentionMs
  * (default 2 h); a bucketed key expires at (bucket end + R) so a bucket is
- * covered by the speed layer while bucket end + R > now.
+ * covered by the speed layer while bucket end + R > now + COVERAGE_MARGIN_MS. Keys
+ * expire by event time whatever the batch layer did: a bucket the batch does not
+ * hold by then is answered `none` (docs/operations.md, "When Redis loses data").
+ * Redis must not evict (maxmemory-policy noeviction, its default): an evicted key
+ * would read as a covered zero.
  *
  * | family  | key                                  | type   | content                                                      | expires            |
  * |---------|--------------------------------------|--------|--------------------------------------------------------------|--------------------|
@@ -31,6 +35,7 @@
  * | ctl     | {ctl}:stats                          | hash   | events, duplicates, late_minute, late_second, unparseable, batches | never        |
  * | ctl     | {ctl}:freshness                      | hash   | last_ms (max now − received_at of the last batch), at        | never              |
  * | alert   | {alert}:firing                       | hash   | rule → JSON {rule, since, value, threshold, message}         | never (removed when resolved) |
+ * | alert   | {alert}:rebuild:<topic>              | hash   | partition → offset its rebuild must reach (Redis lost it)    | field removed when reached |
  *
  * Dedupe memory: measured 56 bytes per event_id on Redis 7.0 (a hashtable set
  * of 8-byte members), so roughly rate × (window + the minute's arrival spread) ×
@@ -76,7 +81,8 @@ export type HllGranularity = 'minute' | 'hour' | 'day';
 
 export const STAT_FIELDS = ['events', 'duplicates', 'late_minute', 'late_second', 'unparseable', 'batches'] as const;
 export type StatField = (typeof STAT_FIELDS)[number];
-export const ALERT_RULES = ['error_rate', 'throughput', 'consumer_lag', 'latency'] as const;
+// redis_data_lost is raised by the consumer itself (not the evaluator): a partition is being rebuilt from Kafka.
+export const ALERT_RULES = ['error_rate', 'throughput', 'consumer_lag', 'latency', 'redis_data_lost'] as const;
 export type AlertRule = (typeof ALERT_RULES)[number];
 
 export interface SpeedKeys {
@@ -96,6 +102,7 @@ export interface SpeedKeys {
   dimension(name: string, day: string): string;
   freshness(): string;
   alerts(): string;
+  rebuild(topic: string): string;
 }
 
 export function speedKeys(cfg: Config): SpeedKeys {
@@ -117,6 +124,7 @@ export function speedKeys(cfg: Config): SpeedKeys {
     dimension: (name, day) => `${p}{dim}:${name}:${day}`,
     freshness: () => `${p}{ctl}:freshness`,
     alerts: () => `${p}{alert}:firing`,
+    rebuild: (topic) => `${p}{alert}:rebuild:${topic}`,
   };
 }
 
@@ -139,9 +147,16 @@ export function expiresAt(cfg: Config, unit: keyof typeof BUCKET_MS, bucket: num
   return bucket + BUCKET_MS[unit] + retention;
 }
 
-/** Whether the speed layer still holds the bucket (its key has not expired by design). */
+/**
+ * How long before its key expires a bucket stops counting as covered. A reader decides coverage at `now`
+ * and reads Redis later (a pipeline, a busy Redis, a serving cache), and Redis expires keys by its own
+ * clock: without the margin, a key expiring in between reads as absent, i.e. a zero labelled `speed`.
+ */
+export const COVERAGE_MARGIN_MS = 30_000;
+
+/** Whether the speed layer still holds the bucket (its key will not have expired by design when read). */
 export function covered(cfg: Config, unit: keyof typeof BUCKET_MS, bucket: number, now: number): boolean {
-  return expiresAt(cfg, unit, bucket) > now;
+  return expiresAt(cfg, unit, bucket) > now + COVERAGE_MARGIN_MS;
 }
 
 function bucketsOf(unit: keyof typeof BUCKET_MS, from: number, to: number): number[] {

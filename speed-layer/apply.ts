@@ -14,26 +14,37 @@ import { bingeDays } from './binge';
 import type { Fold } from './fold';
 
 /*
- * ARGV: partition, first offset, next offset, binge stream MAXLEN, then operations, each as
+ * ARGV: partition, first offset, next offset, accept, then operations, each as
  *   code, KEYS index, expire-at ms (0 = leave), n, n arguments.
+ * accept: '' normally; 'init' lets the step set a partition's missing offset (a step from offset 0
+ *   may always: nothing precedes it); a stored offset
+ *   (as written) lets the step apply over that stored offset although it is below the first offset
+ *   (the consumer checked that Kafka no longer holds the messages in between).
  * Codes: D dedupe (base index, packed 8-byte hashes), I HINCRBY (field, by)…,
  * W HSET (field, value)…, P PFADD members…, Z ZINCRBY (member, by)…,
  * G ZADD GT (score, member)…, T trim a zset below a score, B binge (stream
  * KEYS index, then (user, day, ts)…: SADD to the day's set and XADD when new).
  *
- * Returns {'applied'} | {'skipped', stored} | {'partial', stored} |
+ * Returns {'applied'} | {'skipped', stored} | {'partial', stored} | {'gap', stored} | {'missing'} |
  * {'duplicates', i…} (indexes into the batch's dedupe hashes already seen; nothing written).
+ * 'gap' and 'missing' write nothing: Redis is behind the consumer (it lost applied steps, e.g. the
+ * last second of an AOF with appendfsync everysec, or a restart from an older AOF), and applying
+ * would move the offset over effects that are no longer there.
  */
 const SCRIPT = `
 local offsets = KEYS[1]
 local partition = ARGV[1]
 local first = tonumber(ARGV[2])
 local nxt = tonumber(ARGV[3])
+local accept = ARGV[4]
 local stored = redis.call('HGET', offsets, partition)
 if stored then
   local s = tonumber(stored)
   if s >= nxt then return {'skipped', stored} end
   if s > first then return {'partial', stored} end
+  if s < first and stored ~= accept then return {'gap', stored} end
+elseif accept ~= 'init' and first > 0 then
+  return {'missing'}
 end
 
 local function each_op(fn)
@@ -102,7 +113,7 @@ each_op(function(code, key, exp, a, n)
     local stream = KEYS[tonumber(ARGV[a])]
     for j = a + 1, a + n - 1, 3 do
       if redis.call('SADD', key, ARGV[j]) == 1 then
-        redis.call('XADD', stream, 'MAXLEN', '~', ARGV[4], '*', 'user', ARGV[j], 'day', ARGV[j + 1], 'ts', ARGV[j + 2])
+        redis.call('XADD', stream, 'MAXLEN', '~', ${BINGE_STREAM_MAXLEN}, '*', 'user', ARGV[j], 'day', ARGV[j + 1], 'ts', ARGV[j + 2])
       end
     end
   end
@@ -116,6 +127,10 @@ export type ApplyResult =
   | { status: 'applied' }
   | { status: 'skipped'; stored: number }
   | { status: 'partial'; stored: number }
+  /** Redis' stored offset is below the step's first offset: it lost applied steps. Nothing written. */
+  | { status: 'gap'; stored: number }
+  /** No stored offset for the partition and the step was not allowed to set one. Nothing written. */
+  | { status: 'missing' }
   | { status: 'duplicates'; hashes: string[] };
 
 export interface BingeDetection {
@@ -131,6 +146,12 @@ export interface ApplyRequest {
   /** Offset of the first message the fold covers, and the one after its last. */
   firstOffset: number;
   nextOffset: number;
+  /**
+   * 'init': the partition may have no stored offset yet (nothing before firstOffset exists in Kafka, or
+   * the group never consumed it); a number: the stored offset the step may apply over although it is
+   * below firstOffset (Kafka no longer holds the messages in between). Otherwise both are refused.
+   */
+  accept?: 'init' | number;
   now: number;
   fold: Fold;
   binges: BingeDetection[];
@@ -195,7 +216,7 @@ export function buildPlan(cfg: Config, keys: SpeedKeys, req: ApplyRequest): Buil
   const { fold, now } = req;
   const plan = new Plan();
   plan.key(keys.offsets(req.topic)); // KEYS[1]
-  for (const a of [req.partition, req.firstOffset, req.nextOffset, BINGE_STREAM_MAXLEN]) plan.arg(a);
+  for (const a of [req.partition, req.firstOffset, req.nextOffset, req.accept ?? '']) plan.arg(a);
 
   const dedupeHashes: string[] = [];
   for (const [minute, hashes] of fold.dedupe) {
@@ -319,7 +340,8 @@ export class RedisApplier {
     const raw = (await this.run(plan.keys, plan.args)) as Array<string | number>;
     const status = raw[0];
     if (status === 'applied') return { status };
-    if (status === 'skipped' || status === 'partial') return { status, stored: Number(raw[1]) };
+    if (status === 'skipped' || status === 'partial' || status === 'gap') return { status, stored: Number(raw[1]) };
+    if (status === 'missing') return { status };
     if (status === 'duplicates') return { status, hashes: raw.slice(1).map((i) => plan.dedupeHashes[Number(i)]) };
     throw new Error(`unexpected reply from the apply script: ${JSON.stringify(raw)}`);
   }

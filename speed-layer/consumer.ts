@@ -7,14 +7,20 @@
  * only so that lag is visible to the usual tools. A batch is never resolved
  * before Redis took it: while Redis is unreachable the batch is retried with
  * backoff (heartbeating, so the group keeps the partition) and nothing advances.
+ *
+ * Redis can also go back in time: it persists with `appendfsync everysec`, so a
+ * crash loses up to a second of applied steps, and a restart from an older AOF
+ * (or an empty one) loses more. The apply script then finds its stored offset
+ * below the step ('gap') or none at all ('missing') and writes nothing; the
+ * consumer re-reads the partition from where Redis is (redisBehind).
  */
 import type { Redis } from 'ioredis';
-import type { Consumer, EachBatchPayload, Kafka } from 'kafkajs';
+import type { Admin, Consumer, EachBatchPayload, Kafka } from 'kafkajs';
 import type { Config } from '../common/config';
 import { EVENT_TYPES, type EventRecord } from '../common/contract';
 import type { Logger } from '../common/log';
 import { logger } from '../common/log';
-import { readOffsets } from '../common/speed-keys';
+import { readOffsets, type Alert } from '../common/speed-keys';
 import { detectBinges, RedisApplier } from './apply';
 import { DimensionGuard } from './dimensions';
 import { eventIdHash, foldEvents, type Fold } from './fold';
@@ -121,6 +127,16 @@ export class SpeedConsumer {
   private readonly failing = new Map<number, FailingStep>();
   private stopping = false;
   private readonly seekOnAssign: boolean;
+  private readonly kafka: Kafka;
+  private admin: Promise<Admin> | null = null;
+  /** partition → what its next step may apply over: a missing offset ('init') or a stored one below it. */
+  private readonly allow = new Map<number, { first: number; accept: 'init' | number }>();
+  /** partition → the offset a rebuild (Redis lost the partition) must reach before its alert resolves. */
+  private readonly rebuilding = new Map<number, number>();
+  /** partition → the stored offset of the last gap counted (a stale batch re-reporting it is not a new one). */
+  private readonly lastGap = new Map<number, number>();
+  /** Partitions of the last assignment. */
+  private assigned: number[] = [];
 
   constructor(opts: SpeedConsumerOptions) {
     this.cfg = opts.cfg;
@@ -130,6 +146,7 @@ export class SpeedConsumer {
     this.applier = new RedisApplier(opts.redis, opts.cfg);
     this.dimensions = new DimensionGuard(opts.redis, opts.cfg, this.applier.keys, this.log, (d, n) => this.metrics.dimensionOverflow.inc({ dimension: d }, n));
     this.seekOnAssign = opts.seekOnAssign ?? true;
+    this.kafka = opts.kafka;
     this.consumer = opts.kafka.consumer({
       groupId: opts.cfg.kafka.speedGroup,
       maxBytesPerPartition: opts.cfg.speed.maxBytesPerPartition,
@@ -166,6 +183,7 @@ export class SpeedConsumer {
     consumer.on(consumer.events.GROUP_JOIN, (e) => {
       const partitions = e.payload.memberAssignment[topic] ?? [];
       this.log.info({ partitions, groupId: e.payload.groupId }, 'assigned partitions');
+      this.assigned = partitions;
       // A partition now consumed elsewhere is no longer this member's failure to report.
       for (const p of this.failing.keys()) if (!partitions.includes(p)) this.failing.delete(p);
       if (this.seekOnAssign) void this.seekToStoredOffsets(partitions);
@@ -178,6 +196,8 @@ export class SpeedConsumer {
         this.log.error({ err: e.payload.error?.message }, 'consumer crashed and will not restart');
       }
     });
+    // A partition with no new messages would never reach the apply script: check what Redis came back with.
+    this.redis.on('ready', () => void this.checkStoredOffsets());
     await consumer.connect();
     await consumer.subscribe({ topic, fromBeginning: cfg.speed.fromBeginning });
     await consumer.run({
@@ -191,6 +211,9 @@ export class SpeedConsumer {
   async stop(): Promise<void> {
     this.stopping = true;
     await this.consumer.disconnect();
+    const admin = this.admin;
+    this.admin = null;
+    if (admin) await admin.then((a) => a.disconnect()).catch(() => undefined);
   }
 
   /** Seek to Redis' offsets; runs after consumer.run, on every (re)assignment. */
@@ -199,6 +222,12 @@ export class SpeedConsumer {
     for (let attempt = 0; !this.stopping; attempt++) {
       try {
         const stored = await readOffsets(this.redis, this.cfg, topic);
+        // A rebuild another member (or an earlier run) started: this member finishes it and resolves its alert.
+        const targets = await this.redis.hgetall(this.applier.keys.rebuild(topic));
+        this.rebuilding.clear();
+        for (const [p, target] of Object.entries(targets)) if (partitions.includes(Number(p))) this.rebuilding.set(Number(p), Number(target));
+        // Its member stopped between reaching the target and resolving: resolve it now.
+        for (const [p, target] of this.rebuilding) if ((stored[p] ?? -1) >= target) await this.rebuilt(topic, p, target);
         for (const partition of partitions) {
           const offset = stored[partition];
           if (offset === undefined) {
@@ -213,6 +242,35 @@ export class SpeedConsumer {
       } catch (err) {
         // Not fatal for exactness (the apply script checks the stored offset); retried to avoid re-reading.
         this.log.warn({ err: (err as Error).message, attempt }, 'could not read stored offsets; retrying');
+        await sleep(Math.min(200 * 2 ** attempt, this.cfg.speed.maxRetryBackoffMs));
+      }
+    }
+  }
+
+  /**
+   * After Redis (re)connected: every assigned partition whose stored offset is now behind what this member
+   * saw applied (or gone) is re-read from Redis' offset, or rebuilt, as the apply script would have it.
+   */
+  private async checkStoredOffsets(): Promise<void> {
+    const topic = this.cfg.kafka.rawTopic;
+    for (let attempt = 0; !this.stopping; attempt++) {
+      if (!this.assigned.some((p) => this.applied.has(p))) return; // nothing applied yet: nothing to lose
+      try {
+        const stored = await readOffsets(this.redis, this.cfg, topic);
+        for (const partition of this.assigned) {
+          const seen = this.applied.get(partition);
+          const s = stored[partition];
+          if (seen === undefined || (s !== undefined && s >= seen)) continue;
+          const resumeAt = await this.redisBehind(topic, partition, seen, s ?? null);
+          if (resumeAt === null) continue;
+          if (s !== undefined) this.applied.set(partition, s);
+          else this.applied.delete(partition);
+          this.consumer.seek({ topic, partition, offset: String(resumeAt) });
+        }
+        return;
+      } catch (err) {
+        // A step would find the same (on a partition that gets messages): this check only spares waiting for one.
+        this.log.warn({ err: (err as Error).message, attempt }, 'could not compare the offsets in Redis with the applied ones; retrying');
         await sleep(Math.min(200 * 2 ** attempt, this.cfg.speed.maxRetryBackoffMs));
       }
     }
@@ -276,7 +334,28 @@ export class SpeedConsumer {
         this.applied.set(partition, outcome.stored);
         continue;
       }
+      if (outcome.status === 'gap' || outcome.status === 'missing') {
+        let resumeAt: number | null;
+        try {
+          resumeAt = await this.redisBehind(topic, partition, pending[0].offset, outcome.status === 'gap' ? outcome.stored : null);
+        } catch (err) {
+          this.log.warn({ err: (err as Error).message, topic, partition }, 'could not ask Kafka where the partition starts; retrying');
+          await sleep(backoff);
+          backoff = Math.min(backoff * 2, this.cfg.speed.maxRetryBackoffMs);
+          await p.heartbeat();
+          continue;
+        }
+        if (resumeAt === null) continue; // the step may apply as it is (this.allow)
+        if (outcome.status === 'gap') this.applied.set(partition, outcome.stored);
+        else this.applied.delete(partition);
+        this.consumer.seek({ topic, partition, offset: String(resumeAt) });
+        return; // not resolved: the partition is re-read from resumeAt
+      }
       this.applied.set(partition, step.nextOffset);
+      this.allow.delete(partition);
+      this.lastGap.delete(partition);
+      const target = this.rebuilding.get(partition);
+      if (target !== undefined && step.nextOffset >= target) await this.rebuilt(topic, partition, target);
       this.observeApplied(step, started);
       if (failures > 0) this.log.info({ topic, partition, failures }, 'redis step succeeded after retries');
       failures = 0;
@@ -335,11 +414,13 @@ export class SpeedConsumer {
       else if (typeof r.received_at === 'number' && r.received_at < oldestReceived) oldestReceived = r.received_at;
     }
     const binges = await detectBinges(this.redis, this.cfg, this.applier.keys, fold, now);
+    const allowed = this.allow.get(partition);
     const outcome = await this.applier.apply({
       topic,
       partition,
       firstOffset: pending[0].offset,
       nextOffset,
+      accept: allowed?.first === pending[0].offset ? allowed.accept : undefined,
       now,
       fold,
       binges,
@@ -348,6 +429,97 @@ export class SpeedConsumer {
       freshnessMs: Number.isFinite(oldestReceived) ? Math.max(0, now - oldestReceived) : null,
     });
     return { outcome, fold, nextOffset, entries: pending.slice(0, cut), dupCount: dupCount + fold.duplicates, size: this.applier.lastStep };
+  }
+
+  /**
+   * Redis holds less than this consumer saw applied: its offset for the partition is below the step
+   * (`stored`, a gap) or absent (`stored` null). Returns the offset to re-read the partition from, or null
+   * when the step may apply as it is (this.allow is set for it).
+   *
+   * - A gap: the steps in [stored, first) were lost (the AOF's last second, an older AOF). Re-read from
+   *   stored; the steps after it apply again, exactly once, since Redis has none of their effects. If Kafka
+   *   no longer holds [stored, first) (retention), they are gone for good: counted, logged, applied over.
+   * - Missing, for a partition the group consumed before (Kafka has its commits, or this process applied
+   *   to it): Redis lost everything about it. Rebuild it from the earliest offset Kafka holds: the steps are
+   *   exactly-once, so a replay from there is exact, and events older than the retention stay out as late.
+   *   An alert fires until the rebuild is back where the partition was.
+   * - Missing otherwise: a partition this group starts on (at its beginning, or where
+   *   SPEED_FROM_BEGINNING=false put it): the step may set the offset.
+   */
+  private async redisBehind(topic: string, partition: number, first: number, stored: number | null): Promise<number | null> {
+    const admin = await this.adminClient();
+    const offsets = await admin.fetchTopicOffsets(topic);
+    const low = Number(offsets.find((o) => o.partition === partition)?.low ?? 0);
+    if (stored !== null) {
+      if (this.lastGap.get(partition) !== stored) {
+        this.lastGap.set(partition, stored);
+        this.metrics.redisGaps.inc();
+        this.log.warn({ topic, partition, stored, first, messages: first - stored }, 'redis lost applied steps (its stored offset is behind this consumer): re-reading from the stored offset');
+      }
+      if (first > low) return Math.max(stored, low);
+      this.metrics.lostForGood.inc(first - stored);
+      this.log.error({ topic, partition, stored, first, low }, 'redis lost applied steps that Kafka no longer holds (retention): they are missing from the speed views for good');
+      this.allow.set(partition, { first, accept: stored });
+      return null;
+    }
+    if (first <= low) {
+      this.allow.set(partition, { first, accept: 'init' });
+      return null;
+    }
+    const [group] = await admin.fetchOffsets({ groupId: this.cfg.kafka.speedGroup, topics: [topic] });
+    const committed = Number(group?.partitions.find((o) => o.partition === partition)?.offset ?? -1);
+    const seen = this.applied.get(partition) ?? -1;
+    if (committed < 0 && seen < 0) {
+      this.log.info({ topic, partition, first, low }, 'starting a partition this group never consumed where Kafka placed it');
+      this.allow.set(partition, { first, accept: 'init' });
+      return null;
+    }
+    const target = Math.max(committed, seen, first);
+    if (this.rebuilding.get(partition) !== target) {
+      this.metrics.redisRebuilds.inc();
+      this.log.error({ topic, partition, committed, seen, low, target }, 'redis has no offset for a partition this group consumed (it lost its data): rebuilding the partition from the earliest offset Kafka holds');
+      await this.raiseRebuild(topic, partition, target);
+    }
+    return low;
+  }
+
+  private adminClient(): Promise<Admin> {
+    if (!this.admin) {
+      const admin = this.kafka.admin();
+      this.admin = admin.connect().then(() => admin);
+      // A failed connect is retried by the next call, not cached.
+      this.admin.catch(() => (this.admin = null));
+    }
+    return this.admin;
+  }
+
+  /** Fire redis_data_lost (kept firing by the other partitions' rebuilds) and record the partition's target. */
+  private async raiseRebuild(topic: string, partition: number, target: number): Promise<void> {
+    const keys = this.applier.keys;
+    this.rebuilding.set(partition, target);
+    const [, prev] = await Promise.all([this.redis.hset(keys.rebuild(topic), String(partition), String(target)), this.redis.hget(keys.alerts(), 'redis_data_lost')]);
+    const partitions = await this.redis.hlen(keys.rebuild(topic));
+    const alert: Alert = {
+      rule: 'redis_data_lost',
+      since: prev ? (JSON.parse(prev) as Alert).since : Date.now(),
+      value: partitions,
+      threshold: 0,
+      message: `Redis lost the speed layer's data for ${partitions} partition(s) of ${topic}: rebuilding them from Kafka; speed buckets are incomplete until then`,
+    };
+    await this.redis.hset(keys.alerts(), 'redis_data_lost', JSON.stringify(alert));
+  }
+
+  /** The partition's rebuild reached where it was: drop its target, and resolve the alert with the last one. */
+  private async rebuilt(topic: string, partition: number, target: number): Promise<void> {
+    const keys = this.applier.keys;
+    this.rebuilding.delete(partition);
+    try {
+      const left = (await this.redis.eval(RESOLVE_REBUILD, 2, keys.rebuild(topic), keys.alerts(), String(partition))) as number;
+      this.log.warn({ topic, partition, target, partitionsLeft: left }, 'partition rebuilt from Kafka after redis lost it');
+    } catch (err) {
+      // Only the alert is late: the next assignment reloads the targets and resolves it.
+      this.log.warn({ err: (err as Error).message, topic, partition }, 'could not resolve the rebuild alert');
+    }
   }
 
   private observeApplied(step: { fold: Fold; dupCount: number; entries: Entry[]; size: { keys: number; args: number; bytes: number } }, started: bigint): void {
@@ -371,6 +543,14 @@ export class SpeedConsumer {
     if (bad > 0) m.unparseable.inc(bad);
   }
 }
+
+/** KEYS: rebuild targets, firing alerts. ARGV: partition. Returns how many partitions are still rebuilding. */
+const RESOLVE_REBUILD = `
+redis.call('HDEL', KEYS[1], ARGV[1])
+local left = redis.call('HLEN', KEYS[1])
+if left == 0 then redis.call('HDEL', KEYS[2], 'redis_data_lost') end
+return left
+`;
 
 function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;

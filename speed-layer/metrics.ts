@@ -34,6 +34,10 @@ export function speedMetrics(opts: { defaults?: boolean } = {}) {
     dimensionOverflow: new Counter({ name: 'speed_dimension_overflow_total', help: 'Events whose dimension value was over its daily bound and counted as "other"', labelNames: ['dimension'] as const, registers }),
     unparseable: new Counter({ name: 'speed_unparseable_total', help: 'Messages on events.raw that are not an EventRecord (skipped)', registers }),
     applyFailures: new Counter({ name: 'speed_apply_failures_total', help: 'Failed Redis steps (the batch is retried, not dropped)', registers }),
+    // Redis going back in time (docs/operations.md, "When Redis loses data").
+    redisGaps: new Counter({ name: 'speed_redis_gaps_total', help: 'Times Redis was found behind this consumer (its stored offset below a step: applied steps lost); the partition is re-read from there', registers }),
+    redisRebuilds: new Counter({ name: 'speed_redis_rebuilds_total', help: 'Partitions the group had consumed found without any offset in Redis (its data lost); rebuilt from the earliest offset Kafka holds', registers }),
+    lostForGood: new Counter({ name: 'speed_redis_lost_messages_total', help: 'Messages whose effects Redis lost and Kafka no longer holds (beyond its retention): missing from the speed views', registers }),
     alertFiring: new Gauge({ name: 'speed_alert_firing', help: '1 while an alert rule fires', labelNames: ['rule'] as const, registers }),
   };
 }

@@ -22,6 +22,23 @@ export interface SpeedLayer {
   stop(): Promise<void>;
 }
 
+/**
+ * Speed keys must live until their TTL: the serving layer answers a bucket from Redis (not `none`) until
+ * then, so a key evicted under memory pressure would read as a zero. Only a warning: managed Redis may
+ * refuse CONFIG, and the policy is the operator's to set.
+ */
+async function warnIfRedisEvicts(redis: Redis, log: ReturnType<typeof logger>): Promise<void> {
+  try {
+    const [, policy] = (await redis.config('GET', 'maxmemory-policy')) as [string, string];
+    const [, maxmemory] = (await redis.config('GET', 'maxmemory')) as [string, string];
+    if (policy !== 'noeviction' && Number(maxmemory) > 0) {
+      log.warn({ policy, maxmemory: Number(maxmemory) }, 'redis may evict keys (maxmemory-policy is not noeviction): an evicted speed bucket would be served as zero instead of none');
+    }
+  } catch (err) {
+    log.debug({ err: (err as Error).message }, 'could not read the redis eviction policy');
+  }
+}
+
 export async function startSpeedLayer(cfg: Config, opts: { alerts?: boolean; redis?: Redis; defaultMetrics?: boolean; seekOnAssign?: boolean } = {}): Promise<SpeedLayer> {
   const log = logger('speed-layer');
   // Without auto-pipelining: a failing command then fails alone, as a rejected promise (see redisClient).
@@ -54,6 +71,7 @@ export async function startSpeedLayer(cfg: Config, opts: { alerts?: boolean; red
   });
   const port = status.port;
 
+  void warnIfRedisEvicts(redis, log);
   await consumer.start();
   if (opts.alerts ?? true) {
     await admin.connect();
