@@ -110,6 +110,11 @@ export interface SpeedConsumerOptions {
    * prove that redelivered batches are skipped by the apply script itself.
    */
   seekOnAssign?: boolean;
+  /**
+   * Compare Redis' offsets with the applied ones whenever Redis (re)connects (default). Only tests turn it
+   * off, to prove that the apply script's gap/missing answers alone bring back what Redis lost.
+   */
+  checkOnReconnect?: boolean;
 }
 
 export class SpeedConsumer {
@@ -127,6 +132,7 @@ export class SpeedConsumer {
   private readonly failing = new Map<number, FailingStep>();
   private stopping = false;
   private readonly seekOnAssign: boolean;
+  private readonly checkOnReconnect: boolean;
   private readonly kafka: Kafka;
   private admin: Promise<Admin> | null = null;
   /** partition → what its next step may apply over: a missing offset ('init') or a stored one below it. */
@@ -147,6 +153,7 @@ export class SpeedConsumer {
     this.dimensions = new DimensionGuard(opts.redis, opts.cfg, this.applier.keys, this.log, (d, n) => this.metrics.dimensionOverflow.inc({ dimension: d }, n));
     this.seekOnAssign = opts.seekOnAssign ?? true;
     this.kafka = opts.kafka;
+    this.checkOnReconnect = opts.checkOnReconnect ?? true;
     this.consumer = opts.kafka.consumer({
       groupId: opts.cfg.kafka.speedGroup,
       maxBytesPerPartition: opts.cfg.speed.maxBytesPerPartition,
@@ -197,7 +204,7 @@ export class SpeedConsumer {
       }
     });
     // A partition with no new messages would never reach the apply script: check what Redis came back with.
-    this.redis.on('ready', () => void this.checkStoredOffsets());
+    if (this.checkOnReconnect) this.redis.on('ready', () => void this.checkStoredOffsets());
     await consumer.connect();
     await consumer.subscribe({ topic, fromBeginning: cfg.speed.fromBeginning });
     await consumer.run({

@@ -39,13 +39,13 @@ async function warnIfRedisEvicts(redis: Redis, log: ReturnType<typeof logger>): 
   }
 }
 
-export async function startSpeedLayer(cfg: Config, opts: { alerts?: boolean; redis?: Redis; defaultMetrics?: boolean; seekOnAssign?: boolean } = {}): Promise<SpeedLayer> {
+export async function startSpeedLayer(cfg: Config, opts: { alerts?: boolean; redis?: Redis; defaultMetrics?: boolean; seekOnAssign?: boolean; checkOnReconnect?: boolean } = {}): Promise<SpeedLayer> {
   const log = logger('speed-layer');
   // Without auto-pipelining: a failing command then fails alone, as a rejected promise (see redisClient).
   const redis = opts.redis ?? redisClient(cfg, { autoPipelining: false });
   const kafka = kafkaClient(cfg, `${cfg.kafka.clientId}-speed`);
   const metrics = speedMetrics({ defaults: opts.defaultMetrics });
-  const consumer = new SpeedConsumer({ cfg, kafka, redis, metrics, seekOnAssign: opts.seekOnAssign });
+  const consumer = new SpeedConsumer({ cfg, kafka, redis, metrics, seekOnAssign: opts.seekOnAssign, checkOnReconnect: opts.checkOnReconnect });
   const admin = kafka.admin();
   let alerts: AlertEvaluator | null = null;
 

@@ -22,14 +22,12 @@ const MIN = 60_000;
 
 describe('speed layer: Redis restarted from an older AOF while the layer runs', () => {
   let own: OwnRedis;
-  let cfg: Config;
   let redis: Redis;
   let layer: SpeedLayer | undefined;
 
   beforeAll(async () => {
     own = await ownRedis();
-    cfg = await isolatedConfig('speed-redis-old-aof', { REDIS_URL: own.url, SPEED_PORT: '0' });
-    redis = redisClient(cfg);
+    redis = redisClient(await isolatedConfig('speed-redis-old-aof', { REDIS_URL: own.url }));
   });
   afterAll(async () => {
     await layer?.stop();
@@ -37,14 +35,20 @@ describe('speed layer: Redis restarted from an older AOF while the layer runs', 
     await own?.close();
   });
 
-  it('notices the steps Redis lost, re-reads them, and every count is exact', async () => {
+  // Two ways to notice: the apply script's 'gap' on the next step of each partition (the reconnect check off),
+  // and the check of Redis' offsets when it reconnects (which also covers partitions without new messages).
+  it.each([
+    ['by the apply script alone', false],
+    ['by the check on reconnect', true],
+  ])('notices the steps Redis lost (%s), re-reads them, and every count is exact', async (_, checkOnReconnect) => {
+    const cfg = await isolatedConfig(`speed-redis-old-aof-${checkOnReconnect ? 'check' : 'script'}`, { REDIS_URL: own.url, SPEED_PORT: '0' });
     const now = Date.now();
     const records = simulatedRecords(cfg, { seed: 61, users: 300, windowMs: 60 * MIN, now, duplicateFraction: 0.08 });
     expect(records.length).toBeGreaterThan(2000);
     const third = Math.floor(records.length / 3);
     const phases = [records.slice(0, third), records.slice(third, 2 * third), records.slice(2 * third)];
 
-    layer = await startSpeedLayer(cfg, { alerts: false });
+    layer = await startSpeedLayer(cfg, { alerts: false, checkOnReconnect });
     await produce(cfg, toMessages(phases[0]));
     await waitAllApplied(redis, cfg);
     const old = await own.copyAof();
@@ -70,10 +74,12 @@ describe('speed layer: Redis restarted from an older AOF while the layer runs', 
     expect(lost).toBeGreaterThan(0);
     expect(await metricValue(layer, 'speed_redis_gaps_total')).toBeGreaterThanOrEqual(lost);
     expect(await metricValue(layer, 'speed_redis_lost_messages_total')).toBe(0);
+    await layer.stop();
+    layer = undefined;
   });
 
   it('the apply script refuses, writing nothing, a step above its stored offset (gap) or on a partition without one (missing), unless told to accept it', async () => {
-    const c = { ...cfg, redis: { ...cfg.redis, keyPrefix: `${cfg.redis.keyPrefix}script:` } };
+    const c = await isolatedConfig('speed-redis-script', { REDIS_URL: own.url });
     const applier = new RedisApplier(redis, c);
     const now = Date.now();
     const rec = (i: number): EventRecord => {
