@@ -480,8 +480,10 @@ export async function buildServer(cfg: Config, deps: ServerDeps): Promise<Fastif
     const hourlyEnd = watermarkOut().hourly_end;
     const limit = cfg.serving.batchLagAlertFraction * cfg.speed.retentionMs;
     // The speed layer drops buckets after its retention: the oldest hour the batch does not hold exactly — a gap or a
-    // dirty hour below W (W no longer stops there), else W itself — is what is about to become uncovered.
-    const gap = store.firstNotExact('hourly', t - cfg.speed.retentionMs);
+    // dirty hour below W (W no longer stops there), else W itself — is what is (about to be) uncovered.
+    // From the lateness horizon, not the speed retention: an hour that fell out of the speed layer unpublished is
+    // answered `none`, and the alert must keep saying so until the batch covers it.
+    const gap = store.firstNotExact('hourly', t - Math.max(cfg.speed.retentionMs, cfg.batch.latenessHorizonMs));
     const behind = gap ?? hourlyEnd;
     if (behind !== null && t - behind > limit) {
       const what = gap !== null ? `hour ${new Date(gap).toISOString().slice(0, 13)} is not exact (unpublished or recomputing)` : 'batch watermark';
