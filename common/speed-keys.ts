@@ -30,7 +30,7 @@
  * | binge   | {binge}:day:<YYYY-MM-DD>             | set    | users who binged that day (third complete on that day)       | day end + R        |
  * | binge   | {binge}:stream                       | stream | one entry per newly detected (user, day): user, day, ts      | MAXLEN ~ 100k      |
  * | binge   | {binge}:completes:<user_id>          | zset   | the user's recent video_complete (member = event hash, score = ts) | R + 4 h after last write |
- * | dedup   | {dedup}:minute:<bucket>              | set    | 8-byte hashes of the event_ids applied in that event-time minute | dedupe window after last write |
+ * | dedup   | {dedup}:arrival:<epoch>              | set    | 8-byte hashes of the event_ids the collector received in that dedupe-window-long epoch (whatever their event time) | until the next epoch ends |
  * | ctl     | {ctl}:offsets:<topic>                | hash   | partition → next offset applied (the source of truth)        | never              |
  * | ctl     | {ctl}:stats                          | hash   | events, duplicates, late_minute, late_second, unparseable, batches | never        |
  * | ctl     | {ctl}:freshness                      | hash   | last_ms (max now − received_at of the last batch), at        | never              |
@@ -95,7 +95,8 @@ export interface SpeedKeys {
   bingeDay(day: string): string;
   bingeStream(): string;
   bingeCompletes(userId: string): string;
-  dedupe(minuteBucket: number): string;
+  /** Event ids received in the arrival epoch starting at `epochStart` (SPEED_DEDUPE_WINDOW_MS long). */
+  dedupe(epochStart: number): string;
   offsets(topic: string): string;
   stats(): string;
   /** The values of a dimension admitted on a day (its cardinality bound; see speed-layer/dimensions.ts). */
@@ -118,7 +119,7 @@ export function speedKeys(cfg: Config): SpeedKeys {
     bingeDay: (day) => `${p}{binge}:day:${day}`,
     bingeStream: () => `${p}{binge}:stream`,
     bingeCompletes: (u) => `${p}{binge}:completes:${u}`,
-    dedupe: (b) => `${p}{dedup}:minute:${b}`,
+    dedupe: (b) => `${p}{dedup}:arrival:${b}`,
     offsets: (topic) => `${p}{ctl}:offsets:${topic}`,
     stats: () => `${p}{ctl}:stats`,
     dimension: (name, day) => `${p}{dim}:${name}:${day}`,

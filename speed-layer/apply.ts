@@ -20,7 +20,7 @@ import type { Fold } from './fold';
  *   may always: nothing precedes it); a stored offset
  *   (as written) lets the step apply over that stored offset although it is below the first offset
  *   (the consumer checked that Kafka no longer holds the messages in between).
- * Codes: D dedupe (base index, packed 8-byte hashes), I HINCRBY (field, by)…,
+ * Codes: D dedupe (base index, packed 8-byte hashes, KEYS index of the previous arrival epoch's set), I HINCRBY (field, by)…,
  * W HSET (field, value)…, P PFADD members…, Z ZINCRBY (member, by)…,
  * G ZADD GT (score, member)…, T trim a zset below a score, B binge (stream
  * KEYS index, then (user, day, ts)…: SADD to the day's set and XADD when new).
@@ -82,11 +82,13 @@ each_op(function(code, key, exp, a, n)
   if code == 'D' then
     local base = tonumber(ARGV[a])
     local members = split8(ARGV[a + 1])
+    local previous = KEYS[tonumber(ARGV[a + 2])]
     local offset = 0
     chunked(members, function(...)
       local r = redis.call('SMISMEMBER', key, ...)
+      local q = redis.call('SMISMEMBER', previous, ...)
       for m = 1, #r do
-        if r[m] == 1 then dups[#dups + 1] = base + offset + m - 1 end
+        if r[m] == 1 or q[m] == 1 then dups[#dups + 1] = base + offset + m - 1 end
       end
       offset = offset + #r
     end)
@@ -219,10 +221,14 @@ export function buildPlan(cfg: Config, keys: SpeedKeys, req: ApplyRequest): Buil
   for (const a of [req.partition, req.firstOffset, req.nextOffset, req.accept ?? '']) plan.arg(a);
 
   const dedupeHashes: string[] = [];
-  for (const [minute, hashes] of fold.dedupe) {
+  const W = cfg.speed.dedupeWindowMs;
+  for (const [epoch, hashes] of fold.dedupe) {
     const packed = Buffer.from(hashes.join(''), 'hex');
-    plan.op('D', keys.dedupe(minute), now + cfg.speed.dedupeWindowMs, [dedupeHashes.length, packed]);
-    // Not push(...hashes): a minute can hold more hashes than a call may take arguments.
+    // Checked against its arrival epoch's set and the previous one's, so copies that arrive within W of
+    // each other always meet; a set lives until the next epoch is over (epoch + 2W).
+    const previous = plan.key(keys.dedupe(epoch - W));
+    plan.op('D', keys.dedupe(epoch), Math.max(now, epoch + W) + W, [dedupeHashes.length, packed, previous]);
+    // Not push(...hashes): an epoch can hold more hashes than a call may take arguments.
     for (const h of hashes) dedupeHashes.push(h);
   }
   for (const g of ['second', 'minute'] as const) {

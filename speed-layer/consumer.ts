@@ -407,6 +407,7 @@ export class SpeedConsumer {
       retentionMs: speed.retentionMs,
       limits: { maxArgs: speed.stepMaxArgs, maxKeys: speed.stepMaxKeys, maxBytes: speed.stepMaxBytes },
       keyPrefixBytes: Buffer.byteLength(this.cfg.redis.keyPrefix),
+      dedupeEpochMs: speed.dedupeWindowMs,
     });
     // The step ends right before the first input it could not take (or with the batch).
     const cut = fold.consumed < inputs.length ? at[fold.consumed] : pending.length;

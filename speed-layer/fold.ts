@@ -24,6 +24,23 @@ export interface FoldOptions {
   limits?: StepLimits;
   /** Bytes of the Redis key prefix (every key of the step carries it); counted against limits.maxBytes. */
   keyPrefixBytes?: number;
+  /**
+   * Length of the arrival-time epochs the cross-batch dedupe sets are keyed by (the dedupe window,
+   * SPEED_DEDUPE_WINDOW_MS; default 5 min). An event is checked against its epoch's set and the one before.
+   */
+  dedupeEpochMs?: number;
+}
+
+export const DEFAULT_DEDUPE_EPOCH_MS = 5 * 60_000;
+
+/**
+ * The arrival-time epoch an event's id is remembered under: by when the collector received it, not by
+ * its event time, so a copy re-sent with another timestamp (an SDK that restamps on retry) still meets
+ * the first one. Records without received_at (foreign producers) fall back to their event time.
+ */
+export function dedupeEpoch(e: EventRecord, epochMs: number): number {
+  const arrival = typeof e.received_at === 'number' && e.received_at > 0 ? e.received_at : e.ts;
+  return Math.floor(arrival / epochMs) * epochMs;
 }
 
 /** What one Redis step may carry at most. */
@@ -68,7 +85,7 @@ export interface Fold {
   liveSessions: Map<string, number>;
   /** user → their video_complete events of this batch. */
   completes: Map<string, Array<{ ts: number; hash: string }>>;
-  /** minute bucket → hashes of the event_ids counted (for the cross-batch dedupe). */
+  /** arrival-time epoch (see dedupeEpoch) → hashes of the event_ids counted (for the cross-batch dedupe). */
   dedupe: Map<number, string[]>;
   /** How many inputs were folded: all of them, or the prefix that fits opts.limits. */
   consumed: number;
@@ -149,16 +166,16 @@ export function baseStepCost(keyPrefixBytes = 0): StepCost {
 
 /*
  * Most one event can add to a step (see the per-family accounting in foldEvents):
- * dedupe 6, counts 2 × (4 + 8 × 2), users 6 × (4 + 1), playback 6, top content 6,
+ * dedupe 11 (its epoch's key and the previous one's), counts 2 × (4 + 8 × 2), users 6 × (4 + 1), playback 6, top content 6,
  * live users and sessions 2 + 2, completes 11 plus a binge reserve of 2 days × (4 + 1 + 3).
  */
-const EVENT_MAX_ARGS = 6 + 40 + 30 + 6 + 6 + 4 + 11 + 16;
-const EVENT_MAX_KEYS = 1 + 2 + 6 + 1 + 1 + 1 + 2;
+const EVENT_MAX_ARGS = 11 + 40 + 30 + 6 + 6 + 4 + 11 + 16;
+const EVENT_MAX_KEYS = 2 + 2 + 6 + 1 + 1 + 1 + 2;
 
 function eventMaxBytes(e: EventRecord, keyPrefixBytes: number): number {
   const strings = utf8(e.user_id) + utf8(e.session_id) + utf8(e.content_id) + utf8(e.device_type) + utf8(e.country) + utf8(e.event_type);
   // Each string appears at most 22 times (the device in 16 count fields and 6 HyperLogLog keys).
-  return 2048 + 22 * strings + EVENT_MAX_KEYS * keyPrefixBytes;
+  return 2304 + 22 * strings + EVENT_MAX_KEYS * keyPrefixBytes;
 }
 
 function exceeds(c: StepCost, l: StepLimits, args: number, keys: number, bytes: number): boolean {
@@ -177,6 +194,7 @@ export function foldEvents(inputs: Iterable<FoldInput>, opts: FoldOptions): Fold
   const cost = (f.cost = baseStepCost(prefixBytes));
   const limits = opts.limits;
   const keyBytes = KEY_BYTES + prefixBytes;
+  const epochMs = opts.dedupeEpochMs ?? DEFAULT_DEDUPE_EPOCH_MS;
   const newKey = (variableBytes = 0): void => {
     cost.keys += 1;
     cost.args += HEADER_ARGS;
@@ -226,12 +244,15 @@ export function foldEvents(inputs: Iterable<FoldInput>, opts: FoldOptions): Fold
     }
     f.events += 1;
     const minute = bucketStart(e.ts, 'minute');
-    let hashes = f.dedupe.get(minute);
+    const epoch = dedupeEpoch(e, epochMs);
+    let hashes = f.dedupe.get(epoch);
     if (hashes === undefined) {
-      f.dedupe.set(minute, (hashes = []));
+      f.dedupe.set(epoch, (hashes = []));
       newKey();
+      newKey(); // the previous epoch's set, checked too (an upper bound: two epochs may share it)
       arg(NUM_BYTES);
       arg(0);
+      arg(NUM_BYTES);
     }
     hashes.push(hash);
     cost.bytes += 8;

@@ -73,7 +73,9 @@ describe('foldEvents', () => {
     expect(f.duplicates).toBe(2);
     expect(f.counts.minute.get(t0)!.get(countField('click', ALL, ALL))).toBeUndefined();
     expect(f.users.minute.get(t0)!.has('web')).toBe(false);
-    expect(f.dedupe.get(t0)).toHaveLength(3);
+    // Remembered by arrival epoch (received_at = NOW here), not by event time.
+    expect(f.dedupe.get(Math.floor(NOW / (5 * MIN)) * 5 * MIN)).toHaveLength(4);
+    expect(f.dedupe.size).toBe(1);
   });
 
   it('leaves events older than the retention to the batch layer, and old ones out of the per-second family', () => {
