@@ -19,7 +19,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
@@ -30,6 +29,7 @@ import { readOffsets } from '../common/speed-keys';
 import { ensureBucket, ensureTopics } from '../common/topics';
 import { deleteObjects, listObjects } from '../batch-layer/lake-io';
 import { simulate } from '../ingestion/simulator/generate';
+import { envPairs, findPid, freePort } from './support';
 
 const DAY = 86_400_000;
 const TICKS = 100; // getconf CLK_TCK on Linux
@@ -57,40 +57,6 @@ function proc(pid: number): { cpuSec: number; rssMiB: number; hwmMiB: number } |
   } catch {
     return null;
   }
-}
-
-function findPid(...needles: string[]): number | null {
-  for (const d of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const cmd = fs.readFileSync(`/proc/${d}/cmdline`, 'utf8').replaceAll('\0', ' ');
-      if (needles.every((n) => cmd.includes(n))) return Number(d);
-    } catch {
-      /* gone */
-    }
-  }
-  return null;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-function envPairs(list: string[]): Record<string, string> {
-  return Object.fromEntries(
-    list.map((kv) => {
-      const eq = kv.indexOf('=');
-      if (eq <= 0) throw new InvalidArgumentError(`expected KEY=VALUE, got "${kv}"`);
-      return [kv.slice(0, eq), kv.slice(eq + 1)];
-    }),
-  );
 }
 
 function start(name: string, script: string, env: Record<string, string>, args: string[] = [], cpuProf?: string): ChildProcess {

@@ -22,7 +22,6 @@
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -32,6 +31,7 @@ import { kafkaClient, redisClient } from '../common/clients';
 import { loadConfig, REPO_ROOT, type Config } from '../common/config';
 import { ensureTopics } from '../common/topics';
 import { simulate } from '../ingestion/simulator/generate';
+import { envPairs, findPid, freePort } from './support';
 
 const SELF = fileURLToPath(import.meta.url);
 const DAY = 86_400_000;
@@ -80,20 +80,6 @@ function machineCpu(): { busy: number; total: number } {
 
 function loadAvg(): number {
   return Number(fs.readFileSync('/proc/loadavg', 'utf8').split(' ')[0]);
-}
-
-/** Pids whose command line contains every needle (the broker, Redis): read-only, for CPU accounting. */
-function findPid(...needles: string[]): number | null {
-  for (const d of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const cmd = fs.readFileSync(`/proc/${d}/cmdline`, 'utf8').replaceAll('\0', ' ');
-      if (needles.every((n) => cmd.includes(n))) return Number(d);
-    } catch {
-      /* gone */
-    }
-  }
-  return null;
 }
 
 // ---------------------------------------------------------------------------
@@ -165,17 +151,6 @@ function quantile(h: Array<[number, number]>, q: number): number | null {
 
 // ---------------------------------------------------------------------------
 // Processes
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 interface Child {
   name: string;
@@ -515,16 +490,6 @@ interface StepResult {
   machineBusyCores: number;
   loadAvg: [number, number];
   saturated: string | null;
-}
-
-function envPairs(list: string[]): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const kv of list) {
-    const eq = kv.indexOf('=');
-    if (eq <= 0) throw new InvalidArgumentError(`expected KEY=VALUE, got "${kv}"`);
-    out[kv.slice(0, eq)] = kv.slice(eq + 1);
-  }
-  return out;
 }
 
 async function runLadder(f: RunFlags): Promise<void> {

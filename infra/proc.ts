@@ -172,3 +172,29 @@ export function writeFileAtomic(file: string, content: string): void {
   fs.writeFileSync(tmp, content);
   fs.renameSync(tmp, file);
 }
+
+/** A port nothing listens on right now (the OS picks it): for a child service or a test's own server. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** The first pid whose command line contains every needle (the broker, Redis…), or null. Read-only. */
+export function findPid(...needles: string[]): number | null {
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const cmd = fs.readFileSync(`/proc/${d}/cmdline`, 'utf8').replaceAll('\0', ' ');
+      if (needles.every((n) => cmd.includes(n))) return Number(d);
+    } catch {
+      /* gone */
+    }
+  }
+  return null;
+}

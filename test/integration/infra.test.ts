@@ -12,6 +12,7 @@ import { loadConfig } from '../../common/config';
 import { isAlive, readPid } from '../../infra/proc';
 import { services, stackPaths } from '../../infra/services';
 import { down, status, up } from '../../infra/stack';
+import { freePort } from '../../infra/proc';
 
 const homes: string[] = [];
 function tempStack(env: Record<string, string> = {}) {
@@ -25,15 +26,6 @@ afterEach(async () => {
     fs.rmSync(home, { recursive: true, force: true });
   }
 });
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const srv = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 describe('infra up/down', () => {
   it('starts, reports and stops its own Redis by pid, leaving the shared stack alone', async () => {

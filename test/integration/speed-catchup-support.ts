@@ -5,11 +5,13 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import { kafkaClient } from '../../common/clients';
 import type { Config } from '../../common/config';
 import type { EventRecord } from '../../common/contract';
 import { simulatedRecords, HOUR_MS } from './speed-support';
+import { freePort } from '../../infra/proc';
+
+export { freePort };
 
 const MIN = 60_000;
 export const DAY = 24 * HOUR_MS;
@@ -43,17 +45,6 @@ export async function produceFast(cfg: Config, records: EventRecord[]): Promise<
       }
     }),
   );
-}
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 /** A service started as its own process. */

@@ -5,7 +5,6 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
@@ -14,6 +13,7 @@ import type { Config } from '../../common/config';
 import type { EventRecord } from '../../common/contract';
 import { readBinge, readCountBreakdown, readPlayback, readStats } from '../../common/speed-keys';
 import { expectedValues, HOUR_MS, waitFor } from './speed-support';
+import { freePort } from '../../infra/proc';
 
 const MIN = 60_000;
 
@@ -29,14 +29,6 @@ export interface OwnRedis {
   /** Replace the AOF with a copy (Redis must be down). `null`: no AOF at all, Redis starts empty. */
   restoreAof(copy: string | null): void;
   close(): Promise<void>;
-}
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => server.close(() => r()));
-  return port;
 }
 
 export async function ownRedis(): Promise<OwnRedis> {

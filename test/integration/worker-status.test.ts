@@ -1,18 +1,9 @@
 /** The batch worker as operators run it: a process with /health and /metrics that stops cleanly on SIGTERM. */
 import { spawn } from 'node:child_process';
-import net from 'node:net';
 import path from 'node:path';
 import { expect, it } from 'vitest';
 import { isolatedConfig } from '../support/isolated';
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const srv = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
-}
+import { freePort } from '../../infra/proc';
 
 it('answers /health and /metrics while polling, and exits 0 on SIGTERM', async () => {
   const cfg = await isolatedConfig('wstatus');
