@@ -1,6 +1,6 @@
 /** Topic and bucket provisioning shared by infra:up, the services and the tests. */
 import { CreateBucketCommand, HeadBucketCommand, type S3Client } from '@aws-sdk/client-s3';
-import type { Kafka } from 'kafkajs';
+import type { Admin, Kafka } from 'kafkajs';
 import type { Config } from './config';
 
 /** Create `events.raw` and `events.dlq` if missing (idempotent). */
@@ -22,10 +22,30 @@ export async function ensureTopics(kafka: Kafka, cfg: Config): Promise<void> {
       },
     ].filter((t) => !existing.has(t.topic));
     if (wanted.length > 0) {
-      await admin.createTopics({ topics: wanted.map((t) => ({ ...t, replicationFactor: 1 })), waitForLeaders: true });
+      await admin.createTopics({ topics: wanted.map((t) => ({ ...t, replicationFactor: 1 })), waitForLeaders: false });
     }
+    await waitForLeaders(admin, [cfg.kafka.rawTopic, cfg.kafka.dlqTopic]);
   } finally {
     await admin.disconnect();
+  }
+}
+
+/**
+ * Until every partition of the topics has a leader. kafkajs' own wait gives up on
+ * UNKNOWN_TOPIC_OR_PARTITION, which a broker that has just started answers for a
+ * topic it created a moment ago: retried here, for up to `timeoutMs`.
+ */
+async function waitForLeaders(admin: Admin, topics: string[], timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const { topics: meta } = await admin.fetchTopicMetadata({ topics });
+      if (meta.length === topics.length && meta.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0))) return;
+    } catch (err) {
+      if (!(err as { retriable?: boolean }).retriable || Date.now() > deadline) throw err;
+    }
+    if (Date.now() > deadline) throw new Error(`topics ${topics.join(', ')} have no leader after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 200));
   }
 }
 

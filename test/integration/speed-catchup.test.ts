@@ -7,38 +7,20 @@
  * SIGKILL in the middle of the catch-up and a restart, and ends exact too.
  * (The lake writer behind the same backlog: speed-catchup-lake.test.ts.)
  */
-import { spawn } from 'node:child_process';
-import path from 'node:path';
 import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { redisClient } from '../../common/clients';
-import { loadConfig, REPO_ROOT, type Config } from '../../common/config';
+import { loadConfig, type Config } from '../../common/config';
 import { ALL, type EventRecord } from '../../common/contract';
 import { readBinge, readOffsets, readStats, speedKeys } from '../../common/speed-keys';
 import { isolatedConfig } from '../support/isolated';
 import { catchupBacklog, CATCHUP_RETENTION_MS, DAY, exited, freePort, largestBucket, metricSum, produceFast, samplePeak, type Child } from './speed-catchup-support';
-import { expectedValues, sum, waitFor } from './speed-support';
+import { expectedValues, spawnSpeedLayer, sum, waitFor } from './speed-support';
 
 async function startSpeed(cfg: Config): Promise<Child> {
   const port = await freePort();
-  const proc = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'speed-layer/main.ts'), '--no-alerts'], {
-    cwd: REPO_ROOT,
-    env: {
-      ...process.env,
-      TOPIC_RAW: cfg.kafka.rawTopic,
-      TOPIC_DLQ: cfg.kafka.dlqTopic,
-      SPEED_GROUP: cfg.kafka.speedGroup,
-      REDIS_KEY_PREFIX: cfg.redis.keyPrefix,
-      SPEED_RETENTION_MS: String(cfg.speed.retentionMs),
-      SPEED_PORT: String(port),
-      // The killed member leaves the group after 6 s instead of 30 s.
-      SPEED_SESSION_TIMEOUT_MS: '6000',
-      LOG_LEVEL: 'warn',
-    },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
+  const proc = spawnSpeedLayer(cfg, { SPEED_PORT: String(port) });
   const child: Child = { proc, port, peakMiB: 0, exits: [] };
-  proc.stderr!.on('data', (d: Buffer) => process.stderr.write(`[speed child ${proc.pid}] ${d}`));
   proc.on('exit', (code, signal) => child.exits.push({ code, signal }));
   return child;
 }

@@ -3,39 +3,20 @@
  * pointed at isolated topics and key prefix), start it again, twice: the final
  * Redis state still equals the exact values — nothing lost, nothing counted twice.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import path from 'node:path';
+import type { ChildProcess } from 'node:child_process';
 import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { redisClient } from '../../common/clients';
-import { REPO_ROOT, type Config } from '../../common/config';
+import type { Config } from '../../common/config';
 import { readBinge, readCountBreakdown, readOffsets, readPlayback, readStats } from '../../common/speed-keys';
 import { isolatedConfig } from '../support/isolated';
-import { expectedValues, produce, simulatedRecords, sum, toMessages, waitAllApplied, waitFor, HOUR_MS } from './speed-support';
+import { expectedValues, produce, simulatedRecords, spawnSpeedLayer, sum, toMessages, waitAllApplied, waitFor, HOUR_MS } from './speed-support';
 
 const MIN = 60_000;
 
 function startChild(cfg: Config): ChildProcess {
-  // `node --import tsx` rather than the tsx CLI: one process, so SIGKILL hits the consumer itself.
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'speed-layer/main.ts'), '--no-alerts'], {
-    cwd: REPO_ROOT,
-    env: {
-      ...process.env,
-      TOPIC_RAW: cfg.kafka.rawTopic,
-      TOPIC_DLQ: cfg.kafka.dlqTopic,
-      SPEED_GROUP: cfg.kafka.speedGroup,
-      REDIS_KEY_PREFIX: cfg.redis.keyPrefix,
-      SPEED_PORT: '0',
-      // Small fetches: hundreds of batches, so the kill lands mid-stream.
-      SPEED_MAX_BYTES_PER_PARTITION: '8192',
-      // The killed member leaves the group after 6 s instead of 30 s.
-      SPEED_SESSION_TIMEOUT_MS: '6000',
-      LOG_LEVEL: 'warn',
-    },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  child.stderr!.on('data', (d: Buffer) => process.stderr.write(`[speed child] ${d}`));
-  return child;
+  // Small fetches: hundreds of batches, so the kill lands mid-stream.
+  return spawnSpeedLayer(cfg, { SPEED_MAX_BYTES_PER_PARTITION: '8192' });
 }
 
 function exited(child: ChildProcess): Promise<NodeJS.Signals | number | null> {

@@ -3,10 +3,12 @@
  * turned into collector records, a producer, the exact expected values computed
  * from METRICS.md's definitions, and waits on what Redis/Kafka report.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
+import path from 'node:path';
 import type { Redis } from 'ioredis';
 import { kafkaClient } from '../../common/clients';
-import type { Config } from '../../common/config';
+import { REPO_ROOT, type Config } from '../../common/config';
 import { ALL, BINGE_WINDOW_MS, bucketStart, dayOf, validateEvent, type EventRecord } from '../../common/contract';
 import { countField, LIVE_SESSIONS_WINDOW_MS, LIVE_USERS_WINDOW_MS, readOffsets } from '../../common/speed-keys';
 import { simulate } from '../../ingestion/simulator/generate';
@@ -233,4 +235,30 @@ export const HOUR_MS = HOUR;
 export async function metricValue(layer: SpeedLayer, name: string, labels: Record<string, string> = {}): Promise<number> {
   const m = await layer.metrics.registry.getSingleMetric(name)!.get();
   return m.values.filter((v) => Object.entries(labels).every(([k, l]) => v.labels[k] === l)).reduce((s, v) => s + v.value, 0);
+}
+
+/**
+ * The speed layer as a process of its own on the test's isolated topic, group and key prefix:
+ * `node --import tsx` rather than the tsx CLI, so a SIGKILL hits the consumer itself; a killed
+ * member leaves the group after 6 s. `env` adds or overrides settings.
+ */
+export function spawnSpeedLayer(cfg: Config, env: Record<string, string> = {}): ChildProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'speed-layer/main.ts'), '--no-alerts'], {
+    cwd: REPO_ROOT,
+    env: {
+      ...process.env,
+      TOPIC_RAW: cfg.kafka.rawTopic,
+      TOPIC_DLQ: cfg.kafka.dlqTopic,
+      SPEED_GROUP: cfg.kafka.speedGroup,
+      REDIS_KEY_PREFIX: cfg.redis.keyPrefix,
+      SPEED_RETENTION_MS: String(cfg.speed.retentionMs),
+      SPEED_PORT: '0',
+      SPEED_SESSION_TIMEOUT_MS: '6000',
+      LOG_LEVEL: 'warn',
+      ...env,
+    },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  child.stderr!.on('data', (d: Buffer) => process.stderr.write(`[speed child ${child.pid}] ${d}`));
+  return child;
 }
