@@ -1,7 +1,7 @@
 /**
  * Factories for the clients of the stack's services, configured from one place.
  * The Kafka client stays behind this module so it can be swapped if a benchmark
- * proves kafkajs the bottleneck (see ../shared/STACK-NOTES.md).
+ * proves kafkajs the bottleneck (docs/benchmarks.md has the measurements).
  */
 import { S3Client } from '@aws-sdk/client-s3';
 import { Redis } from 'ioredis';

@@ -1,5 +1,5 @@
 /**
- * The event contract of ../shared/METRICS.md, in one place: the JSON Schema of
+ * The event contract of docs/metrics.md, in one place: the JSON Schema of
  * each schema_version, validation, the derived dimensions, and the typed
  * dead-letter reasons. The collector, both layers and the tests import this;
  * nobody re-declares a field list.
