@@ -31,16 +31,22 @@ export async function ensureTopics(kafka: Kafka, cfg: Config): Promise<void> {
 }
 
 /**
- * Until every partition of the topics has a leader. kafkajs' own wait gives up on
- * UNKNOWN_TOPIC_OR_PARTITION, which a broker that has just started answers for a
- * topic it created a moment ago: retried here, for up to `timeoutMs`.
+ * Until every partition of the topics has a leader that answers for it. kafkajs' own
+ * wait gives up on UNKNOWN_TOPIC_OR_PARTITION and NOT_LEADER_FOR_PARTITION, which a
+ * broker that has just started answers for a topic it created a moment ago: retried
+ * here, for up to `timeoutMs`.
  */
 async function waitForLeaders(admin: Admin, topics: string[], timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
       const { topics: meta } = await admin.fetchTopicMetadata({ topics });
-      if (meta.length === topics.length && meta.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0))) return;
+      if (meta.length === topics.length && meta.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0))) {
+        // The metadata can name a leader before that broker serves the partition (NOT_LEADER_FOR_PARTITION on
+        // ListOffsets): ready means its offsets can be read too.
+        for (const t of topics) await admin.fetchTopicOffsets(t);
+        return;
+      }
     } catch (err) {
       if (!(err as { retriable?: boolean }).retriable || Date.now() > deadline) throw err;
     }
