@@ -42,12 +42,14 @@ return out
 
 /** Per day: values known admitted, and values known refused (the set was full when they came). */
 interface DayState {
+  /** Days since the epoch (UTC). */
+  dayIndex: number;
   admitted: Set<string>;
   refused: Set<string>;
 }
 
 export class DimensionGuard {
-  private readonly days = new Map<string, DayState>();
+  private readonly days = new Map<number, DayState>();
   private sha: string | undefined;
 
   constructor(
@@ -64,33 +66,45 @@ export class DimensionGuard {
    */
   async bound(records: EventRecord[]): Promise<number> {
     const max = this.cfg.speed.maxDeviceTypesPerDay;
-    const unknown = new Map<string, Set<string>>();
+    // Per event only a division and set lookups (this runs on every consumed event); day strings are
+    // made once per day that has a value not seen before.
+    const unknown = new Map<number, Set<string>>();
+    let anyRefused = false;
     for (const r of records) {
       if (r.device_type === OTHER) continue;
-      const day = dayOf(r.ts);
-      const st = this.state(day);
-      if (st.admitted.has(r.device_type) || st.refused.has(r.device_type)) continue;
-      let s = unknown.get(day);
-      if (!s) unknown.set(day, (s = new Set()));
+      const st = this.state(Math.floor(r.ts / BUCKET_MS.day));
+      if (st.admitted.has(r.device_type)) continue;
+      if (st.refused.has(r.device_type)) {
+        anyRefused = true;
+        continue;
+      }
+      let s = unknown.get(st.dayIndex);
+      if (!s) unknown.set(st.dayIndex, (s = new Set()));
       s.add(r.device_type);
     }
-    for (const [day, values] of unknown) {
-      const st = this.state(day);
+    for (const [dayIndex, values] of unknown) {
+      const st = this.state(dayIndex);
+      const day = dayOf(dayIndex * BUCKET_MS.day);
       const list = [...values];
-      const expireAt = Date.parse(`${day}T00:00:00Z`) + BUCKET_MS.day + this.cfg.speed.retentionMs;
+      const expireAt = (dayIndex + 1) * BUCKET_MS.day + this.cfg.speed.retentionMs;
       for (let i = 0; i < list.length; i += 1000) {
         const chunk = list.slice(i, i + 1000);
         const admitted = new Set((await this.run(this.keys.dimension('device_type', day), [String(max), String(expireAt), ...chunk])) as string[]);
         for (const v of chunk) (admitted.has(v) ? st.admitted : st.refused).add(v);
         const refusedNow = chunk.filter((v) => !admitted.has(v));
-        if (refusedNow.length > 0) this.log.warn({ day, max, refused: refusedNow.length, sample: refusedNow.slice(0, 5) }, `more than ${max} device_type values on ${day}: new ones are counted as "${OTHER}" in the speed layer (SPEED_MAX_DEVICE_TYPES_PER_DAY)`);
+        if (refusedNow.length > 0) {
+          anyRefused = true;
+          this.log.warn({ day, max, refused: refusedNow.length, sample: refusedNow.slice(0, 5) }, `more than ${max} device_type values on ${day}: new ones are counted as "${OTHER}" in the speed layer (SPEED_MAX_DEVICE_TYPES_PER_DAY)`);
+        }
       }
     }
     let rewritten = 0;
-    for (const r of records) {
-      if (r.device_type !== OTHER && this.state(dayOf(r.ts)).refused.has(r.device_type)) {
-        r.device_type = OTHER;
-        rewritten += 1;
+    if (anyRefused) {
+      for (const r of records) {
+        if (r.device_type !== OTHER && this.state(Math.floor(r.ts / BUCKET_MS.day)).refused.has(r.device_type)) {
+          r.device_type = OTHER;
+          rewritten += 1;
+        }
       }
     }
     if (rewritten > 0) this.onOverflow('device_type', rewritten);
@@ -98,16 +112,16 @@ export class DimensionGuard {
     return rewritten;
   }
 
-  private state(day: string): DayState {
-    let st = this.days.get(day);
-    if (!st) this.days.set(day, (st = { admitted: new Set(), refused: new Set() }));
+  private state(dayIndex: number): DayState {
+    let st = this.days.get(dayIndex);
+    if (!st) this.days.set(dayIndex, (st = { dayIndex, admitted: new Set(), refused: new Set() }));
     return st;
   }
 
   /** Days past the speed retention are never written again: drop their cache. */
   private forgetOldDays(): void {
     if (this.days.size < 16) return;
-    const oldest = dayOf(Date.now() - this.cfg.speed.retentionMs - BUCKET_MS.day);
+    const oldest = Math.floor((Date.now() - this.cfg.speed.retentionMs) / BUCKET_MS.day) - 1;
     for (const day of this.days.keys()) if (day < oldest) this.days.delete(day);
   }
 

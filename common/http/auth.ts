@@ -110,13 +110,14 @@ const DEFAULT_NEEDS: Record<Access, string> = {
   admin: 'an admin key is required in x-api-key',
 };
 
+/** The request's principal (null: no key or an unknown one), resolved once per request: the rate limit and the check share it. */
 function resolve(req: FastifyRequest, opts: AuthOptions): Principal | null {
   const r = req as WithCache;
   if (r[PRINCIPAL_CACHE] === undefined) {
     const k = presentedKey(req, opts.bearer ?? false);
     r[PRINCIPAL_CACHE] = k === undefined ? null : opts.ring.match(k);
   }
-  return r[PRINCIPAL_CACHE] ?? null;
+  return r[PRINCIPAL_CACHE];
 }
 
 function allows(p: Principal, need: Access): boolean {

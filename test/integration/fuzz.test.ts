@@ -12,7 +12,7 @@ import path from 'node:path';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { redisClient } from '../../common/clients';
-import type { Config } from '../../common/config';
+import { config, type Config } from '../../common/config';
 import { BUCKET_MS, bucketStart } from '../../common/contract';
 import { hourId } from '../../common/lake';
 import { ensureSchemathesis } from '../../infra/schemathesis';
@@ -49,7 +49,7 @@ describe('fuzzing from the OpenAPI documents', () => {
   let collectorUrl: string;
 
   beforeAll(async () => {
-    st = ensureSchemathesis((await import('../../common/config')).config(), (l) => process.stderr.write(`[fuzz] ${l}\n`));
+    st = ensureSchemathesis(config(), (l) => process.stderr.write(`[fuzz] ${l}\n`));
     // The fuzzer holds the admin key: what it pins stays in this test's own bucket and prefix.
     cfg = await isolatedConfig('fuzz', { SERVING_API_KEYS: 'fuzz-read', SERVING_ADMIN_KEYS: 'fuzz-admin', COLLECTOR_API_KEYS: 'fuzz-ingest', SERVING_RATE_LIMIT_PER_MIN: '1000000', SERVING_ANONYMOUS_RATE_LIMIT_PER_MIN: '1000000', COLLECTOR_ANONYMOUS_RATE_LIMIT_PER_MIN: '1000000' });
     // Published batch views, so generated queries reach DuckDB and not only empty tables.
