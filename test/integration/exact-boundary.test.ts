@@ -71,6 +71,33 @@ async function until(what: string, fn: () => Promise<boolean>, timeoutMs: number
   return Date.now() - t0;
 }
 
+
+/** The records on the raw topic that `keep` selects, by event_id, once `count` of them have arrived (30 s at most). */
+async function readRaw(cfg: Config, group: string, keep: (r: EventRecord) => boolean, count: number): Promise<Map<string, EventRecord>> {
+  const consumer = kafkaClient(cfg).consumer({ groupId: `${cfg.kafka.speedGroup}-${group}` });
+  await consumer.connect();
+  await consumer.subscribe({ topic: cfg.kafka.rawTopic, fromBeginning: true });
+  const got = new Map<string, EventRecord>();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`only ${[...got.keys()]} arrived`)), 30_000);
+      void consumer.run({
+        eachMessage: async ({ message }) => {
+          const rec = JSON.parse(message.value!.toString()) as EventRecord;
+          if (keep(rec)) got.set(rec.event_id, rec);
+          if (got.size === count) {
+            clearTimeout(timer);
+            resolve();
+          }
+        },
+      });
+    });
+  } finally {
+    await consumer.disconnect();
+  }
+  return got;
+}
+
 describe('point 1: device clocks and old periods', () => {
   let cfg: Config;
   let ctx: JobContext;
@@ -117,27 +144,7 @@ describe('point 1: device clocks and old periods', () => {
     expect(results.map((r) => (r.status === 'accepted' ? 'accepted' : r.reason))).toEqual(['too_late', 'accepted', 'accepted']);
 
     // What reached events.raw: the corrected event sits about now, with its device time kept.
-    const consumer = kafkaClient(cfg).consumer({ groupId: `${cfg.kafka.speedGroup}-exact-check` });
-    await consumer.connect();
-    await consumer.subscribe({ topic: cfg.kafka.rawTopic, fromBeginning: true });
-    const got = new Map<string, EventRecord>();
-    try {
-      await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`only ${[...got.keys()]} arrived`)), 30_000);
-        void consumer.run({
-          eachMessage: async ({ message }) => {
-            const rec = JSON.parse(message.value!.toString()) as EventRecord;
-            got.set(rec.event_id, rec);
-            if (got.size === 2) {
-              clearTimeout(timer);
-              resolve();
-            }
-          },
-        });
-      });
-    } finally {
-      await consumer.disconnect();
-    }
+    const got = await readRaw(cfg, 'exact-check', () => true, 2);
     expect([...got.keys()].sort()).toEqual(['clock-2015-sent-at', 'on-time']);
     const corrected = got.get('clock-2015-sent-at')!;
     expect(corrected.ts).toBe(corrected.received_at - 30_000);
@@ -180,27 +187,7 @@ describe('point 1: device clocks and old periods', () => {
     expect(stdout).toContain(`too_late: produced 2 to ${cfg.kafka.rawTopic}; rejected: none`);
     expect(stdout).toContain('npm run backfill -- --from 2015-03-01 --to 2015-03-01 --kind daily');
 
-    const consumer = kafkaClient(cfg).consumer({ groupId: `${cfg.kafka.speedGroup}-replay-check` });
-    await consumer.connect();
-    await consumer.subscribe({ topic: cfg.kafka.rawTopic, fromBeginning: true });
-    const got = new Map<string, EventRecord>();
-    try {
-      await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`only ${[...got.keys()]} arrived`)), 30_000);
-        void consumer.run({
-          eachMessage: async ({ message }) => {
-            const rec = JSON.parse(message.value!.toString()) as EventRecord;
-            if (rec.event_id.startsWith('replay-2015-')) got.set(rec.event_id, rec);
-            if (got.size === 2) {
-              clearTimeout(timer);
-              resolve();
-            }
-          },
-        });
-      });
-    } finally {
-      await consumer.disconnect();
-    }
+    const got = await readRaw(cfg, 'replay-check', (r) => r.event_id.startsWith('replay-2015-'), 2);
     expect(got.get('replay-2015-1')).toMatchObject({ ts: Date.UTC(2015, 2, 1, 10, 1), received_at: receivedAt, user_id: 'u1' });
   });
 
