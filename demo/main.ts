@@ -119,6 +119,12 @@ function runToEnd(svc: Service): Promise<number> {
 
 async function main(flags: Flags): Promise<void> {
   const cfg = config();
+  // History older than the lateness horizon would be dead-lettered as too_late, not backfilled.
+  const maxHistoryDays = Math.floor(cfg.batch.latenessHorizonMs / 86_400_000) - 1;
+  if (flags.historyDays > maxHistoryDays) {
+    process.stderr.write(`demo: --history-days ${flags.historyDays} reaches past the lateness horizon (BATCH_LATENESS_HORIZON_MS, ${maxHistoryDays + 1} days): at most ${maxHistoryDays}\n`);
+    process.exit(2);
+  }
   const logs = stackPaths(cfg).logs;
   const t0 = Date.now();
   say('[demo] bringing the stack up (first run builds it: several minutes)…');
