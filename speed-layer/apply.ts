@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import type { Redis } from 'ioredis';
 import type { Config } from '../common/config';
 import { BINGE_WINDOW_MS, bucketStart } from '../common/contract';
-import { BINGE_STREAM_MAXLEN, expiresAt, LIVE_SESSIONS_WINDOW_MS, LIVE_USERS_WINDOW_MS, speedKeys, type SpeedKeys } from '../common/speed-keys';
+import { BINGE_STREAM_MAXLEN, expiresAt, LIVE_SESSIONS_WINDOW_MS, LIVE_USERS_WINDOW_MS, readCompletes, speedKeys, type SpeedKeys } from '../common/speed-keys';
 import { bingeDays } from './binge';
 import type { Fold } from './fold';
 
@@ -190,26 +190,22 @@ function child<K, V>(m: Map<K, V[]>, k: K): V[] {
  * Binge detections the batch's completes produce, given each user's recent
  * completes already in Redis. Days whose set would already have expired are left out.
  */
-export async function detectBinges(redis: Redis, cfg: Config, keys: SpeedKeys, fold: Fold, now: number): Promise<BingeDetection[]> {
+export async function detectBinges(redis: Redis, cfg: Config, _keys: SpeedKeys, fold: Fold, now: number): Promise<BingeDetection[]> {
   if (fold.completes.size === 0) return [];
   const users = [...fold.completes.keys()];
-  const pipe = redis.pipeline();
-  for (const u of users) {
+  const ranges = users.map((userId) => {
     let lo = Infinity;
     let hi = -Infinity;
-    for (const c of fold.completes.get(u)!) {
+    for (const c of fold.completes.get(userId)!) {
       lo = Math.min(lo, c.ts);
       hi = Math.max(hi, c.ts);
     }
-    pipe.zrangebyscore(keys.bingeCompletes(u), lo - BINGE_WINDOW_MS, hi + BINGE_WINDOW_MS, 'WITHSCORES');
-  }
-  const res = await pipe.exec();
+    return { userId, from: lo - BINGE_WINDOW_MS, to: hi + BINGE_WINDOW_MS };
+  });
+  const remembered = await readCompletes(redis, cfg, ranges);
   const out: BingeDetection[] = [];
   users.forEach((userId, i) => {
-    const [err, flat] = res![i] as [Error | null, string[]];
-    if (err) throw err;
-    const byHash = new Map<string, number>();
-    for (let j = 0; j < flat.length; j += 2) byHash.set(flat[j], Number(flat[j + 1]));
+    const byHash = remembered[i];
     const fresh = fold.completes.get(userId)!;
     for (const c of fresh) byHash.set(c.hash, c.ts);
     for (const [day, ts] of bingeDays([...byHash.values()])) {
