@@ -424,6 +424,18 @@ export async function readAlerts(redis: Redis, cfg: Config): Promise<Alert[]> {
     .sort((a, b) => a.rule.localeCompare(b.rule));
 }
 
+/** One alert if it is firing, else null. */
+export async function readAlert(redis: Redis, cfg: Config, rule: AlertRule): Promise<Alert | null> {
+  const raw = await redis.hget(speedKeys(cfg).alerts(), rule);
+  return raw === null ? null : (JSON.parse(raw) as Alert);
+}
+
+/** Per partition of a topic being rebuilt after Redis lost it, the offset its rebuild must reach. */
+export async function readRebuildTargets(redis: Redis, cfg: Config, topic: string): Promise<Record<number, number>> {
+  const raw = await redis.hgetall(speedKeys(cfg).rebuild(topic));
+  return Object.fromEntries(Object.entries(raw).map(([p, o]) => [Number(p), Number(o)]));
+}
+
 /** now − received_at of the newest applied batch, and when it was applied; null before the first batch. */
 export async function readFreshness(redis: Redis, cfg: Config): Promise<{ lastMs: number; at: number } | null> {
   const raw = await redis.hmget(speedKeys(cfg).freshness(), 'last_ms', 'at');
