@@ -1,22 +1,21 @@
 /**
- * The batch worker: runs the batch workflows and activities on the task queue
- * from config, and makes sure the schedules exist when it starts.
- *
- *   npm run worker
+ * The batch worker as one running service (used by worker.ts and, in-process,
+ * by the tests): the batch workflows and activities on the task queue from
+ * config, the schedules made sure of, and /metrics and /health.
  *
  * Scale out by starting more workers on more machines: they share the task
  * queue, and per-user daily work fans out as shard activities across them.
  */
 import { fileURLToPath } from 'node:url';
 import { NativeConnection, Worker, bundleWorkflowCode, type WorkflowBundle } from '@temporalio/worker';
-import { config, type Config } from '../common/config';
-import { logger } from '../common/log';
+import type { Config } from '../common/config';
+import { logger, type Logger } from '../common/log';
 import { createActivities } from './activities';
-import { connectClient, isMain } from './client';
+import { connectClient } from './client';
 import { ensureSchedules, type EnsuredSchedule } from './schedules';
-import { Command } from 'commander';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { startStatusServer } from '../common/status-server';
+import type { RunningService } from '../common/run-service';
 
 export const WORKFLOWS_PATH = fileURLToPath(new URL('./workflows.ts', import.meta.url));
 
@@ -119,9 +118,12 @@ export async function createBatchWorker(
   };
 }
 
-async function main(): Promise<void> {
-  const cfg = config();
-  const log = logger('batch-worker');
+/**
+ * A worker with its status server: /health is 200 while the worker polls. `done`
+ * settles when the worker stops (after `stop()`, or by itself on a fatal error).
+ */
+export async function startBatchWorker(cfg: Config, opts: { log?: Logger } = {}): Promise<RunningService & { worker: BatchWorker; port: number }> {
+  const log = opts.log ?? logger('batch-worker');
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const bw = await createBatchWorker(cfg, { registry });
@@ -144,22 +146,23 @@ async function main(): Promise<void> {
     },
     'batch worker running',
   );
-  try {
-    await bw.run();
-  } finally {
-    state.set(0);
-    await status.close();
-  }
-  log.info('batch worker stopped');
-}
-
-if (isMain(import.meta.url)) {
-  new Command('worker')
-    .description('The Temporal batch worker: runs hourly/daily/backfill/reconcile/compaction/retention workflows and creates their schedules.')
-    .addHelpText('after', '\nSettings (environment, defaults in common/config.ts): TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_TASK_QUEUE, S3_*, REDIS_URL, BATCH_*.')
-    .parse();
-  main().catch((err: unknown) => {
-    logger('batch-worker').fatal({ err }, 'batch worker failed');
-    process.exit(1);
-  });
+  const done = (async () => {
+    try {
+      await bw.run();
+    } finally {
+      state.set(0);
+      await status.close();
+    }
+    log.info('batch worker stopped');
+  })();
+  return {
+    worker: bw,
+    port: status.port,
+    done,
+    async stop() {
+      // Temporal's runtime also shuts its workers down on SIGINT/SIGTERM: whichever comes first does it.
+      if (bw.worker.getState() === 'RUNNING') bw.shutdown();
+      await done;
+    },
+  };
 }
