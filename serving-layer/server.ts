@@ -1,11 +1,11 @@
 /**
  * The query API and the dashboard, assembled from plugins (plugins/: errors,
- * Prometheus, OpenAPI; common/http/: auth with its rate limit, request ids) and
+ * Prometheus, OpenAPI; common/http/: rate limit, auth, request ids) and
  * route files (routes/: metrics, operations, admin, dashboard), the layout of
  * fastify's own demo application.
  *
  * Registered explicitly, not with @fastify/autoload: the order is part of the
- * contract (auth and swagger act through `onRoute`, so they must come before
+ * contract (the rate limit, auth and swagger act through `onRoute`, so they come before
  * every route), and the routes' options are typed where they are passed.
  */
 import cors from '@fastify/cors';
@@ -13,6 +13,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import type { Redis } from 'ioredis';
 import type { Config } from '../common/config';
 import { authPlugin, KeyRing } from '../common/http/auth';
+import { rateLimitPlugin } from '../common/http/rate-limit';
 import { exposeRequestId, genReqId } from '../common/http/request-id';
 import type { Logger } from '../common/log';
 import type { BatchStore } from './batch-store';
@@ -52,14 +53,12 @@ export async function buildServer(cfg: Config, deps: ServerDeps): Promise<Fastif
   await app.register(prometheusPlugin, { metrics });
   await app.register(errorsPlugin, { log });
   await app.register(cors, { origin: cfg.serving.corsOrigins.includes('*') ? '*' : cfg.serving.corsOrigins, methods: ['GET', 'PUT', 'OPTIONS'] });
-  await app.register(authPlugin, {
-    ring: new KeyRing([
-      { keys: cfg.serving.apiKeys, scopes: ['read'] },
-      { keys: cfg.serving.adminKeys, scopes: ['read', 'admin'] },
-    ]),
-    perKeyPerMin: cfg.serving.rateLimitPerMin,
-    anonymousPerMin: cfg.serving.anonymousRateLimitPerMin,
-  });
+  const ring = new KeyRing([
+    { keys: cfg.serving.apiKeys, scopes: ['read'] },
+    { keys: cfg.serving.adminKeys, scopes: ['read', 'admin'] },
+  ]);
+  await app.register(rateLimitPlugin, { ring, perKeyPerMin: cfg.serving.rateLimitPerMin, anonymousPerMin: cfg.serving.anonymousRateLimitPerMin });
+  await app.register(authPlugin, { ring });
   await app.register(openapiPlugin);
 
   // The routes, each file in its own scope.

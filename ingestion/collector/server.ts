@@ -12,6 +12,7 @@ import type { Config } from '../../common/config';
 import { eventSchemaV1 } from '../../common/contract';
 import { authPlugin, KeyRing } from '../../common/http/auth';
 import { checkProductionSettings } from '../../common/http/production';
+import { rateLimitPlugin } from '../../common/http/rate-limit';
 import { exposeRequestId, genReqId } from '../../common/http/request-id';
 import { logger, type Logger } from '../../common/log';
 import { Ingest } from './ingest';
@@ -155,12 +156,11 @@ export function buildCollector(cfg: Config, deps: CollectorDeps = {}): Collector
   });
 
   const keys = new KeyRing([{ keys: c.apiKeys, scopes: ['ingest'] }]);
+  app.register(rateLimitPlugin, { ring: keys, bearer: true, perKeyPerMin: c.rateLimitPerMin, anonymousPerMin: c.anonymousRateLimitPerMin });
   app.register(authPlugin, {
     ring: keys,
     bearer: true,
     challenge: true,
-    perKeyPerMin: c.rateLimitPerMin,
-    anonymousPerMin: c.anonymousRateLimitPerMin,
     describe: { ingest: 'an API key is required: header x-api-key or Authorization: Bearer <key>' },
   });
   app.register(swagger, {
