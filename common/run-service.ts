@@ -69,37 +69,45 @@ export async function runService<O = Record<string, unknown>>(spec: ServiceSpec<
   }
   const log = logger(component);
 
-  let service: RunningService;
-  try {
-    service = await spec.start({ cfg, log, options: command.opts() as O });
-  } catch (err) {
-    if (err instanceof ConfigError) refuseSetting(component, err, log);
-    log.fatal({ err }, spec.failed ?? `${spec.name} failed`);
-    process.exit(1);
-  }
-
+  // Listening before the start: a signal during a slow start (a worker bundling its workflows) stops the
+  // service as soon as it is up, instead of killing it half-started.
   let stopping = false;
+  let started: Promise<RunningService> | undefined;
   const stop = (signal: NodeJS.Signals) => {
     // A second signal (a process group's, or an impatient Ctrl-C) must not start a second stop.
     if (stopping) return;
     stopping = true;
     log.info({ signal }, spec.stopping ?? 'stopping');
     const timeoutMs = spec.stopTimeoutMs ?? DEFAULT_STOP_TIMEOUT_MS;
-    const overrun = setTimeout(() => {
+    setTimeout(() => {
       log.error({ timeoutMs }, `${spec.stopFailed ?? 'unclean stop'} (the stop took longer than ${timeoutMs} ms)`);
       process.exit(1);
     }, timeoutMs);
-    overrun.unref();
-    service.stop().then(
-      () => process.exit(0),
-      (err: Error) => {
-        log.error({ err: err.message }, spec.stopFailed ?? 'unclean stop');
-        process.exit(1);
-      },
+    // A start that fails is reported (and exits) below.
+    started?.then(
+      (service) =>
+        service.stop().then(
+          () => process.exit(0),
+          (err: Error) => {
+            log.error({ err: err.message }, spec.stopFailed ?? 'unclean stop');
+            process.exit(1);
+          },
+        ),
+      () => undefined,
     );
   };
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
+
+  started = spec.start({ cfg, log, options: command.opts() as O });
+  let service: RunningService;
+  try {
+    service = await started;
+  } catch (err) {
+    if (err instanceof ConfigError) refuseSetting(component, err, log);
+    log.fatal({ err }, spec.failed ?? `${spec.name} failed`);
+    process.exit(1);
+  }
 
   // A service that ends by itself (not through a signal) ends the process with its outcome.
   service.done?.then(
