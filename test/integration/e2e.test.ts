@@ -37,7 +37,7 @@ import { writeNdjson, type SimulatedSend } from '../../ingestion/simulator/gener
 import { startServing, type Serving } from '../../serving-layer/service';
 import { startSpeedLayer, type SpeedLayer } from '../../speed-layer/service';
 import { backfillWorkflowId, periodWorkflowId } from '../../workflows/ids';
-import { buildWorkflowBundle, createBatchWorker, type BatchWorker } from '../../workflows/worker';
+import { buildWorkflowBundle, createBatchWorker, type BatchWorker } from '../../workflows/service';
 import { backfill, hourlyBatch } from '../../workflows/workflows';
 import { defineExpected, expectedSql } from '../support/expected-sql';
 import { dropIsolated, isolatedConfig } from '../support/isolated';

@@ -27,7 +27,7 @@ import { buildCollector, type Collector } from '../../ingestion/collector/server
 import { BatchStore } from '../../serving-layer/batch-store';
 import { merge, type MetricDef, type Source } from '../../serving-layer/merge';
 import { toFailure } from '../../workflows/activities';
-import { buildWorkflowBundle } from '../../workflows/worker';
+import { buildWorkflowBundle } from '../../workflows/service';
 import { compactLake } from '../../workflows/workflows';
 import { quietTemporalRuntime } from '../support/temporal';
 import { isolatedConfig } from '../support/isolated';

@@ -14,7 +14,7 @@ import { getJson, listObjects } from '../../batch-layer/lake-io';
 import { failuresOf, startBackfill } from '../../workflows/cli/backfill';
 import { periodWorkflowId } from '../../workflows/ids';
 import type { BackfillProgress } from '../../workflows/types';
-import { buildWorkflowBundle } from '../../workflows/worker';
+import { buildWorkflowBundle } from '../../workflows/service';
 import { hourlyBatch, progressQuery } from '../../workflows/workflows';
 import { isolatedConfig } from '../support/isolated';
 import { quietTemporalRuntime } from '../support/temporal';

@@ -17,7 +17,7 @@ import { getJson, listObjects } from '../../batch-layer/lake-io';
 import { watermarkChannel } from '../../workflows/activities';
 import { periodWorkflowId } from '../../workflows/ids';
 import { batchAttributes } from '../../workflows/search-attributes';
-import { buildWorkflowBundle } from '../../workflows/worker';
+import { buildWorkflowBundle } from '../../workflows/service';
 import { applyRetention, compactLake, dailyBatch, hourlyBatch, reconcileLateData } from '../../workflows/workflows';
 import { isolatedConfig } from '../support/isolated';
 import { quietTemporalRuntime } from '../support/temporal';
