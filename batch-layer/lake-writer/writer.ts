@@ -23,7 +23,7 @@ import type { Consumer, EachBatchPayload, KafkaMessage } from 'kafkajs';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { kafkaClient, s3Client } from '../../common/clients';
 import type { Config } from '../../common/config';
-import { DLQ_REASONS, EVENT_TYPES, type DeadLetter, type EventRecord } from '../../common/contract';
+import { decodeRecord, DLQ_REASONS, isEpochMs, RejectedRecord, type DeadLetter } from '../../common/contract';
 import { dayId, type DirtyMarker } from '../../common/lake';
 import { logger } from '../../common/log';
 import { startStatusServer, type StatusServer } from '../../common/status-server';
@@ -117,53 +117,6 @@ function metrics(registry: Registry) {
   };
 }
 
-/** A time a Date can hold: anything else would make its hour or day key throw and block the partition. */
-function validTime(v: unknown): v is number {
-  return Number.isSafeInteger(v) && (v as number) >= 0 && (v as number) <= 8.64e15;
-}
-
-/** Parse a record of events.raw, or say why it is unreadable. */
-export function parseRawRecord(value: string): { ok: true; record: EventRecord } | { ok: false; reason: DeadLetter['reason']; detail: string } {
-  let obj: unknown;
-  try {
-    obj = JSON.parse(value);
-  } catch (err) {
-    return { ok: false, reason: 'malformed_json', detail: (err as Error).message };
-  }
-  if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) return { ok: false, reason: 'not_an_object', detail: 'record is not a JSON object' };
-  const r = obj as Record<string, unknown>;
-  const isObj = (v: unknown) => v === undefined || v === null || (typeof v === 'object' && !Array.isArray(v));
-  const problems: string[] = [];
-  for (const f of ['event_id', 'user_id'] as const) if (typeof r[f] !== 'string' || r[f] === '') problems.push(`${f} must be a non-empty string`);
-  if (!(EVENT_TYPES as readonly unknown[]).includes(r.event_type)) problems.push('event_type is not a known type');
-  if (!validTime(r.ts)) problems.push('ts must be an integer epoch-ms time');
-  for (const f of ['properties', 'context', 'extra'] as const) if (!isObj(r[f])) problems.push(`${f} must be an object or null`);
-  if (problems.length > 0) return { ok: false, reason: 'schema_violation', detail: problems.join('; ') };
-  const str = (v: unknown, fallback: string) => (typeof v === 'string' ? v : fallback);
-  return {
-    ok: true,
-    record: {
-      event_id: r.event_id as string,
-      event_type: r.event_type as EventRecord['event_type'],
-      user_id: r.user_id as string,
-      session_id: typeof r.session_id === 'string' ? r.session_id : null,
-      ts: r.ts as number,
-      schema_version: Number.isInteger(r.schema_version) ? (r.schema_version as number) : 1,
-      device_type: str(r.device_type, 'unknown'),
-      country: str(r.country, 'unknown'),
-      app_version: str(r.app_version, 'unknown'),
-      content_id: typeof r.content_id === 'string' ? r.content_id : null,
-      received_at: Number.isSafeInteger(r.received_at) ? (r.received_at as number) : 0,
-      properties: (r.properties as Record<string, unknown> | undefined) ?? null,
-      context: (r.context as Record<string, unknown> | undefined) ?? null,
-      extra: (r.extra as Record<string, unknown> | undefined) ?? null,
-      // Present when the collector corrected ts for the device's clock skew (docs/metrics.md).
-      ...(validTime(r.device_ts) ? { device_ts: r.device_ts } : {}),
-      ...(validTime(r.sent_at) ? { sent_at: r.sent_at } : {}),
-    },
-  };
-}
-
 /** Parse a record of events.dlq; a broken one is still archived, wrapped as malformed. */
 export function parseDeadLetter(value: string, fallbackReceivedAt: number): DeadLetter {
   try {
@@ -172,7 +125,7 @@ export function parseDeadLetter(value: string, fallbackReceivedAt: number): Dead
       return {
         reason: d.reason!,
         detail: typeof d.detail === 'string' ? d.detail : '',
-        received_at: validTime(d.received_at) ? d.received_at! : fallbackReceivedAt,
+        received_at: isEpochMs(d.received_at) ? d.received_at : fallbackReceivedAt,
         raw: d.raw,
         ...(Number.isInteger(d.index) ? { index: d.index } : {}),
       };
@@ -402,11 +355,11 @@ export async function startLakeWriter(cfg: Config, opts: LakeWriterOptions = {})
     let line: string;
     let period: string;
     if (topic === rawTopic) {
-      const parsed = parseRawRecord(text);
-      if (parsed.ok) {
+      const parsed = decodeRecord(text);
+      if (!(parsed instanceof RejectedRecord)) {
         kind = 'raw';
-        line = rawLine({ record: parsed.record, partition, offset: message.offset });
-        period = periodOf('raw', parsed.record.ts);
+        line = rawLine({ record: parsed, partition, offset: message.offset });
+        period = periodOf('raw', parsed.ts);
       } else {
         kind = 'rawUnreadable';
         m.unreadable.inc();
