@@ -20,7 +20,12 @@ export interface LakeWriterService {
   registry: Registry;
 }
 
-export async function startLakeWriter(cfg: Config, opts: LakeWriterOptions & { /** Serve /metrics and /health (default true). */ http?: boolean } = {}): Promise<LakeWriterService> {
+export interface LakeWriterServiceOptions extends LakeWriterOptions {
+  /** Serve /metrics and /health (default true). */
+  http?: boolean;
+}
+
+export async function startLakeWriter(cfg: Config, opts: LakeWriterServiceOptions = {}): Promise<LakeWriterService> {
   const log = logger('lake-writer');
   const writer = new LakeWriter(cfg, opts);
   await writer.start();
