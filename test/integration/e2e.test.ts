@@ -31,7 +31,7 @@ import { hourId, lakePaths } from '../../common/lake';
 import { hoursOfDay } from '../../batch-layer/jobs';
 import { Duck, sqlList, type Row } from '../../batch-layer/jobs/duck';
 import { listObjects, stageObjects } from '../../batch-layer/lake-io';
-import { startLakeWriter, type LakeWriter } from '../../batch-layer/lake-writer/writer';
+import { startLakeWriter, type LakeWriterService as LakeWriter } from '../../batch-layer/lake-writer/service';
 import { buildCollector, type Collector } from '../../ingestion/collector/server';
 import { writeNdjson, type SimulatedSend } from '../../ingestion/simulator/generate';
 import { startServing, type Serving } from '../../serving-layer/service';

@@ -1,8 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { ALL, validateEvent, type EventRecord, type EventType } from '../../common/contract';
+import { ALL, decodeRecord, RejectedRecord, validateEvent, type EventRecord, type EventType } from '../../common/contract';
 import { countField, countFields, parseCountField } from '../../common/speed-keys';
 import { eventIdHash, foldEvents, isLate } from '../../speed-layer/fold';
-import { parseRecord } from '../../speed-layer/consumer';
 
 const NOW = Date.UTC(2024, 0, 10, 12, 0, 0);
 const MIN = 60_000;
@@ -108,14 +107,14 @@ describe('eventIdHash', () => {
   });
 });
 
-describe('parseRecord', () => {
+describe('decodeRecord, as the speed layer reads a message', () => {
   it('reads a collector record and rejects what is not one', () => {
     const r = rec('e1', 'click', 'u1', NOW);
-    expect(parseRecord(Buffer.from(JSON.stringify(r)))).toEqual(r);
-    expect(parseRecord(Buffer.from('{not json'))).toBeNull();
-    expect(parseRecord(null)).toBeNull();
-    expect(parseRecord(Buffer.from('[1]'))).toBeNull();
-    expect(parseRecord(Buffer.from(JSON.stringify({ ...r, event_type: 'teleport' })))).toBeNull();
-    expect(parseRecord(Buffer.from(JSON.stringify({ ...r, ts: '2024' })))).toBeNull();
+    expect(decodeRecord(Buffer.from(JSON.stringify(r)))).toEqual(r);
+    expect(decodeRecord(Buffer.from('{not json'))).toBeInstanceOf(RejectedRecord);
+    expect(decodeRecord(null)).toBeInstanceOf(RejectedRecord);
+    expect(decodeRecord(Buffer.from('[1]'))).toBeInstanceOf(RejectedRecord);
+    expect(decodeRecord(Buffer.from(JSON.stringify({ ...r, event_type: 'teleport' })))).toBeInstanceOf(RejectedRecord);
+    expect(decodeRecord(Buffer.from(JSON.stringify({ ...r, ts: '2024' })))).toBeInstanceOf(RejectedRecord);
   });
 });
