@@ -1,14 +1,17 @@
 /**
- * End-to-end ingestion benchmark (issue 3 §4):
+ * End-to-end ingestion benchmark (issue 3 §4, issue 12 §1): the real pipeline,
  *
- *   load generator ──HTTP──> collector ──> Kafka ──> speed layer ──> Redis
- *   (child process)          (child)       (broker)   (child, ×N)
+ *   load generator ──HTTP──> collector ──> Kafka ─┬─> speed layer ──> Redis
+ *   (child process)          (child)      (broker) └─> lake writer ──> MinIO
+ *                                                     (children; --no-lake: speed only)
  *
- * at rising offered rates, each for a bounded duration, until it saturates.
- * Per step: offered vs sustained events/s (accepted by the collector, applied in
- * Redis), freshness p50/p95/p99 (collector accept → visible in Redis, from the
- * speed layer's `speed_freshness_seconds` histogram), CPU seconds and peak RSS
- * of every process (from /proc), the broker's and Redis' CPU, the machine load.
+ * at rising offered rates, each for a bounded duration, until a step is not clean.
+ * Per step: offered, accepted, applied (Redis) and lake-written events/s; freshness
+ * p50/p95/p99 (collector accept → visible in Redis, the speed layer's
+ * `speed_freshness_seconds`); each consumer group's lag (committed offsets against the
+ * topics' end offsets) through the step and its drain time after it; CPU µs per
+ * event and peak RSS of every process, the broker, Redis and MinIO included (from
+ * /proc); the speed layer's Redis memory per event of the dedupe window.
  *
  *   npx tsx bench/ingest.ts run --help
  *   npx tsx bench/ingest.ts run                               # 5k … 120k events/s, 20 s each
@@ -16,8 +19,8 @@
  *   npx tsx bench/ingest.ts loadgen                           # the load generator alone (stub server)
  *   npx tsx bench/ingest.ts profile .scratch/prof/*.cpuprofile  # top self time of CPU profiles
  *
- * Loopback only. Uses its own topics (bench.<id>.events.raw/dlq), consumer
- * group and Redis key prefix, and removes them at the end (unless --keep-data).
+ * Loopback only. Uses its own topics (bench.<id>.events.raw/dlq), consumer groups,
+ * Redis key prefix and bucket, and removes them at the end (unless --keep-data).
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -27,11 +30,13 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
-import { kafkaClient, redisClient } from '../common/clients';
+import type { Redis } from 'ioredis';
+import { kafkaClient, redisClient, s3Client } from '../common/clients';
 import { loadConfig, REPO_ROOT, type Config } from '../common/config';
-import { ensureTopics } from '../common/topics';
+import { speedKeys } from '../common/speed-keys';
+import { ensureBucket, ensureTopics } from '../common/topics';
 import { simulate } from '../ingestion/simulator/generate';
-import { envPairs, findPid, freePort } from './support';
+import { envPairs, freePort, groupLags, removeBucket, stackPids } from './support';
 
 const SELF = fileURLToPath(import.meta.url);
 const DAY = 86_400_000;
@@ -454,7 +459,7 @@ class LoadGen {
 interface RunFlags {
   rates: number[];
   duration: number;
-  drain: number;
+  drain?: number;
   warmup: number;
   batchSize: number;
   concurrency: number;
@@ -464,9 +469,11 @@ interface RunFlags {
   invalid: number;
   partitions: number;
   speedProcesses: number;
+  lake: boolean;
   cpuProf?: string;
   collectorEnv: string[];
   speedEnv: string[];
+  lakeEnv: string[];
   alerts: boolean;
   catchup?: number;
   keepGoing: boolean;
@@ -474,38 +481,164 @@ interface RunFlags {
   json?: string;
 }
 
+/** Seconds of accepted traffic the speed group may be behind without falling behind (a batch in flight per partition). */
+const SPEED_HOLD_BACK_SEC = 2;
+/** The lake writer holds up to LAKE_ROLL_AGE_SEC of traffic in open files by design, plus this for encoding and upload. */
+const LAKE_UPLOAD_SLACK_SEC = 15;
+/** Processes whose work for a step's events continues into its drain: their CPU per event counts both. */
+const UPLOADS_AFTER_STEP = new Set(['lake', 'minio']);
+
+/** Lag (messages not yet committed) of one consumer group through a step. */
+interface GroupStep {
+  peakFirstHalf: number;
+  peakSecondHalf: number;
+  atEnd: number;
+  /** What the group may be behind by design: its hold-back in seconds × accepted/s. */
+  holdBack: number;
+  /** Seconds after the load stopped until its lag was 0; null when not within the drain limit. */
+  drainSec: number | null;
+  /** Why its lag is not bounded, or null. */
+  unbounded: string | null;
+}
+
+interface ProcStep {
+  /** CPU seconds during the step, and during the drain after it. */
+  cpuSec: number;
+  drainCpuSec: number;
+  /** Cores used during the step. */
+  cores: number;
+  /**
+   * CPU per event accepted in the step: of the step (the figure of issue 3), but of step + drain for the
+   * lake writer and MinIO, which encode and upload the step's last files after it.
+   */
+  usPerEvent: number | null;
+  /** VmHWM over step + drain. */
+  peakRssMiB: number;
+}
+
 interface StepResult {
   offered: number;
   load: LoadStats;
   acceptedPerSec: number;
   appliedPerSec: number;
-  drainSec: number | null;
+  /** Lake writer: records consumed and rows in uploaded objects per second of the step; null with --no-lake. */
+  lakeConsumedPerSec: number | null;
+  lakeWrittenPerSec: number | null;
+  /** Objects uploaded during step + drain, and failed attempts (retried). */
+  lakeObjects: number | null;
+  lakeUploadFailures: number | null;
   freshness: { p50: number | null; p95: number | null; p99: number | null; count: number };
+  lag: { speed: GroupStep; lake: GroupStep | null };
+  /** Until both groups' lag was 0 after the load stopped; null when one did not drain within its limit. */
+  drainSec: number | null;
   applyBatches: number;
   applyMeanMs: number | null;
   produceSends: number;
   produceMeanMs: number | null;
   produceMeanMsgs: number | null;
-  cpu: Record<string, { cpuSec: number; cores: number; peakRssMiB: number }>;
+  cpu: Record<string, ProcStep>;
+  redis: {
+    /** used_memory after the drain minus before the step. */
+    usedMemoryDeltaBytes: number;
+    /** The speed layer's dedupe sets after the drain: MEMORY USAGE and members (= events in the window). */
+    dedupeKeys: number;
+    dedupeEvents: number;
+    dedupeBytes: number;
+    dedupeBytesPerEvent: number | null;
+  };
   machineBusyCores: number;
   loadAvg: [number, number];
+  /** Why the step is not clean (joined with '; '), or null when it is. */
   saturated: string | null;
+}
+
+/** Lag samples of the consumer groups, every `everyMs`, until stopped. */
+function sampleLag(read: () => Promise<number[]>, everyMs: number): { stop(): Promise<Array<{ t: number; lags: number[] }>> } {
+  const samples: Array<{ t: number; lags: number[] }> = [];
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      const t = performance.now();
+      const lags = await read().catch(() => null);
+      if (lags) samples.push({ t, lags });
+      await sleep(everyMs);
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      await loop;
+      return samples;
+    },
+  };
+}
+
+/** A group's lag is bounded when it stays under its hold-back and, over a step longer than twice that, does not grow from the first half to the second. */
+function groupStep(name: string, lags: Array<{ t: number; lag: number }>, tStart: number, tEnd: number, acceptedPerSec: number, holdBackSec: number, drainSec: number | null): GroupStep {
+  const mid = (tStart + tEnd) / 2;
+  const peak = (xs: typeof lags) => xs.reduce((m, x) => Math.max(m, x.lag), 0);
+  const first = peak(lags.filter((x) => x.t < mid));
+  const second = peak(lags.filter((x) => x.t >= mid));
+  const holdBack = Math.round(acceptedPerSec * holdBackSec);
+  const slack = acceptedPerSec * Math.max(1, 0.1 * holdBackSec);
+  let unbounded: string | null = null;
+  if (Math.max(first, second) > holdBack) unbounded = `${name} lag peaked at ${count(Math.max(first, second))} (> ${holdBackSec} s of traffic)`;
+  else if ((tEnd - tStart) / 1000 >= 2 * holdBackSec && second > first + slack) unbounded = `${name} lag grew (${count(first)} → ${count(second)})`;
+  return { peakFirstHalf: first, peakSecondHalf: second, atEnd: lags.length ? lags[lags.length - 1].lag : 0, holdBack, drainSec: drainSec === null ? null : Number(drainSec.toFixed(1)), unbounded };
+}
+
+const num = (n: number) => n.toLocaleString('en-US');
+/** 950, 12k, 1.5M: a count that fits a narrow column. */
+function count(n: number): string {
+  if (n < 1000) return String(Math.round(n));
+  if (n < 1e6) return `${n < 1e4 ? (n / 1e3).toFixed(1) : Math.round(n / 1e3)}k`;
+  return `${(n / 1e6).toFixed(1)}M`;
+}
+
+async function redisMemory(redis: Redis): Promise<number> {
+  return Number(/^used_memory:(\d+)/m.exec(await redis.info('memory'))?.[1] ?? 0);
+}
+
+/** The speed layer's dedupe sets: their memory (MEMORY USAGE, sampled as Redis does by default) and members. */
+async function dedupeMemory(redis: Redis, cfg: Config): Promise<{ keys: number; events: number; bytes: number }> {
+  const r = { keys: 0, events: 0, bytes: 0 };
+  for await (const keys of redis.scanStream({ match: speedKeys(cfg).glob('dedup'), count: 1000 }) as AsyncIterable<string[]>) {
+    for (const key of keys) {
+      const [bytes, members] = await Promise.all([redis.call('MEMORY', 'USAGE', key) as Promise<number | null>, redis.scard(key)]);
+      r.keys++;
+      r.bytes += bytes ?? 0;
+      r.events += members;
+    }
+  }
+  return r;
 }
 
 async function runLadder(f: RunFlags): Promise<void> {
   const id = `bench.${randomBytes(3).toString('hex')}`;
+  const lake = f.lake && !f.catchup;
   const benchEnv: Record<string, string> = {
     TOPIC_RAW: `${id}.events.raw`,
     TOPIC_DLQ: `${id}.events.dlq`,
     TOPIC_RAW_PARTITIONS: String(f.partitions),
     SPEED_GROUP: `${id}.speed`,
+    LAKE_GROUP: `${id}.lake`,
     REDIS_KEY_PREFIX: `${id.replace('.', ':')}:`,
+    S3_BUCKET: id.replace('.', '-'),
   };
   const cfg: Config = loadConfig({ ...process.env, ...benchEnv });
+  const lakeCfg: Config = loadConfig({ ...process.env, ...benchEnv, ...envPairs(f.lakeEnv) });
+  const lakeHoldBackSec = lakeCfg.lake.rollAgeSec + LAKE_UPLOAD_SLACK_SEC;
+  const speedDrainMax = f.drain ?? 30;
+  const lakeDrainMax = f.drain ?? lakeCfg.lake.rollAgeSec + 30;
   await ensureTopics(kafkaClient(cfg, `${id}-setup`), cfg);
+  if (lake) await ensureBucket(s3Client(cfg), cfg.s3.bucket);
   const out = (s: string) => process.stdout.write(`${s}\n`);
   out(`# ingest benchmark ${id}: ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), ${Math.round(os.totalmem() / 2 ** 30)} GiB, node ${process.version}, load ${loadAvg()}`);
-  out(`topic ${cfg.kafka.rawTopic} (${f.partitions} partitions), group ${cfg.kafka.speedGroup}, prefix ${cfg.redis.keyPrefix}, ${f.speedProcesses} speed process(es)`);
+  out(`topic ${cfg.kafka.rawTopic} (${f.partitions} partitions), prefix ${cfg.redis.keyPrefix}, ${f.speedProcesses} speed process(es), group ${cfg.kafka.speedGroup}`);
+  if (lake) {
+    out(`lake writer: group ${cfg.kafka.lakeGroup}, bucket ${cfg.s3.bucket}, roll at ${lakeCfg.lake.rollAgeSec} s or ${(lakeCfg.lake.rollBytes / 2 ** 20).toFixed(0)} MiB`);
+    if (f.duration < 2 * lakeHoldBackSec) out(`note: steps shorter than ${2 * lakeHoldBackSec} s (twice the lake's hold-back) cannot show its lag growing nor its steady-state memory`);
+  } else out('lake writer: not running (--no-lake)');
 
   // One directory per process: the tsx loader's worker thread writes a profile of its own beside the main thread's.
   const nodeArgs = (name: string) => (f.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(f.cpuProf, `${id}-${name}`)}`] : []);
@@ -528,14 +661,22 @@ async function runLadder(f: RunFlags): Promise<void> {
     }
   };
   if (!f.catchup) await startSpeeds();
+  let lakeWriter: Child | null = null;
+  if (lake) {
+    const port = await freePort();
+    lakeWriter = { name: 'lake', port, proc: startTs('lake', 'batch-layer/lake-writer/main.ts', { ...benchEnv, LAKE_WRITER_HOST: '127.0.0.1', LAKE_WRITER_PORT: String(port), ...envPairs(f.lakeEnv) }, nodeArgs('lake')) };
+  }
   const loadgen = await LoadGen.start({ users: f.users, batchSize: f.batchSize, bodies: f.bodies, duplicates: f.duplicates, invalid: f.invalid, seed: 7 });
   out(`load generator: ${loadgen.info.bodies} bodies, ${loadgen.info.events} events, ${(loadgen.info.bytes / 2 ** 20).toFixed(1)} MiB pre-generated in ${loadgen.info.genMs} ms`);
 
   const redis = redisClient(cfg);
+  const admin = kafkaClient(cfg, `${id}-lag`).admin();
+  await admin.connect();
   const results: StepResult[] = [];
   try {
     await waitHealthy(`http://127.0.0.1:${collector.port}/health`, 60_000, collector.proc);
     for (const s of speeds) await waitHealthy(`http://127.0.0.1:${s.port}/health`, 60_000, s.proc);
+    if (lakeWriter) await waitHealthy(`http://127.0.0.1:${lakeWriter.port}/health`, 60_000, lakeWriter.proc);
 
     const collectorUrl = `http://127.0.0.1:${collector.port}`;
     if (f.catchup) {
@@ -545,8 +686,7 @@ async function runLadder(f: RunFlags): Promise<void> {
       const t0 = performance.now();
       await startSpeeds();
       for (const s of speeds) await waitHealthy(`http://127.0.0.1:${s.port}/health`, 60_000, s.proc);
-      const kafkaPid = findPid('kafka.Kafka', 'server.properties');
-      const redisPid = findPid('redis-server', `:${cfg.stack.redisPort}`);
+      const { kafka: kafkaPid, redis: redisPid } = stackPids(cfg);
       const c0 = [...speeds.map((s) => procSample(s.proc.pid!)), kafkaPid ? procSample(kafkaPid) : null, redisPid ? procSample(redisPid) : null];
       const t1 = performance.now();
       let consumed = 0;
@@ -566,55 +706,86 @@ async function runLadder(f: RunFlags): Promise<void> {
     const scrapeAll = async () => ({
       collector: await scrape(`${collectorUrl}/metrics`),
       speed: await Promise.all(speeds.map((s) => scrape(`http://127.0.0.1:${s.port}/metrics`))),
+      lake: lakeWriter ? await scrape(`http://127.0.0.1:${lakeWriter.port}/metrics`) : null,
     });
-    const acceptedTotal = (m: Awaited<ReturnType<typeof scrapeAll>>) => sumMetric([m.collector], 'collector_events_accepted_total');
-    const consumedTotal = (m: Awaited<ReturnType<typeof scrapeAll>>) => sumMetric(m.speed, 'speed_events_consumed_total');
-    const waitDrained = async (maxSec: number): Promise<number | null> => {
+    type Scrape = Awaited<ReturnType<typeof scrapeAll>>;
+    const acceptedTotal = (m: Scrape) => sumMetric([m.collector], 'collector_events_accepted_total');
+    const consumedTotal = (m: Scrape) => sumMetric(m.speed, 'speed_events_consumed_total');
+    const lakeTotal = (m: Scrape, name: string) => (m.lake ? sumMetric([m.lake], name) : 0);
+
+    // The speed group reads events.raw; the lake group events.raw and events.dlq, and commits only what is in an uploaded object.
+    const groups = [{ groupId: cfg.kafka.speedGroup, topics: [cfg.kafka.rawTopic] }, ...(lake ? [{ groupId: cfg.kafka.lakeGroup, topics: [cfg.kafka.rawTopic, cfg.kafka.dlqTopic] }] : [])];
+    const readLag = () => groupLags(admin, groups);
+    /** Seconds until each group's lag is 0 (null: not within its limit). */
+    const waitDrained = async (maxSec: number[]): Promise<Array<number | null>> => {
       const t0 = performance.now();
+      const done: Array<number | null | undefined> = groups.map(() => undefined);
       for (;;) {
-        const m = await scrapeAll();
-        if (consumedTotal(m) >= acceptedTotal(m)) return (performance.now() - t0) / 1000;
-        if (performance.now() - t0 > maxSec * 1000) return null;
-        await sleep(200);
+        const lags = await readLag().catch(() => null);
+        const sec = (performance.now() - t0) / 1000;
+        groups.forEach((_, i) => {
+          if (done[i] !== undefined) return;
+          if (lags && lags[i] === 0) done[i] = sec;
+          else if (sec > maxSec[i]) done[i] = null;
+        });
+        if (done.every((d) => d !== undefined)) return done as Array<number | null>;
+        await sleep(250);
       }
     };
+    const drainLimits = [speedDrainMax, ...(lake ? [lakeDrainMax] : [])];
 
-    // Warm-up: JIT, connections, the group's assignment; not reported.
+    // Warm-up: JIT, connections, the groups' assignment; not reported. Both groups start the ladder at lag 0.
     const warm = await loadgen.run({ url: collectorUrl, apiKey: cfg.collector.apiKeys[0], rate: Math.min(5000, f.rates[0]), durationSec: f.warmup, concurrency: f.concurrency });
-    const warmDrain = await waitDrained(60);
-    out(`warm-up: ${warm.accepted} events accepted, drained ${warmDrain === null ? 'NOT within 60 s' : `in ${warmDrain.toFixed(1)} s`}`);
+    const warmDrain = await waitDrained(drainLimits.map((s) => Math.max(60, s)));
+    out(`warm-up: ${warm.accepted} events accepted, drained ${warmDrain.map((d, i) => `${i === 0 ? 'speed' : 'lake'} ${d === null ? 'NOT within the limit' : `in ${d.toFixed(1)} s`}`).join(', ')}`);
 
     const procs = () => {
+      const stack = stackPids(cfg);
       const list: Array<{ name: string; pid: number | null }> = [
         { name: 'loadgen', pid: loadgen.proc.pid ?? null },
         { name: 'collector', pid: collector.proc.pid ?? null },
         ...speeds.map((s) => ({ name: s.name, pid: s.proc.pid ?? null })),
-        { name: 'kafka', pid: findPid('kafka.Kafka', 'server.properties') },
-        { name: 'redis', pid: findPid('redis-server', `:${cfg.stack.redisPort}`) },
+        ...(lakeWriter ? [{ name: 'lake', pid: lakeWriter.proc.pid ?? null }] : []),
+        { name: 'kafka', pid: stack.kafka },
+        { name: 'redis', pid: stack.redis },
+        // MinIO works for the lake writer alone: without it, its CPU is someone else's.
+        ...(lake ? [{ name: 'minio', pid: stack.minio }] : []),
       ];
       return list.filter((p): p is { name: string; pid: number } => p.pid !== null);
     };
+    /** Columns of the per-process tables: the speed processes summed into one. */
+    const columns = ['loadgen', 'collector', 'speed', 'lake', 'kafka', 'redis', 'minio'];
+    const column = (name: string) => (name.startsWith('speed') ? 'speed' : name);
 
     out('');
-    out('| offered ev/s | sent ev/s | accepted ev/s | applied ev/s | drain s | fresh p50 / p95 / p99 ms | HTTP p50 / p99 ms | 429 / 503 | loadgen / collector / speed / kafka / redis CPU (cores) | machine busy cores (others) | load 1m | saturated |');
-    out('|---:|---:|---:|---:|---:|---|---|---|---|---:|---:|---|');
+    out('| offered/s | accepted/s | applied/s | lake/s | fresh p50/95/99 ms | lag speed/lake | drain s | clean |');
+    out('|---:|---:|---:|---:|---|---|---|---|');
     for (const rate of f.rates) {
       const ps = procs();
       for (const p of ps) resetPeak(p.pid);
       const cpu0 = new Map(ps.map((p) => [p.name, procSample(p.pid)]));
+      const mem0 = await redisMemory(redis);
       const mc0 = machineCpu();
       const load0 = loadAvg();
       const m0 = await scrapeAll();
       const tStart = performance.now();
+      const sampler = sampleLag(readLag, 500);
       const load = await loadgen.run({ url: collectorUrl, apiKey: cfg.collector.apiKeys[0], rate, durationSec: f.duration, concurrency: f.concurrency });
-      const stepSec = (performance.now() - tStart) / 1000;
+      const tEnd = performance.now();
+      const stepSec = (tEnd - tStart) / 1000;
+      const samples = await sampler.stop();
       const m1 = await scrapeAll();
       const cpu1 = new Map(ps.map((p) => [p.name, procSample(p.pid)]));
       const mc1 = machineCpu();
       const load1 = loadAvg();
-      const drainSec = await waitDrained(f.drain);
+      const drains = await waitDrained(drainLimits);
       const m2 = await scrapeAll();
+      const cpu2 = new Map(ps.map((p) => [p.name, procSample(p.pid)]));
+      const mem2 = await redisMemory(redis);
+      const dedupe = await dedupeMemory(redis, cfg);
 
+      const accepted = acceptedTotal(m1) - acceptedTotal(m0);
+      const acceptedPerSec = Math.round(accepted / stepSec);
       const fresh = histDiff(histogram(m0.speed, 'speed_freshness_seconds'), histogram(m2.speed, 'speed_freshness_seconds'));
       const ms = (v: number | null) => (v === null ? null : Math.round(v * 1000));
       const applyCount = sumMetric(m1.speed, 'speed_batch_apply_seconds_count') - sumMetric(m0.speed, 'speed_batch_apply_seconds_count');
@@ -625,58 +796,115 @@ async function runLadder(f: RunFlags): Promise<void> {
       const prodMsgs = sumMetric([m1.collector], 'collector_produce_batch_messages_sum') - sumMetric([m0.collector], 'collector_produce_batch_messages_sum');
       const cpu: StepResult['cpu'] = {};
       for (const p of ps) {
-        const a = cpu0.get(p.name);
-        const b = cpu1.get(p.name);
-        if (a && b) cpu[p.name] = { cpuSec: Number((b.cpuSec - a.cpuSec).toFixed(2)), cores: Number(((b.cpuSec - a.cpuSec) / stepSec).toFixed(2)), peakRssMiB: Math.round(b.hwmMiB) };
+        const [a, b, c] = [cpu0.get(p.name), cpu1.get(p.name), cpu2.get(p.name)];
+        if (!a || !b || !c) continue;
+        const until = UPLOADS_AFTER_STEP.has(p.name) ? c : b;
+        cpu[p.name] = {
+          cpuSec: Number((b.cpuSec - a.cpuSec).toFixed(2)),
+          drainCpuSec: Number((c.cpuSec - b.cpuSec).toFixed(2)),
+          cores: Number(((b.cpuSec - a.cpuSec) / stepSec).toFixed(2)),
+          usPerEvent: accepted > 0 ? Number((((until.cpuSec - a.cpuSec) / accepted) * 1e6).toFixed(1)) : null,
+          peakRssMiB: Math.round(c.hwmMiB),
+        };
       }
+      const lagOf = (i: number) => samples.map((s) => ({ t: s.t, lag: s.lags[i] }));
+      const drainSec = drains.some((d) => d === null) ? null : Math.max(...(drains as number[]));
       const r: StepResult = {
         offered: rate,
         load,
-        acceptedPerSec: Math.round((acceptedTotal(m1) - acceptedTotal(m0)) / stepSec),
+        acceptedPerSec,
         appliedPerSec: Math.round((consumedTotal(m1) - consumedTotal(m0)) / stepSec),
-        drainSec: drainSec === null ? null : Number(drainSec.toFixed(1)),
+        lakeConsumedPerSec: lake ? Math.round((lakeTotal(m1, 'lake_writer_records_total') - lakeTotal(m0, 'lake_writer_records_total')) / stepSec) : null,
+        lakeWrittenPerSec: lake ? Math.round((lakeTotal(m1, 'lake_writer_object_rows_sum') - lakeTotal(m0, 'lake_writer_object_rows_sum')) / stepSec) : null,
+        lakeObjects: lake ? lakeTotal(m2, 'lake_writer_objects_total') - lakeTotal(m0, 'lake_writer_objects_total') : null,
+        lakeUploadFailures: lake ? lakeTotal(m2, 'lake_writer_upload_failures_total') - lakeTotal(m0, 'lake_writer_upload_failures_total') : null,
         freshness: { p50: ms(quantile(fresh, 0.5)), p95: ms(quantile(fresh, 0.95)), p99: ms(quantile(fresh, 0.99)), count: fresh.length ? fresh[fresh.length - 1][1] : 0 },
+        lag: {
+          speed: groupStep('speed', lagOf(0), tStart, tEnd, acceptedPerSec, SPEED_HOLD_BACK_SEC, drains[0]),
+          lake: lake ? groupStep('lake', lagOf(1), tStart, tEnd, acceptedPerSec, lakeHoldBackSec, drains[1]) : null,
+        },
+        drainSec: drainSec === null ? null : Number(drainSec.toFixed(1)),
         applyBatches: applyCount,
         applyMeanMs: applyCount > 0 ? Number(((applySum / applyCount) * 1000).toFixed(1)) : null,
         produceSends: prodCount,
         produceMeanMs: prodCount > 0 ? Number(((prodSum / prodCount) * 1000).toFixed(1)) : null,
         produceMeanMsgs: prodCount > 0 ? Math.round(prodMsgs / prodCount) : null,
         cpu,
-        machineBusyCores: Number(((mc1.busy - mc0.busy) / (mc1.total - mc0.total) * os.cpus().length).toFixed(2)),
+        redis: { usedMemoryDeltaBytes: mem2 - mem0, dedupeKeys: dedupe.keys, dedupeEvents: dedupe.events, dedupeBytes: dedupe.bytes, dedupeBytesPerEvent: dedupe.events > 0 ? Number((dedupe.bytes / dedupe.events).toFixed(1)) : null },
+        machineBusyCores: Number((((mc1.busy - mc0.busy) / (mc1.total - mc0.total)) * os.cpus().length).toFixed(2)),
         loadAvg: [load0, load1],
         saturated: null,
       };
       const why: string[] = [];
       if (r.acceptedPerSec < 0.95 * rate) why.push('collector below offered');
       if (r.appliedPerSec < 0.95 * r.acceptedPerSec) why.push('speed layer below accepted');
-      if (r.drainSec === null) why.push(`backlog not drained in ${f.drain} s`);
       if (r.freshness.p95 === null || r.freshness.p95 >= 1000) why.push('p95 freshness ≥ 1 s');
+      for (const [name, g, limit] of [['speed', r.lag.speed, speedDrainMax], ['lake', r.lag.lake, lakeDrainMax]] as const) {
+        if (!g) continue;
+        if (g.unbounded) why.push(g.unbounded);
+        if (g.drainSec === null) why.push(`${name} backlog not drained in ${limit} s`);
+      }
       r.saturated = why.length ? why.join('; ') : null;
       results.push(r);
-      const c = (n: string) => (cpu[n] ? cpu[n].cores.toFixed(2) : '–');
-      const speedCores = speeds.map((s) => c(s.name)).join('+');
+      const lagCell = `${count(Math.max(r.lag.speed.peakFirstHalf, r.lag.speed.peakSecondHalf))} / ${r.lag.lake ? count(Math.max(r.lag.lake.peakFirstHalf, r.lag.lake.peakSecondHalf)) : '–'}`;
+      const drainCell = drains.map((d, i) => (d === null ? `>${drainLimits[i]}` : d.toFixed(1))).join(' / ');
       out(
-        `| ${rate.toLocaleString('en-US')} | ${Math.round(load.sentEvents / load.seconds).toLocaleString('en-US')} | ${r.acceptedPerSec.toLocaleString('en-US')} | ${r.appliedPerSec.toLocaleString('en-US')} | ${r.drainSec ?? `>${f.drain}`} | ${r.freshness.p50} / ${r.freshness.p95} / ${r.freshness.p99} | ${load.latencyP50Ms} / ${load.latencyP99Ms} | ${load.status429} / ${load.status503} | ${c('loadgen')} / ${c('collector')} / ${speedCores} / ${c('kafka')} / ${c('redis')} | ${r.machineBusyCores} (${Math.max(0, r.machineBusyCores - Object.values(cpu).reduce((n, v) => n + v.cores, 0)).toFixed(2)}) | ${load0.toFixed(1)}→${load1.toFixed(1)} | ${r.saturated ?? 'no'} |`,
+        `| ${num(rate)} | ${num(r.acceptedPerSec)} | ${num(r.appliedPerSec)} | ${r.lakeWrittenPerSec === null ? '–' : num(r.lakeWrittenPerSec)} | ${r.freshness.p50} / ${r.freshness.p95} / ${r.freshness.p99} | ${lagCell} | ${drainCell} | ${r.saturated ? 'no' : 'yes'} |`,
       );
       if (r.saturated && !f.keepGoing) break;
     }
+
+    const perColumn = (r: StepResult, pick: (p: ProcStep) => number | null) => {
+      const acc = new Map<string, number>();
+      for (const [name, p] of Object.entries(r.cpu)) {
+        const v = pick(p);
+        if (v !== null) acc.set(column(name), (acc.get(column(name)) ?? 0) + v);
+      }
+      return acc;
+    };
+    out('');
+    out('CPU µs per accepted event (lake, minio: step + drain), machine cores busy during the step:');
+    out('');
+    out(`| offered/s | ${columns.join(' | ')} | total | cores (others) | load 1m |`);
+    out(`|---:|${columns.map(() => '---:|').join('')}---:|---:|---|`);
+    for (const r of results) {
+      const us = perColumn(r, (p) => p.usPerEvent);
+      const others = Math.max(0, r.machineBusyCores - Object.values(r.cpu).reduce((n, v) => n + v.cores, 0));
+      const total = [...us.values()].reduce((a, b) => a + b, 0);
+      out(`| ${num(r.offered)} | ${columns.map((c) => (us.has(c) ? us.get(c)!.toFixed(1) : '–')).join(' | ')} | ${total.toFixed(1)} | ${r.machineBusyCores} (${others.toFixed(2)}) | ${r.loadAvg[0].toFixed(1)}→${r.loadAvg[1].toFixed(1)} |`);
+    }
+    out('');
+    out("Peak RSS MiB (step + drain), the speed layer's Redis memory:");
+    out('');
+    out(`| offered/s | ${columns.join(' | ')} | dedupe B/ev | Redis Δ MiB |`);
+    out(`|---:|${columns.map(() => '---:|').join('')}---:|---:|`);
+    for (const r of results) {
+      const rss = perColumn(r, (p) => p.peakRssMiB);
+      out(`| ${num(r.offered)} | ${columns.map((c) => (rss.has(c) ? String(rss.get(c)) : '–')).join(' | ')} | ${r.redis.dedupeBytesPerEvent ?? '–'} | ${(r.redis.usedMemoryDeltaBytes / 2 ** 20).toFixed(1)} |`);
+    }
     out('');
     for (const r of results) {
-      const accepted = r.acceptedPerSec * f.duration;
-      const rss = Object.entries(r.cpu).map(([n, v]) => `${n} ${v.cpuSec}s=${accepted > 0 ? ((v.cpuSec / accepted) * 1e6).toFixed(1) : '–'}µs/ev/${v.peakRssMiB}MiB`).join(', ');
-      out(`${r.offered}: CPU s = µs per accepted event / peak RSS: ${rss}; Redis steps ${r.applyBatches} (mean ${r.applyMeanMs} ms); Kafka sends ${r.produceSends} (mean ${r.produceMeanMs} ms, ${r.produceMeanMsgs} msgs); loadgen behind ${r.load.behind}`);
+      out(`${num(r.offered)}/s: HTTP p50/p99 ${r.load.latencyP50Ms}/${r.load.latencyP99Ms} ms, 429 ${r.load.status429}, 503 ${r.load.status503}, loadgen behind ${r.load.behind}; Kafka sends ${r.produceSends} (mean ${r.produceMeanMs} ms, ${r.produceMeanMsgs} msgs)`);
+      out(`  Redis steps ${r.applyBatches} (mean ${r.applyMeanMs} ms); dedupe ${num(r.redis.dedupeEvents)} events in ${r.redis.dedupeKeys} sets${r.lakeObjects === null ? '' : `; lake consumed ${num(r.lakeConsumedPerSec!)}/s, ${r.lakeObjects} objects, ${r.lakeUploadFailures} failed uploads`}`);
+      if (r.saturated) out(`  not clean: ${r.saturated}`);
     }
     const ok = results.filter((r) => !r.saturated);
     const best = ok.length ? ok[ok.length - 1] : null;
     const firstBad = results.find((r) => r.saturated);
     out('');
-    out(`highest unsaturated step: ${best ? `${best.offered.toLocaleString('en-US')} events/s offered, ${best.appliedPerSec.toLocaleString('en-US')} applied/s, p95 freshness ${best.freshness.p95} ms` : 'none'}`);
-    if (firstBad) out(`saturation at ${firstBad.offered.toLocaleString('en-US')} events/s: ${firstBad.saturated} (accepted ${firstBad.acceptedPerSec.toLocaleString('en-US')}/s, applied ${firstBad.appliedPerSec.toLocaleString('en-US')}/s)`);
-    if (f.json) fs.writeFileSync(f.json, JSON.stringify({ id, flags: f, machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, node: process.version }, pool: loadgen.info, results }, null, 2));
+    out(`highest clean step: ${best ? `${num(best.offered)} events/s offered, ${num(best.appliedPerSec)} applied/s, p95 freshness ${best.freshness.p95} ms` : 'none'}`);
+    if (firstBad) out(`first step not clean: ${num(firstBad.offered)} events/s: ${firstBad.saturated}`);
+    if (f.json) {
+      fs.mkdirSync(path.dirname(path.resolve(f.json)), { recursive: true });
+      fs.writeFileSync(f.json, JSON.stringify({ id, flags: f, machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, node: process.version }, lake: lake ? { rollAgeSec: lakeCfg.lake.rollAgeSec, rollBytes: lakeCfg.lake.rollBytes, holdBackSec: lakeHoldBackSec } : null, pool: loadgen.info, results }, null, 2));
+    }
   } finally {
     await loadgen.stop().catch(() => {});
     await stopChild(collector.proc);
     await Promise.all(speeds.map((s) => stopChild(s.proc)));
+    // Its stop flushes open files and waits for their upload (up to 60 s).
+    if (lakeWriter) await stopChild(lakeWriter.proc, 70_000);
+    await admin.disconnect().catch(() => {});
     if (!f.keepData) {
       let n = 0;
       let cursor = '0';
@@ -685,12 +913,13 @@ async function runLadder(f: RunFlags): Promise<void> {
         cursor = next;
         if (keys.length) n += await redis.unlink(...keys);
       } while (cursor !== '0');
-      const admin = kafkaClient(cfg, `${id}-cleanup`).admin();
-      await admin.connect();
-      await admin.deleteTopics({ topics: [cfg.kafka.rawTopic, cfg.kafka.dlqTopic] }).catch(() => {});
-      await admin.deleteGroups([cfg.kafka.speedGroup]).catch(() => {});
-      await admin.disconnect();
-      out(`cleaned up: ${n} Redis keys, topics and group ${id}`);
+      const cleanup = kafkaClient(cfg, `${id}-cleanup`).admin();
+      await cleanup.connect();
+      await cleanup.deleteTopics({ topics: [cfg.kafka.rawTopic, cfg.kafka.dlqTopic] }).catch(() => {});
+      await cleanup.deleteGroups([cfg.kafka.speedGroup, ...(lake ? [cfg.kafka.lakeGroup] : [])]).catch(() => {});
+      await cleanup.disconnect();
+      const objects = lake ? await removeBucket(s3Client(cfg), cfg.s3.bucket).catch((err: Error) => (out(`could not remove bucket ${cfg.s3.bucket}: ${err.message}`), 0)) : 0;
+      out(`cleaned up: ${n} Redis keys, topics and groups ${id}${lake ? `, bucket ${cfg.s3.bucket} (${objects} objects)` : ''}`);
     }
     redis.disconnect();
     if (f.cpuProf) out(`CPU profiles in ${f.cpuProf}/${id}-* (summarize: npx tsx bench/ingest.ts profile ${f.cpuProf}/${id}-*/*.cpuprofile; the largest file of each directory is the main thread)`);
@@ -796,13 +1025,13 @@ function frac(name: string) {
 const collect = (v: string, prev: string[]) => [...prev, v];
 
 async function main(): Promise<void> {
-  const program = new Command('bench-ingest').description('End-to-end ingestion benchmark: simulator → collector → Kafka → speed layer → Redis (issue 3 §4).').showHelpAfterError();
+  const program = new Command('bench-ingest').description('End-to-end ingestion benchmark: simulator → collector → Kafka → speed layer → Redis and lake writer → MinIO (issue 3 §4, issue 12 §1).').showHelpAfterError();
   program
     .command('run', { isDefault: true })
-    .description('the rising-rate ladder against a collector and speed layer started as child processes')
+    .description('the rising-rate ladder against a collector, speed layer and lake writer started as child processes')
     .option('--rates <list>', 'offered events/s per step', ints('--rates'), [5000, 10_000, 20_000, 40_000, 80_000, 120_000])
     .option('--duration <s>', 'seconds per step', int('--duration'), 20)
-    .option('--drain <s>', 'after a step, wait at most this long for the speed layer to catch up', int('--drain'), 30)
+    .option('--drain <s>', 'after a step, wait at most this long for each group to catch up (default: 30 for the speed layer, LAKE_ROLL_AGE_SEC + 30 for the lake writer)', int('--drain'))
     .option('--warmup <s>', 'unreported warm-up seconds (at min(5k, first rate))', int('--warmup'), 5)
     .option('--batch-size <n>', 'events per HTTP request (NDJSON)', int('--batch-size'), 1000)
     .option('--concurrency <n>', 'HTTP requests in flight at most', int('--concurrency'), 32)
@@ -812,20 +1041,29 @@ async function main(): Promise<void> {
     .option('--invalid <f>', 'extra invalid events per valid one (dead-lettered)', frac('--invalid'), 0.001)
     .option('--partitions <n>', 'partitions of the bench topic', int('--partitions'), 6)
     .option('--speed-processes <n>', 'speed-layer processes in the consumer group', int('--speed-processes'), 1)
-    .option('--cpu-prof <dir>', 'write V8 CPU profiles of the collector and the speed layer(s) here')
+    .option('--no-lake', 'do not run the lake writer (the figures of issue 3: speed layer only)')
+    .option('--cpu-prof <dir>', 'write V8 CPU profiles of the collector, the speed layer(s) and the lake writer here')
     .option('--collector-env <KEY=VALUE>', 'extra environment for the collector (repeatable)', collect, [])
     .option('--speed-env <KEY=VALUE>', 'extra environment for the speed layer (repeatable)', collect, [])
+    .option('--lake-env <KEY=VALUE>', 'extra environment for the lake writer, e.g. LAKE_ROLL_AGE_SEC=10 (repeatable)', collect, [])
     .option('--no-alerts', 'do not run the alert evaluator in the (first) speed process')
-    .option('--catchup <s>', 'instead of the ladder: fill the topic for <s> seconds at full collector speed with no consumer, then time the speed layer draining it', int('--catchup'))
-    .option('--keep-going', 'continue the ladder after the first saturated step', false)
-    .option('--keep-data', 'keep the bench topics and Redis keys', false)
-    .option('--json <file>', 'also write the results as JSON')
+    .option('--catchup <s>', 'instead of the ladder: fill the topic for <s> seconds at full collector speed with no consumer, then time the speed layer draining it (no lake writer)', int('--catchup'))
+    .option('--keep-going', 'continue the ladder after the first step that is not clean', false)
+    .option('--keep-data', 'keep the bench topics, groups, Redis keys and bucket', false)
+    .option('--json <file>', 'also write every figure as JSON (e.g. bench-results/ingest.json)')
     .addHelpText('after', `
-A step is "saturated" when accepted < 95 % of offered, applied < 95 % of accepted,
-the backlog does not drain within --drain, or p95 freshness ≥ 1 s.
+A step is clean when accepted ≥ 95 % of offered, applied ≥ 95 % of accepted,
+p95 freshness < 1 s, and each consumer group's lag is bounded and drains after
+the step. Bounded: the lag (messages not yet committed; the lake writer commits
+only after upload) stays under the group's hold-back — 2 s of accepted traffic
+for the speed layer, LAKE_ROLL_AGE_SEC + 15 s for the lake writer, which keeps
+that much in open files by design — and, in a step longer than twice that, its
+peak in the second half exceeds the first half's by at most 10 % of it (1 s at least).
 Freshness = now − received_at when the event's batch became visible in Redis
 (the speed layer's histogram, diffed over the step and its drain).
-CPU = utime+stime from /proc/<pid>/stat over the step; peak RSS = VmHWM (reset per step).`)
+CPU µs/event = utime+stime from /proc/<pid>/stat over the step per event accepted
+in it (lake writer and MinIO: over the step and its drain, when the step's last files
+are uploaded); peak RSS = VmHWM over the step and its drain (reset per step).`)
     .action((f: RunFlags) => runLadder(f));
   program
     .command('loadgen')
