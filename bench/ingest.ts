@@ -909,7 +909,7 @@ async function runLadder(f: RunFlags): Promise<void> {
       let n = 0;
       let cursor = '0';
       do {
-        const [next, keys] = await redis.scan(cursor, 'MATCH', `${cfg.redis.keyPrefix}*`, 'COUNT', 1000);
+        const [next, keys] = await redis.scan(cursor, 'MATCH', speedKeys(cfg).glob(), 'COUNT', 1000);
         cursor = next;
         if (keys.length) n += await redis.unlink(...keys);
       } while (cursor !== '0');
