@@ -23,7 +23,7 @@ import { EVENT_TYPES } from '../common/contract';
 import { lakePaths } from '../common/lake';
 import { logger } from '../common/log';
 import { ensureBucket } from '../common/topics';
-import { deleteObjects, listObjects, uploadFile } from '../batch-layer/lake-io';
+import { deleteObjects, listObjects, uploadFile } from '../common/lake-io';
 import { hoursOfDay, listPublished, newRunId, prepareDaily, publishDaily, runDaily, runDailyShard, runHourly, type JobContext } from '../batch-layer/jobs';
 import { Duck, rawColumnsSelect, sqlString } from '../batch-layer/jobs/duck';
 

@@ -25,7 +25,7 @@ import path from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { DuckDBInstance, type DuckDBConnection, type DuckDBValue } from '@duckdb/node-api';
 import type { Redis } from 'ioredis';
-import { getJson, isOpenMarker, listObjects, putJson, putJsonIf, stageObjects } from '../batch-layer/lake-io';
+import { getJson, isOpenMarker, listObjects, putJson, putJsonIf, stageObjects } from '../common/lake-io';
 import type { Config } from '../common/config';
 import { dayStartMs, hourStartMs, lakePaths, type DirtyMarker, type PeriodKind, type Pin, type PinAudit, type RunManifest, type Watermark } from '../common/lake';
 import type { Logger } from '../common/log';

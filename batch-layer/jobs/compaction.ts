@@ -12,7 +12,7 @@
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { lakePaths } from '../../common/lake';
-import { deleteObjects, getJson, listObjects, putJson, withScratchDir } from '../lake-io';
+import { deleteObjects, getJson, listObjects, putJson, withScratchDir } from '../../common/lake-io';
 import { bucketOf, checkpoint, s3Of, type JobContext } from './context';
 import { Duck, parquetColumns, rawColumnsSelect, sqlList } from './duck';
 import { NonRetryableBatchError } from './errors';

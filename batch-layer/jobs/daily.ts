@@ -14,7 +14,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { BINGE_WINDOW_MS } from '../../common/contract';
 import { lakePaths, type QualityCheck, type RawRetentionRecord, type RunManifest } from '../../common/lake';
-import { getJson, listObjects, putDirtyMarker, putJson, withScratchDir, type LakeObject } from '../lake-io';
+import { getJson, listObjects, putDirtyMarker, putJson, withScratchDir, type LakeObject } from '../../common/lake-io';
 import { bucketOf, checkpoint, hoursOfDay, keepAlive, mapLimit, newRunId, parsePeriod, previousDay, s3Of, timed, type JobContext } from './context';
 import { Duck, sqlList, sqlString } from './duck';
 import { MissingHoursError, MissingPreviousDaysError, NonRetryableBatchError, RawInputGoneError } from './errors';

@@ -16,7 +16,7 @@
  */
 import path from 'node:path';
 import { dayId, hourStartMs, type RunManifest } from '../../common/lake';
-import { getJson, listObjects, putDirtyMarker } from '../lake-io';
+import { getJson, listObjects, putDirtyMarker } from '../../common/lake-io';
 import { DAY_MS, bucketOf, mapLimit, s3Of, type JobContext } from './context';
 import { sqlList, type Duck } from './duck';
 import { stage } from './stage';

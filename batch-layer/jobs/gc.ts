@@ -12,7 +12,7 @@
  * may belong to a run still on its way to its manifest.
  */
 import { lakePaths, type PeriodKind, type RunManifest } from '../../common/lake';
-import { deleteObjects, getJson, listObjects, type LakeObject } from '../lake-io';
+import { deleteObjects, getJson, listObjects, type LakeObject } from '../../common/lake-io';
 import { bucketOf, checkpoint, s3Of, type JobContext } from './context';
 
 /** `<zone>/<table>/dt=…/[hour=HH/]` of a batch output key, and the period it belongs to. */

@@ -5,7 +5,7 @@
  */
 import path from 'node:path';
 import { lakePaths, type QualityCheck, type RunManifest } from '../../common/lake';
-import { listObjects, withScratchDir } from '../lake-io';
+import { listObjects, withScratchDir } from '../../common/lake-io';
 import { bucketOf, checkpoint, keepAlive, newRunId, parsePeriod, s3Of, type JobContext } from './context';
 import { Duck, emptyRawSelect, parquetColumns, rawColumnsSelect, sqlList } from './duck';
 import { declareIndexes, markDedupeConflicts, neighbourIndexes } from './dedupe';

@@ -7,7 +7,7 @@
  * later. Then: remove the staging prefix, clear the dirty marker the run made
  * obsolete, move the watermark, and collect runs superseded long enough ago.
  */
-import { clearDirtyMarker, deleteObjects, getJson, listObjects, putJson, uploadFile } from '../lake-io';
+import { clearDirtyMarker, deleteObjects, getJson, listObjects, putJson, uploadFile } from '../../common/lake-io';
 import { lakePaths, type PeriodKind, type QualityCheck, type RunManifest, type Zone } from '../../common/lake';
 import { bucketOf, checkpoint, mapLimit, s3Of, type JobContext } from './context';
 import { QualityCheckError } from './errors';

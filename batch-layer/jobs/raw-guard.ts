@@ -5,7 +5,7 @@
  * views with a one-event subset.
  */
 import { lakePaths, type RawRetentionRecord, type RunManifest } from '../../common/lake';
-import { getJson, type LakeObject } from '../lake-io';
+import { getJson, type LakeObject } from '../../common/lake-io';
 import type { CompactionManifest } from './compaction';
 import { bucketOf, s3Of, type JobContext } from './context';
 import { RawInputGoneError } from './errors';

@@ -13,7 +13,7 @@
  * first_seen history) and the manifests are kept.
  */
 import { lakePaths, type RawRetentionRecord } from '../../common/lake';
-import { deleteObjects, getJson, listObjects, putJson } from '../lake-io';
+import { deleteObjects, getJson, listObjects, putJson } from '../../common/lake-io';
 import { DAY_MS, bucketOf, checkpoint, s3Of, type JobContext } from './context';
 import { NonRetryableBatchError } from './errors';
 import { listDirty, listPublished } from './watermark';

@@ -1,6 +1,6 @@
 /** Staging lake objects into a scratch dir and proving DuckDB can read them, naming the object that it cannot. */
-import type { LakeObject } from '../lake-io';
-import { stageObjects, uploadFile } from '../lake-io';
+import type { LakeObject } from '../../common/lake-io';
+import { stageObjects, uploadFile } from '../../common/lake-io';
 import { bucketOf, checkpoint, mapLimit, s3Of, type JobContext } from './context';
 import { Duck, sqlString } from './duck';
 import { CorruptObjectError } from './errors';

@@ -9,7 +9,7 @@
  * that only the pin endpoint writes.
  */
 import { HOUR_MS, DAY_MS, bucketOf, s3Of, type JobContext } from './context';
-import { getJson, getJsonWithEtag, isOpenMarker, listObjects, putJsonIf } from '../lake-io';
+import { getJson, getJsonWithEtag, isOpenMarker, listObjects, putJsonIf } from '../../common/lake-io';
 import { dayStartMs, hourStartMs, lakePaths, latestCleanRun, type DirtyMarker, type PeriodKind, type Pin, type Watermark } from '../../common/lake';
 
 const MANIFEST_RE = {

@@ -12,7 +12,7 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
 import fsp from 'node:fs/promises';
 import { lakePaths, type PeriodKind, type RunManifest } from '../../common/lake';
-import { getJson, listObjects, stageObjects } from '../lake-io';
+import { getJson, listObjects, stageObjects } from '../../common/lake-io';
 
 export interface LakeView {
   name: string;

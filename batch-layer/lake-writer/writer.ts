@@ -27,7 +27,7 @@ import { DLQ_REASONS, EVENT_TYPES, type DeadLetter, type EventRecord } from '../
 import { dayId, type DirtyMarker } from '../../common/lake';
 import { logger } from '../../common/log';
 import { startStatusServer, type StatusServer } from '../../common/status-server';
-import { putDirtyMarker, uploadFile } from '../lake-io';
+import { putDirtyMarker, uploadFile } from '../../common/lake-io';
 import { PartitionState, filesToRelieve, isHourClosed, objectKey, passedFiles, periodOf, shouldRoll, type FileBuffer, type StreamKind } from './buffers';
 import { dlqLine, rawLine, writeParquetLines } from './parquet';
 

@@ -18,7 +18,7 @@ import type { Config } from '../../common/config';
 import { validateEvent, type EventRecord } from '../../common/contract';
 import { hourId, lakePaths, type DirtyMarker, type RunManifest, type Watermark } from '../../common/lake';
 import { logger } from '../../common/log';
-import { copyObject, deleteObjects, getJson, listObjects, putDirtyMarker, stageObjects } from '../../batch-layer/lake-io';
+import { copyObject, deleteObjects, getJson, listObjects, putDirtyMarker, stageObjects } from '../../common/lake-io';
 import { writeRawParquet, type RawRow } from '../../batch-layer/lake-writer/parquet';
 import {
   CorruptObjectError,

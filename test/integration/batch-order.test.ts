@@ -13,7 +13,7 @@ import { s3Client } from '../../common/clients';
 import type { Config } from '../../common/config';
 import { lakePaths } from '../../common/lake';
 import { logger } from '../../common/log';
-import { stageObjects, uploadFile } from '../../batch-layer/lake-io';
+import { stageObjects, uploadFile } from '../../common/lake-io';
 import { writeRawParquet } from '../../batch-layer/lake-writer/parquet';
 import { MissingPreviousDaysError, hoursOfDay, listDirty, runDaily, runHourly, type JobContext } from '../../batch-layer/jobs';
 import { Duck } from '../../batch-layer/jobs/duck';

@@ -20,7 +20,7 @@ import { dayId, dayStartMs, lakePaths, type DirtyMarker, type RunManifest } from
 import { logger } from '../../common/log';
 import { applyRetention, computeWatermark, hoursOfDay, listDirty, runDaily, runHourly, type JobContext } from '../../batch-layer/jobs';
 import { s3Of } from '../../batch-layer/jobs/context';
-import { deleteObjects, getJson, listObjects, putDirtyMarker, putJson, stageObjects, uploadFile, withScratchDir } from '../../batch-layer/lake-io';
+import { deleteObjects, getJson, listObjects, putDirtyMarker, putJson, stageObjects, uploadFile, withScratchDir } from '../../common/lake-io';
 import { Duck } from '../../batch-layer/jobs/duck';
 import { writeDlqParquet } from '../../batch-layer/lake-writer/parquet';
 import { buildCollector, type Collector } from '../../ingestion/collector/server';

@@ -18,7 +18,7 @@ import { hourId, lakePaths } from '../../common/lake';
 import { logger } from '../../common/log';
 import { runHourly } from '../../batch-layer/jobs';
 import { simulate } from '../../ingestion/simulator/generate';
-import { listObjects, stageObjects, withScratchDir } from '../../batch-layer/lake-io';
+import { listObjects, stageObjects, withScratchDir } from '../../common/lake-io';
 import { isolatedConfig } from '../support/isolated';
 
 const T0 = Date.UTC(2024, 4, 1, 9);

@@ -19,7 +19,7 @@ import { REPO_ROOT, type Config } from '../../common/config';
 import { validateEvent, type EventRecord } from '../../common/contract';
 import { lakePaths, type RunManifest } from '../../common/lake';
 import { logger } from '../../common/log';
-import { deleteObjects, getJson, listObjects, stageObjects, uploadFile } from '../../batch-layer/lake-io';
+import { deleteObjects, getJson, listObjects, stageObjects, uploadFile } from '../../common/lake-io';
 import { writeRawParquet } from '../../batch-layer/lake-writer/parquet';
 import { collectSupersededRuns, hoursOfDay, runDaily, runHourly, type JobContext } from '../../batch-layer/jobs';
 import { LakeSession } from '../../batch-layer/lake-cli/catalog';

@@ -18,7 +18,7 @@ import { BUCKET_MS, bucketStart, dayOf, type EventRecord } from '../../common/co
 import { hourId, lakePaths, type RunManifest } from '../../common/lake';
 import { hllErrorBound } from '../../common/speed-keys';
 import { logger } from '../../common/log';
-import { getJson, stageObjects } from '../../batch-layer/lake-io';
+import { getJson, stageObjects } from '../../common/lake-io';
 import { hoursOfDay, runDaily, type JobContext } from '../../batch-layer/jobs';
 import { Duck, sqlList } from '../../batch-layer/jobs/duck';
 import { startSpeedLayer, type SpeedLayer } from '../../speed-layer/service';

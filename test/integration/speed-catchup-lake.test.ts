@@ -13,7 +13,7 @@ import { kafkaClient, s3Client } from '../../common/clients';
 import { REPO_ROOT, type Config } from '../../common/config';
 import type { EventRecord } from '../../common/contract';
 import { lakePaths } from '../../common/lake';
-import { deleteObjects, listObjects, stageObjects, withScratchDir } from '../../batch-layer/lake-io';
+import { deleteObjects, listObjects, stageObjects, withScratchDir } from '../../common/lake-io';
 import { isolatedConfig } from '../support/isolated';
 import { catchupBacklog, CATCHUP_RETENTION_MS, exited, freePort, metricSum, produceFast, samplePeak, type Child } from './speed-catchup-support';
 import { waitFor } from './speed-support';
