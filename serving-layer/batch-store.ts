@@ -27,15 +27,13 @@ import { DuckDBInstance, type DuckDBConnection, type DuckDBValue } from '@duckdb
 import type { Redis } from 'ioredis';
 import { getJson, isOpenMarker, listObjects, putJson, putJsonIf, stageObjects } from '../common/lake-io';
 import type { Config } from '../common/config';
-import { dayStartMs, hourStartMs, lakePaths, type DirtyMarker, type PeriodKind, type Pin, type PinAudit, type RunManifest, type Watermark } from '../common/lake';
+import { dayStartMs, hourStartMs, lakePaths, lakeTables, type DirtyMarker, type PeriodKind, type Pin, type PinAudit, type RunManifest, type Watermark } from '../common/lake';
 import type { Logger } from '../common/log';
 import type { PeriodState, WatermarkView } from './merge';
 
-/** The batch views the API serves, by the period kind that publishes them. */
-export const SERVED_TABLES: Record<PeriodKind, readonly string[]> = {
-  hourly: ['hourly_events', 'hourly_users', 'hourly_playback'],
-  daily: ['daily_sessions', 'retention_cohorts', 'clicks_to_play', 'top_paths', 'binge_users', 'daily_aggregates_with_dimensions'],
-};
+const servedOf = (kind: PeriodKind): string[] => lakeTables(kind).filter((t) => t.served).map((t) => t.table);
+/** The batch views the API serves (the catalog's `served` tables), by the period kind that publishes them. */
+export const SERVED_TABLES: Record<PeriodKind, readonly string[]> = { hourly: servedOf('hourly'), daily: servedOf('daily') };
 
 const MANIFEST_KEY = {
   hourly: /^_manifests\/hourly\/dt=(\d{4}-\d{2}-\d{2})\/hour=(\d{2})\.json$/,

@@ -13,7 +13,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { BINGE_WINDOW_MS } from '../../common/contract';
-import { lakePaths, type QualityCheck, type RawRetentionRecord, type RunManifest } from '../../common/lake';
+import { lakePaths, lakeTables, type QualityCheck, type RawRetentionRecord, type RunManifest, type Zone } from '../../common/lake';
 import { getJson, listObjects, putDirtyMarker, putJson, withScratchDir, type LakeObject } from '../../common/lake-io';
 import { bucketOf, checkpoint, hoursOfDay, keepAlive, mapLimit, newRunId, parsePeriod, previousDay, s3Of, timed, type JobContext } from './context';
 import { Duck, sqlList, sqlString } from './duck';
@@ -22,22 +22,14 @@ import { discardStaging, publish } from './publish';
 import { blameCorrupt, stage, uploadAll, verifyParquet, type StagedObject } from './stage';
 import { listDirty, listPublished } from './watermark';
 
-/** Tables a shard computes; the concatenated ones are published as they are combined. */
-const SHARD_TABLES = ['sessions', 'user_daily_activity', 'retention_cohorts_partial', 'binge_users', 'daily_aggregates_partial'] as const;
+/** Published daily tables, in computing order: the sharded ones concatenated, the others computed at publish. */
+export const DAILY_TABLES = lakeTables('daily');
 
-/** Published daily tables: combined from the shards, in computing order. */
-export const DAILY_TABLES = [
-  { table: 'sessions', zone: 'processed', combine: 'concat', orderBy: 'user_id, session_idx' },
-  { table: 'user_daily_activity', zone: 'processed', combine: 'concat', orderBy: 'user_id' },
-  { table: 'binge_users', zone: 'aggregated', combine: 'concat', orderBy: 'user_id' },
-  { table: 'retention_cohorts', zone: 'aggregated', combine: 'sql' },
-  { table: 'daily_aggregates_with_dimensions', zone: 'aggregated', combine: 'sql' },
-  { table: 'daily_sessions', zone: 'aggregated', combine: 'sql' },
-  { table: 'clicks_to_play', zone: 'aggregated', combine: 'sql' },
-  { table: 'top_paths', zone: 'aggregated', combine: 'sql' },
-] as const;
-
+/** What the shards compute for the per-day tables: summed at publish (cohorts, the one big table). */
 const PARTIALS = ['retention_cohorts_partial', 'daily_aggregates_partial'] as const;
+
+/** Tables a shard computes: the sharded published tables, then the partials. */
+const SHARD_TABLES = [...DAILY_TABLES.filter((t) => t.shard).map((t) => t.table), ...PARTIALS];
 
 /** What prepareDaily decided; every later step reads it, so all shards see the same inputs. */
 export interface DailyPlan {
@@ -419,11 +411,11 @@ export async function publishDaily(ctx: JobContext, day: string, runId: string, 
       const rowCounts: Record<string, number> = {};
       for (const t of DAILY_TABLES) {
         await timed(ctx, `publish.combine.${t.table}`, async () => {
-          if (t.combine === 'concat') {
-            await duck.run(`CREATE OR REPLACE TABLE ${t.table} AS SELECT * FROM ${sourceOf(t.table)} ORDER BY ${t.orderBy}`);
+          if (t.shard) {
+            await duck.run(`CREATE OR REPLACE TABLE ${t.table} AS SELECT * FROM ${sourceOf(t.table)} ORDER BY ${t.shard.orderBy}`);
             rowCounts[t.table] = await duck.scalar(`SELECT count(*) FROM ${t.table}`);
           } else {
-            rowCounts[t.table] = await duck.materialize(t.table);
+            rowCounts[t.table] = await duck.materialize(t.table, t.sql ?? t.table);
           }
         });
         checkpoint(ctx, { step: 'combine', table: t.table });
@@ -431,7 +423,7 @@ export async function publishDaily(ctx: JobContext, day: string, runId: string, 
       const checks = (await timed(ctx, 'publish.checks', () => duck.select('quality_daily'))) as unknown as QualityCheck[];
       const [{ digest }] = await duck.json(`SELECT CAST(coalesce(bit_xor(md5_number_lower(user_id)), 0) AS VARCHAR) AS digest FROM user_daily_activity`);
       if (checks.every((c) => c.ok)) await cascadeToLaterDays(ctx, day, String(digest));
-      const outputs: Record<string, { zone: (typeof DAILY_TABLES)[number]['zone']; file: string }> = {};
+      const outputs: Record<string, { zone: Zone; file: string }> = {};
       for (const t of DAILY_TABLES) {
         const file = path.join(dir, 'out', `${t.table}.parquet`);
         await timed(ctx, 'publish.write', () => duck.writeParquet(t.table, file));
