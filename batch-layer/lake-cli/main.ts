@@ -10,7 +10,7 @@ import { s3Client } from '../../common/clients';
 import { config } from '../../common/config';
 import { DAY_RE } from '../../common/lake';
 import { withScratchDir } from '../../common/lake-io';
-import { LAKE_VIEWS, LakeCliError, LakeSession, type DayRange, type StageProgress, type LakeView } from './catalog';
+import { LAKE_VIEWS, LakeCliError, LakeSession, type DayRange, type StageProgress, type LakeView } from '../../common/lake-views';
 import { OUTPUT_FORMATS, emit, renderCsv, renderTable, runQuery, writeParquet, type OutputFormat } from './output';
 
 interface CommonOptions {

@@ -22,7 +22,7 @@ import { logger } from '../../common/log';
 import { deleteObjects, getJson, listObjects, stageObjects, uploadFile } from '../../common/lake-io';
 import { writeRawParquet } from '../../batch-layer/lake-writer/parquet';
 import { collectSupersededRuns, hoursOfDay, runDaily, runHourly, type JobContext } from '../../batch-layer/jobs';
-import { LakeSession } from '../../batch-layer/lake-cli/catalog';
+import { LakeSession } from '../../common/lake-views';
 import { BatchStore } from '../../serving-layer/batch-store';
 import { isolatedConfig } from '../support/isolated';
 

@@ -1,5 +1,6 @@
 /**
- * The views a data scientist queries, each over one prefix of the lake, and
+ * The views a data scientist queries (`npm run lake`; the DLQ tool reads `dlq`
+ * through the same session), each over one prefix of the lake, and
  * the session that stages their objects into a scratch dir and declares them
  * in an embedded DuckDB (httpfs cannot be downloaded here, see STACK-NOTES).
  * Raw views read every object under their prefix; batch views only the objects
@@ -11,8 +12,8 @@ import path from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
 import fsp from 'node:fs/promises';
-import { LAKE_TABLES, lakePaths, type PeriodKind, type RunManifest } from '../../common/lake';
-import { getJson, listObjects, stageObjects } from '../../common/lake-io';
+import { LAKE_TABLES, lakePaths, type PeriodKind, type RunManifest } from './lake';
+import { getJson, listObjects, stageObjects } from './lake-io';
 
 export interface LakeView {
   name: string;
