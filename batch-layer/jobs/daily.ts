@@ -15,7 +15,7 @@ import path from 'node:path';
 import { BINGE_WINDOW_MS } from '../../common/contract';
 import { lakePaths, lakeTables, type QualityCheck, type RawRetentionRecord, type RunManifest, type Zone } from '../../common/lake';
 import { getJson, listObjects, putDirtyMarker, putJson, withScratchDir, type LakeObject } from '../../common/lake-io';
-import { bucketOf, checkpoint, hoursOfDay, keepAlive, mapLimit, newRunId, parsePeriod, previousDay, s3Of, timed, type JobContext } from './context';
+import { checkpoint, hoursOfDay, keepAlive, mapLimit, newRunId, parsePeriod, previousDay, timed, type JobContext } from './context';
 import { Duck, sqlList, sqlString } from './duck';
 import { MissingHoursError, MissingPreviousDaysError, NonRetryableBatchError, RawInputGoneError } from './errors';
 import { discardStaging, publish } from './publish';
@@ -156,19 +156,19 @@ function checkShard(shard: number, shards: number): void {
 }
 
 async function readPlan(ctx: JobContext, day: string, runId: string): Promise<DailyPlan> {
-  const plan = await getJson<DailyPlan>(s3Of(ctx), bucketOf(ctx), planKey(runId));
+  const plan = await getJson<DailyPlan>(ctx.s3, ctx.bucket, planKey(runId));
   if (!plan || plan.day !== day) throw new NonRetryableBatchError(`no daily plan for ${day} under run ${runId}: run prepareDaily first`);
   return plan;
 }
 
 /** Processed retention removed `of`'s processed events: refuse rather than compute `day` from what is left. */
 async function refuseIfProcessedGone(ctx: JobContext, day: string, of: string): Promise<void> {
-  const removed = await getJson<RawRetentionRecord>(s3Of(ctx), bucketOf(ctx), lakePaths.processedRetention(of));
+  const removed = await getJson<RawRetentionRecord>(ctx.s3, ctx.bucket, lakePaths.processedRetention(of));
   if (removed) throw new RawInputGoneError(day, `processed retention removed the processed events of ${of} at ${removed.removedAt}`);
 }
 
 async function manifestOf(ctx: JobContext, kind: 'hourly' | 'daily', period: string): Promise<RunManifest> {
-  const m = await getJson<RunManifest>(s3Of(ctx), bucketOf(ctx), lakePaths.manifest(kind, period));
+  const m = await getJson<RunManifest>(ctx.s3, ctx.bucket, lakePaths.manifest(kind, period));
   if (!m) throw new NonRetryableBatchError(`the ${kind} manifest of ${period} is missing`);
   return m;
 }
@@ -177,7 +177,7 @@ async function manifestOf(ctx: JobContext, kind: 'hourly' | 'daily', period: str
 async function outputOf(ctx: JobContext, manifest: RunManifest, table: string): Promise<LakeObject> {
   const key = manifest.outputs[table];
   if (!key) throw new NonRetryableBatchError(`the ${manifest.kind} manifest of ${manifest.period} names no ${table} output`);
-  const [o] = (await listObjects(s3Of(ctx), bucketOf(ctx), key)).filter((x) => x.key === key);
+  const [o] = (await listObjects(ctx.s3, ctx.bucket, key)).filter((x) => x.key === key);
   if (!o) throw new NonRetryableBatchError(`published object ${key} (${manifest.kind} ${manifest.period}, run ${manifest.runId}) is missing`);
   return o;
 }
@@ -204,7 +204,7 @@ export async function prepareDaily(ctx: JobContext, day: string, runId: string, 
   const prevUsed: string[] = [];
   for (const h of prevHours) {
     if (usable(h)) prevUsed.push(h);
-    else if ((await listObjects(s3Of(ctx), bucketOf(ctx), lakePaths.rawHourPrefix(h))).length > 0) missing.push(h);
+    else if ((await listObjects(ctx.s3, ctx.bucket, lakePaths.rawHourPrefix(h))).length > 0) missing.push(h);
   }
   if (missing.length > 0) throw new MissingHoursError(day, missing);
 
@@ -288,7 +288,7 @@ export async function prepareDaily(ctx: JobContext, day: string, runId: string, 
     duplicates,
     ...(local ? {} : { shardInputs }),
   };
-  await putJson(s3Of(ctx), bucketOf(ctx), planKey(runId), plan);
+  await putJson(ctx.s3, ctx.bucket, planKey(runId), plan);
   return plan;
 }
 
@@ -457,12 +457,12 @@ export async function publishDaily(ctx: JobContext, day: string, runId: string, 
  * user (the usual late event of a known user) marks nothing.
  */
 async function cascadeToLaterDays(ctx: JobContext, day: string, digest: string): Promise<void> {
-  const previous = await getJson<RunManifest>(s3Of(ctx), bucketOf(ctx), lakePaths.manifest('daily', day));
+  const previous = await getJson<RunManifest>(ctx.s3, ctx.bucket, lakePaths.manifest('daily', day));
   if (!previous || previous.activeUsersDigest === digest) return;
   const later = (await listPublished(ctx, 'daily')).filter((d) => d > day);
   const markedAt = Date.now();
   for (const period of later) {
-    await putDirtyMarker(s3Of(ctx), bucketOf(ctx), { kind: 'daily', period, markedAt, reason: `the active users of ${day} changed in its re-run` });
+    await putDirtyMarker(ctx.s3, ctx.bucket, { kind: 'daily', period, markedAt, reason: `the active users of ${day} changed in its re-run` });
   }
   if (later.length > 0) ctx.log.warn({ day, later }, 'active users changed in a re-run: later days marked dirty');
 }

@@ -6,7 +6,7 @@
 import path from 'node:path';
 import { lakePaths, lakeTables, type QualityCheck, type RunManifest, type Zone } from '../../common/lake';
 import { listObjects, withScratchDir } from '../../common/lake-io';
-import { bucketOf, checkpoint, keepAlive, newRunId, parsePeriod, s3Of, type JobContext } from './context';
+import { checkpoint, keepAlive, newRunId, parsePeriod, type JobContext } from './context';
 import { Duck, emptyRawSelect, parquetColumns, rawColumnsSelect, sqlList } from './duck';
 import { declareIndexes, markDedupeConflicts, neighbourIndexes } from './dedupe';
 import { publish } from './publish';
@@ -29,7 +29,7 @@ export async function runHourly(ctx: JobContext, hour: string, opts: RunOptions 
   const startedAt = new Date().toISOString();
   const runId = opts.runId ?? newRunId('hourly', hour);
   const log = ctx.log.child({ job: 'hourly', hour, runId });
-  const inputs = (await listObjects(s3Of(ctx), bucketOf(ctx), lakePaths.rawHourPrefix(hour))).filter((o) => o.key.endsWith('.parquet'));
+  const inputs = (await listObjects(ctx.s3, ctx.bucket, lakePaths.rawHourPrefix(hour))).filter((o) => o.key.endsWith('.parquet'));
   await assertRawComplete(ctx, hour, inputs);
   log.info({ objects: inputs.length, bytes: inputs.reduce((n, o) => n + o.size, 0) }, 'hourly run started');
   checkpoint(ctx, { step: 'list', objects: inputs.length });

@@ -28,6 +28,7 @@ import {
   computeWatermark,
   discardStaging,
   hoursOfDay,
+  jobContext,
   listDirty,
   newRunId,
   prepareDaily,
@@ -161,7 +162,7 @@ async function expectEqual(zone: 'processed' | 'aggregated', table: string, peri
 
 beforeAll(async () => {
   cfg = await isolatedConfig('batch', { BATCH_SHARDS: '4' });
-  ctx = { cfg, log: logger('batch-test') };
+  ctx = jobContext(cfg, logger('batch-test'));
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'batch-it-'));
   ndjson = path.join(tmp, 'sends.ndjson');
   await writeNdjson(
