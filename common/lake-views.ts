@@ -154,7 +154,7 @@ export class LakeSession {
   private manifestKeys(kind: PeriodKind): Promise<string[]> {
     let p = this.listedManifests.get(kind);
     if (!p) {
-      p = listObjects(this.s3, this.bucket, `_manifests/${kind}/`).then((os) => os.map((o) => o.key).filter((k) => k.endsWith('.json')));
+      p = listObjects(this.s3, this.bucket, lakePaths.manifestPrefix(kind)).then((os) => os.map((o) => o.key).filter((k) => k.endsWith('.json')));
       this.listedManifests.set(kind, p);
     }
     return p;

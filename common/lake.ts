@@ -101,6 +101,10 @@ export const lakePaths = {
   staging(runId: string, finalKey: string): string {
     return `_staging/${runId}/${finalKey}`;
   },
+  /** Every manifest of a period kind (listing it lists the published periods). */
+  manifestPrefix(kind: PeriodKind): string {
+    return `_manifests/${kind}/`;
+  },
   manifest(kind: PeriodKind, period: string): string {
     if (kind === 'hourly') {
       const { dt, hh } = splitHour(period);

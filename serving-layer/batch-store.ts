@@ -282,7 +282,7 @@ export class BatchStore {
     );
     for (const kind of ['hourly', 'daily'] as const) {
       const listed = new Map<string, string>();
-      for (const o of await listObjects(this.s3, bucket, `_manifests/${kind}/`)) {
+      for (const o of await listObjects(this.s3, bucket, lakePaths.manifestPrefix(kind))) {
         const m = MANIFEST_KEY[kind].exec(o.key);
         if (m && !expired.has(m[1])) listed.set(kind === 'hourly' ? `${m[1]}T${m[2]}` : m[1], o.etag);
       }

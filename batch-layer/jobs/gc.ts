@@ -106,8 +106,8 @@ export async function collectSupersededRuns(ctx: JobContext, opts: GcOptions = {
     }
   }
   const published = {
-    hourly: new Set((await listObjects(s3, bucket, '_manifests/hourly/')).map((o) => o.key)),
-    daily: new Set((await listObjects(s3, bucket, '_manifests/daily/')).map((o) => o.key)),
+    hourly: new Set((await listObjects(s3, bucket, lakePaths.manifestPrefix('hourly'))).map((o) => o.key)),
+    daily: new Set((await listObjects(s3, bucket, lakePaths.manifestPrefix('daily'))).map((o) => o.key)),
   };
   const manifests = new Map<string, RunManifest | null>();
   const result: GcResult = { folders: 0, deleted: [], waiting: 0 };

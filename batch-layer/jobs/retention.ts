@@ -92,7 +92,7 @@ async function expireProcessed(ctx: JobContext, maxAge: number, now: number): Pr
   const cutoffDay = cutoffOf(now, maxAge);
   const out: ZoneRetention = { cutoffDay, deletedDays: [], deletedObjects: 0, skipped: [] };
   const keys: string[] = [];
-  for (const table of PROCESSED_EXPIRING_TABLES) keys.push(...(await listObjects(ctx.s3, ctx.bucket, `processed/${table}/`)).map((o) => o.key));
+  for (const table of PROCESSED_EXPIRING_TABLES) keys.push(...(await listObjects(ctx.s3, ctx.bucket, lakePaths.tableRoot('processed', table))).map((o) => o.key));
   for (const [day, dayKeys] of [...byDayBefore(keys, cutoffDay)].sort(([a], [b]) => a.localeCompare(b))) {
     if (!(await getJson<RawRetentionRecord>(ctx.s3, ctx.bucket, lakePaths.rawRetention(day)))) {
       out.skipped.push({ day, reason: 'raw of the day is not removed yet' });

@@ -24,13 +24,9 @@ export function periodOfKey(kind: PeriodKind, key: string): string | null {
   return kind === 'hourly' ? `${m[1]}T${m[2]}` : m[1];
 }
 
-export function manifestPrefix(kind: PeriodKind): string {
-  return lakePaths.manifest(kind, kind === 'hourly' ? '2000-01-01T00' : '2000-01-01').replace(/dt=.*$/, '');
-}
-
 /** Periods with a published manifest, ascending. */
 export async function listPublished(ctx: JobContext, kind: PeriodKind): Promise<string[]> {
-  const objects = await listObjects(ctx.s3, ctx.bucket, manifestPrefix(kind));
+  const objects = await listObjects(ctx.s3, ctx.bucket, lakePaths.manifestPrefix(kind));
   return objects
     .map((o) => periodOfKey(kind, o.key))
     .filter((p): p is string => p !== null)
