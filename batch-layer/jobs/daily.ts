@@ -108,6 +108,7 @@ export async function prepareDaily(ctx: JobContext, day: string, runId: string, 
       await blameCorrupt(duck, all, async () => {
         for (const name of SHARD_INPUTS) {
           const files = staged[name].map((s) => s.file);
+          // One streaming pass reads and hashes every row once and assigns it its shard.
           const split = `SELECT *, ${shardOf()} AS __shard FROM (${inputSelect(name, files.length > 0 ? sqlList(files) : null)})`;
           await timed(ctx, 'prepare.split', () => handoff.split(duck, name, split, dir));
           checkpoint(ctx, { step: 'split', input: name, shards });

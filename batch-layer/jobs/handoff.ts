@@ -80,7 +80,7 @@ function openDuck(ctx: JobContext, dir: string): Promise<Duck> {
   return Duck.open({ threads: ctx.cfg.batch.duckdbThreads, tempDir: path.join(dir, 'duck'), signal: ctx.signal });
 }
 
-/** One streaming pass writes every row into its shard's directory (`__shard=<k>/`). */
+/** Writes the split's rows into one directory per shard (`__shard=<k>/`). */
 async function copySplit(duck: Duck, select: string, parts: string, compression: 'uncompressed' | 'zstd'): Promise<void> {
   await fs.promises.rm(parts, { recursive: true, force: true });
   await fs.promises.mkdir(path.dirname(parts), { recursive: true });
