@@ -9,6 +9,8 @@ import { Kafka, logLevel as KafkaLogLevel } from 'kafkajs';
 import { config, type Config } from './config';
 import { logger } from './log';
 
+const IDEMPOTENT_RETRIES_NOTICE = 'Limiting retries for the idempotent producer';
+
 export function kafkaClient(cfg: Config = config(), clientId = cfg.kafka.clientId, opts: { probe?: boolean } = {}): Kafka {
   const log = logger('kafkajs');
   // Producers key by user_id; the v2 default partitioner is the one we want, so its migration notice is noise.
@@ -23,6 +25,9 @@ export function kafkaClient(cfg: Config = config(), clientId = cfg.kafka.clientI
     logLevel: opts.probe ? KafkaLogLevel.NOTHING : KafkaLogLevel.WARN,
     logCreator: () => ({ level, log: entry }) => {
       const { message, ...rest } = entry;
+      // Retries are bounded on purpose: a send that runs out answers 503 and the app resends; the
+      // event id makes that resend harmless downstream. kafkajs warns about it on every producer.
+      if (message.startsWith(IDEMPOTENT_RETRIES_NOTICE)) return void log.debug(rest, message);
       if (level <= KafkaLogLevel.ERROR) log.error(rest, message);
       else if (level === KafkaLogLevel.WARN) log.warn(rest, message);
       else log.debug(rest, message);

@@ -1,7 +1,8 @@
 /**
  * The Redis key families of the speed layer: the contract between the speed
- * layer (the only writer) and the serving layer (a reader). Key names, TTLs and
- * the typed read helpers live here and nowhere else.
+ * layer (the only writer) and the serving layer (a reader). Key names, the
+ * encoding of hash fields, TTLs and the typed readers live here and nowhere
+ * else: a writer takes its key names from `speedKeys`, a reader calls a reader.
  *
  * Every key is `<cfg.redis.keyPrefix>{<family>}:…`. The `{family}` hash tag puts
  * one family in one Redis Cluster slot, so a cluster can spread families over
@@ -36,6 +37,8 @@
  * | ctl     | {ctl}:freshness                      | hash   | last_ms (max now − received_at of the last batch), at        | never              |
  * | alert   | {alert}:firing                       | hash   | rule → JSON {rule, since, value, threshold, message}         | never (removed when resolved) |
  * | alert   | {alert}:rebuild:<topic>              | hash   | partition → offset its rebuild must reach (Redis lost it)    | field removed when reached |
+ * | dim     | {dim}:<name>:<YYYY-MM-DD>            | set    | the values of a dimension admitted that day (its bound)      | day end + R        |
+ * | —       | watermark                            | pub/sub channel | the lake watermark moved (published by the batch layer and a pin) | —     |
  *
  * Dedupe memory: measured 56 bytes per event_id on Redis 7.0 (a hashtable set
  * of 8-byte members), so roughly rate × (window + the minute's arrival spread) ×
@@ -85,7 +88,12 @@ export type StatField = (typeof STAT_FIELDS)[number];
 export const ALERT_RULES = ['error_rate', 'throughput', 'consumer_lag', 'latency', 'redis_data_lost'] as const;
 export type AlertRule = (typeof ALERT_RULES)[number];
 
+export const FAMILIES = ['cnt', 'hll', 'pb', 'top', 'live', 'binge', 'dedup', 'ctl', 'alert', 'dim'] as const;
+export type Family = (typeof FAMILIES)[number];
+
 export interface SpeedKeys {
+  /** A glob (SCAN MATCH, KEYS) for every key of a family, or of one of its sub-families (`minute`, `day`…); no family = every key of the prefix. */
+  glob(family?: Family, sub?: string): string;
   counts(granularity: CountGranularity, bucket: number): string;
   hll(granularity: HllGranularity, bucket: number, deviceType: string): string;
   playback(minuteBucket: number): string;
@@ -104,12 +112,15 @@ export interface SpeedKeys {
   freshness(): string;
   alerts(): string;
   rebuild(topic: string): string;
+  /** Pub/sub channel announcing that the lake watermark moved (not a key: no family, no slot). */
+  watermarkChannel(): string;
 }
 
 export function speedKeys(cfg: Config): SpeedKeys {
   const p = cfg.redis.keyPrefix;
   if (p.includes('{')) throw new Error(`REDIS_KEY_PREFIX must not contain "{" (it would become the hash tag): ${p}`);
   return {
+    glob: (family, sub) => globEscape(p) + (family === undefined ? '' : `{${family}}:${sub === undefined ? '' : `${globEscape(sub)}:`}`) + '*',
     counts: (g, b) => `${p}{cnt}:${g}:${b}`,
     hll: (g, b, d) => `${p}{hll}:${g}:${b}:${d}`,
     playback: (b) => `${p}{pb}:minute:${b}`,
@@ -126,6 +137,7 @@ export function speedKeys(cfg: Config): SpeedKeys {
     freshness: () => `${p}{ctl}:freshness`,
     alerts: () => `${p}{alert}:firing`,
     rebuild: (topic) => `${p}{alert}:rebuild:${topic}`,
+    watermarkChannel: () => `${p}watermark`,
   };
 }
 
@@ -133,6 +145,20 @@ export function speedKeys(cfg: Config): SpeedKeys {
 export function countField(eventType: string, deviceType: string, country: string): string {
   // event_type and country never contain '|', so a device_type that does stays unambiguous.
   return `${eventType}|${deviceType}|${country}`;
+}
+
+export interface CountCell {
+  eventType: string;
+  deviceType: string;
+  country: string;
+}
+
+/** The dimensions of a count field (countField's inverse). */
+export function parseCountField(field: string): CountCell {
+  // event_type and country never contain '|', so the device is what lies between the first and the last.
+  const a = field.indexOf('|');
+  const b = field.lastIndexOf('|');
+  return { eventType: field.slice(0, a), deviceType: field.slice(a + 1, b), country: field.slice(b + 1) };
 }
 
 /** The 8 roll-up fields an event contributes to (each dimension as itself or ALL). */
@@ -180,6 +206,78 @@ export interface BucketValue {
   covered: boolean;
 }
 
+/*
+ * Two kinds of reader: the `…At` readers take a list of bucket starts of the family's own unit and
+ * return one raw value per bucket (absent = 0), leaving coverage to the caller (the serving layer's
+ * merge decides it); the range readers below them check a range [from, to), enumerate its buckets
+ * and say which are covered.
+ */
+
+/** Events of one count field per bucket; a dimension omitted is ALL. */
+export async function readCountsAt(redis: Redis, cfg: Config, granularity: CountGranularity, buckets: number[], cell: Partial<CountCell> = {}): Promise<number[]> {
+  const keys = speedKeys(cfg);
+  const field = countField(cell.eventType ?? ALL, cell.deviceType ?? ALL, cell.country ?? ALL);
+  const res = await pipelined<string | null>(redis, (p) => buckets.forEach((b) => p.hget(keys.counts(granularity, b), field)));
+  return res.map((v) => Number(v ?? 0));
+}
+
+/** Every count field of each bucket (the full cross and all roll-ups), decoded. */
+export async function readCountCellsAt(redis: Redis, cfg: Config, granularity: CountGranularity, buckets: number[]): Promise<Array<Array<CountCell & { events: number }>>> {
+  const keys = speedKeys(cfg);
+  const res = await pipelined<Record<string, string>>(redis, (p) => buckets.forEach((b) => p.hgetall(keys.counts(granularity, b))));
+  return res.map((fields) => Object.entries(fields).map(([field, n]) => ({ ...parseCountField(field), events: Number(n) })));
+}
+
+/** HyperLogLog estimate of distinct users per bucket, for one device_type (ALL = every device). */
+export async function readUsersAt(redis: Redis, cfg: Config, granularity: HllGranularity, buckets: number[], deviceType: string = ALL): Promise<number[]> {
+  const keys = speedKeys(cfg);
+  const res = await pipelined<number>(redis, (p) => buckets.forEach((b) => p.pfcount(keys.hll(granularity, b, deviceType))));
+  return res.map(Number);
+}
+
+export type PlaybackCounts = Record<(typeof PLAYBACK_FIELDS)[keyof typeof PLAYBACK_FIELDS], number>;
+const PLAYBACK_COUNTS = ['plays', 'pauses', 'completes', 'rebuffers'] as const;
+
+/** Playback counters per minute bucket. */
+export async function readPlaybackAt(redis: Redis, cfg: Config, minutes: number[]): Promise<PlaybackCounts[]> {
+  const keys = speedKeys(cfg);
+  const res = await pipelined<Array<string | null>>(redis, (p) => minutes.forEach((m) => p.hmget(keys.playback(m), ...PLAYBACK_COUNTS)));
+  return res.map((values) => {
+    const [plays, pauses, completes, rebuffers] = values.map((v) => Number(v ?? 0));
+    return { plays, pauses, completes, rebuffers };
+  });
+}
+
+/** Plays per content_id of each hour bucket: the whole set, not a top N (a day's ranking sums complete hours). */
+export async function readContentPlaysAt(redis: Redis, cfg: Config, hours: number[]): Promise<Array<Map<string, number>>> {
+  const keys = speedKeys(cfg);
+  const res = await pipelined<string[]>(redis, (p) => hours.forEach((h) => p.zrangebyscore(keys.topContent(h), '-inf', '+inf', 'WITHSCORES')));
+  return res.map(scoredMembers);
+}
+
+/** Each user's remembered video_complete events with ts in [from, to]: event hash → ts. */
+export async function readCompletes(redis: Redis, cfg: Config, q: Array<{ userId: string; from: number; to: number }>): Promise<Array<Map<string, number>>> {
+  const keys = speedKeys(cfg);
+  const res = await pipelined<string[]>(redis, (p) => q.forEach((u) => p.zrangebyscore(keys.bingeCompletes(u.userId), u.from, u.to, 'WITHSCORES')));
+  return res.map(scoredMembers);
+}
+
+/** The device_type values with a HyperLogLog key in a bucket (ALL and `other` included): what the dimension bound let in. */
+export async function readUserDevices(redis: Redis, cfg: Config, granularity: HllGranularity, bucket: number): Promise<string[]> {
+  const prefix = speedKeys(cfg).hll(granularity, bucketStart(bucket, granularity), '');
+  const devices = new Set<string>();
+  // SCAN, not KEYS: it does not block Redis; it may repeat a key, hence the set.
+  for await (const batch of redis.scanStream({ match: `${globEscape(prefix)}*`, count: 1000 })) {
+    for (const k of batch as string[]) devices.add(k.slice(prefix.length));
+  }
+  return [...devices].sort();
+}
+
+/** A literal for a Redis glob (MATCH, KEYS): `{` and `}` are not special there, `*?[]\` are. */
+function globEscape(s: string): string {
+  return s.replace(/[*?[\]\\]/g, '\\$&');
+}
+
 /** Event counts per bucket in [from, to) for one combination of dimensions (omitted = ALL). */
 export async function readEventCounts(
   redis: Redis,
@@ -188,15 +286,11 @@ export async function readEventCounts(
   now = Date.now(),
 ): Promise<BucketValue[]> {
   checkRange(q.granularity, q.from, q.to);
-  const keys = speedKeys(cfg);
-  const field = countField(q.eventType ?? ALL, q.deviceType ?? ALL, q.country ?? ALL);
   const buckets = bucketsOf(q.granularity, q.from, q.to);
-  const pipe = redis.pipeline();
-  for (const b of buckets) pipe.hget(keys.counts(q.granularity, b), field);
-  const res = await execOrThrow(pipe);
+  const res = await readCountsAt(redis, cfg, q.granularity, buckets, q);
   return buckets.map((bucket, i) => {
     const isCovered = covered(cfg, q.granularity, bucket, now);
-    return { bucket, covered: isCovered, value: isCovered ? Number(res[i] ?? 0) : null };
+    return { bucket, covered: isCovered, value: isCovered ? res[i] : null };
   });
 }
 
@@ -226,16 +320,13 @@ export async function readActiveUsers(
   checkRange(q.granularity, q.from, q.to);
   const keys = speedKeys(cfg);
   const buckets = bucketsOf(q.granularity, q.from, q.to);
-  const bucketKeys = buckets.map((b) => keys.hll(q.granularity, b, q.deviceType ?? ALL));
-  const pipe = redis.pipeline();
-  for (const k of bucketKeys) pipe.pfcount(k);
-  const res = await execOrThrow(pipe);
-  const coveredKeys = bucketKeys.filter((_, i) => covered(cfg, q.granularity, buckets[i], now));
+  const res = await readUsersAt(redis, cfg, q.granularity, buckets, q.deviceType ?? ALL);
+  const coveredKeys = buckets.filter((b) => covered(cfg, q.granularity, b, now)).map((b) => keys.hll(q.granularity, b, q.deviceType ?? ALL));
   const union = coveredKeys.length > 0 ? await redis.pfcount(...coveredKeys) : null;
   return {
     buckets: buckets.map((bucket, i) => {
       const isCovered = covered(cfg, q.granularity, bucket, now);
-      return { bucket, covered: isCovered, value: isCovered ? Number(res[i]) : null, relativeStandardError: HLL_STANDARD_ERROR };
+      return { bucket, covered: isCovered, value: isCovered ? res[i] : null, relativeStandardError: HLL_STANDARD_ERROR };
     }),
     distinct: union === null ? null : { value: union, relativeStandardError: HLL_STANDARD_ERROR, exact: false },
   };
@@ -258,13 +349,10 @@ export const PLAYBACK_FIELDS = { video_play: 'plays', video_pause: 'pauses', vid
 /** Playback counters per minute in [from, to). */
 export async function readPlayback(redis: Redis, cfg: Config, q: { from: number; to: number }, now = Date.now()): Promise<Playback[]> {
   checkRange('minute', q.from, q.to);
-  const keys = speedKeys(cfg);
   const buckets = bucketsOf('minute', q.from, q.to);
-  const pipe = redis.pipeline();
-  for (const b of buckets) pipe.hmget(keys.playback(b), 'plays', 'pauses', 'completes', 'rebuffers');
-  const res = (await execOrThrow(pipe)) as Array<Array<string | null>>;
+  const res = await readPlaybackAt(redis, cfg, buckets);
   return buckets.map((bucket, i) => {
-    const [plays, pauses, completes, rebuffers] = res[i].map((v) => Number(v ?? 0));
+    const { plays, pauses, completes, rebuffers } = res[i];
     return {
       bucket,
       covered: covered(cfg, 'minute', bucket, now),
@@ -281,9 +369,7 @@ export async function readPlayback(redis: Redis, cfg: Config, q: { from: number;
 /** content_id ranked by plays in the hour containing `hour` (ties: content_id descending, Redis' order). */
 export async function readTopContent(redis: Redis, cfg: Config, q: { hour: number; limit?: number }): Promise<Array<{ contentId: string; plays: number }>> {
   const flat = await redis.zrevrange(speedKeys(cfg).topContent(bucketStart(q.hour, 'hour')), 0, (q.limit ?? 10) - 1, 'WITHSCORES');
-  const out: Array<{ contentId: string; plays: number }> = [];
-  for (let i = 0; i < flat.length; i += 2) out.push({ contentId: flat[i], plays: Number(flat[i + 1]) });
-  return out;
+  return [...scoredMembers(flat)].map(([contentId, plays]) => ({ contentId, plays }));
 }
 
 /** Users with an event in the last 5 minutes and sessions with an event in the last 30 minutes (by event time). */
@@ -338,6 +424,18 @@ export async function readAlerts(redis: Redis, cfg: Config): Promise<Alert[]> {
     .sort((a, b) => a.rule.localeCompare(b.rule));
 }
 
+/** One alert if it is firing, else null. */
+export async function readAlert(redis: Redis, cfg: Config, rule: AlertRule): Promise<Alert | null> {
+  const raw = await redis.hget(speedKeys(cfg).alerts(), rule);
+  return raw === null ? null : (JSON.parse(raw) as Alert);
+}
+
+/** Per partition of a topic being rebuilt after Redis lost it, the offset its rebuild must reach. */
+export async function readRebuildTargets(redis: Redis, cfg: Config, topic: string): Promise<Record<number, number>> {
+  const raw = await redis.hgetall(speedKeys(cfg).rebuild(topic));
+  return Object.fromEntries(Object.entries(raw).map(([p, o]) => [Number(p), Number(o)]));
+}
+
 /** now − received_at of the newest applied batch, and when it was applied; null before the first batch. */
 export async function readFreshness(redis: Redis, cfg: Config): Promise<{ lastMs: number; at: number } | null> {
   const raw = await redis.hmget(speedKeys(cfg).freshness(), 'last_ms', 'at');
@@ -357,11 +455,21 @@ export async function readStats(redis: Redis, cfg: Config): Promise<Record<StatF
   return Object.fromEntries(STAT_FIELDS.map((f, i) => [f, Number(raw[i] ?? 0)])) as Record<StatField, number>;
 }
 
-async function execOrThrow(pipe: ReturnType<Redis['pipeline']>): Promise<unknown[]> {
-  const res = await pipe.exec();
+/** One round trip for the commands `build` queues; a failed command fails the read. */
+async function pipelined<T>(redis: Redis, build: (p: ReturnType<Redis['pipeline']>) => void): Promise<T[]> {
+  const p = redis.pipeline();
+  build(p);
+  const res = await p.exec();
   if (!res) throw new Error('redis pipeline returned nothing');
   return res.map(([err, v]) => {
     if (err) throw err;
-    return v;
+    return v as T;
   });
+}
+
+/** A WITHSCORES reply (member, score, member, score…) as member → score, in reply order. */
+function scoredMembers(flat: string[]): Map<string, number> {
+  const out = new Map<string, number>();
+  for (let i = 0; i < flat.length; i += 2) out.set(flat[i], Number(flat[i + 1]));
+  return out;
 }

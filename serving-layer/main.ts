@@ -2,17 +2,13 @@
  * `npm run serving`: the query API and the dashboard on cfg.serving.port, the
  * batch views synced from the lake, the speed views read from Redis.
  */
-import { config, ConfigError } from '../common/config';
-import { logger } from '../common/log';
+import { runService } from '../common/run-service';
 import { startServing } from './service';
-import { stopOnSignals } from '../common/process';
-import { Command } from 'commander';
 
-new Command('serving')
-  .description('The query API (batch ⊕ speed, OpenAPI at /openapi.json) and the dashboard at /.')
-  .addHelpText(
-    'after',
-    `
+await runService({
+  name: 'serving',
+  description: 'The query API (batch ⊕ speed, OpenAPI at /openapi.json) and the dashboard at /.',
+  help: `
 Settings (environment, defaults in common/config.ts):
   SERVING_PORT, SERVING_HOST   where it listens (8090, 0.0.0.0)
   SERVING_API_KEYS             comma-separated read keys (dev-read-key)
@@ -24,18 +20,9 @@ Settings (environment, defaults in common/config.ts):
   NODE_ENV=production          refuses dev-* keys, CORS *, a 0.0.0.0 bind (ALLOW_INSECURE_SETTINGS=true overrides)
   REDIS_URL, REDIS_KEY_PREFIX  the speed views
   S3_ENDPOINT, S3_BUCKET       the batch views (published runs only)`,
-  )
-  .parse();
-
-const log = logger('serving');
-const serving = await startServing(config(), { log }).catch((err: unknown) => {
-  // A setting to fix, not a crash: say which, without a stack trace.
-  if (err instanceof ConfigError) {
-    log.fatal(err.message);
-    process.exit(2);
-  }
-  throw err;
+  async start({ cfg, log }) {
+    const serving = await startServing(cfg, { log });
+    log.info({ url: serving.url, dashboard: `${serving.url}/`, openapi: `${serving.url}/openapi.json` }, 'serving layer listening');
+    return serving;
+  },
 });
-log.info({ url: serving.url, dashboard: `${serving.url}/`, openapi: `${serving.url}/openapi.json` }, 'serving layer listening');
-
-stopOnSignals(log, () => serving.stop(), { stopping: 'stopping', onFailure: 'unclean stop' });

@@ -150,7 +150,10 @@ export class MergeError extends Error {
   }
 }
 
-/** The end of exact data for a period kind: min(computed, pin); the start is where the contiguous published run begins. */
+/**
+ * The end of exact data for a period kind: min(computed, pin); the start is where the contiguous published run begins.
+ * Nothing is exact (both null) when that end is at or before the start. The replies' `watermark` is this too (status.ts).
+ */
 export function boundaryOf(w: WatermarkView, kind: PeriodKind): { start: number | null; end: number | null } {
   const computed = w[kind];
   if (computed.end === null || computed.start === null) return { start: null, end: null };

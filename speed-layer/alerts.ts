@@ -11,7 +11,7 @@ import type { Redis } from 'ioredis';
 import type { Admin } from 'kafkajs';
 import type { Config } from '../common/config';
 import { logger, type Logger } from '../common/log';
-import { readFreshness, readOffsets, speedKeys, type Alert, type AlertRule } from '../common/speed-keys';
+import { readAlerts, readFreshness, readOffsets, speedKeys, type Alert, type AlertRule } from '../common/speed-keys';
 import type { SpeedMetrics } from './metrics';
 
 export interface AlertSample {
@@ -154,11 +154,11 @@ export class AlertEvaluator {
 
   private async publish(outcomes: RuleOutcome[], now: number): Promise<void> {
     const key = speedKeys(this.cfg).alerts();
-    const current = await this.redis.hgetall(key);
+    const current = new Map((await readAlerts(this.redis, this.cfg)).map((a) => [a.rule, a]));
     const pipe = this.redis.pipeline();
     for (const o of outcomes) {
       this.metrics.alertFiring.set({ rule: o.rule }, o.firing ? 1 : 0);
-      const prev = current[o.rule] ? (JSON.parse(current[o.rule]) as Alert) : null;
+      const prev = current.get(o.rule) ?? null;
       if (o.firing) {
         const alert: Alert = { rule: o.rule, since: prev?.since ?? now, value: o.value, threshold: o.threshold, message: o.message };
         pipe.hset(key, o.rule, JSON.stringify(alert));

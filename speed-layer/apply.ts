@@ -6,124 +6,20 @@
  * Key names come from common/speed-keys.ts and travel in KEYS, so the script
  * never re-derives them.
  */
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import type { Redis } from 'ioredis';
 import type { Config } from '../common/config';
 import { BINGE_WINDOW_MS, bucketStart } from '../common/contract';
-import { BINGE_STREAM_MAXLEN, expiresAt, LIVE_SESSIONS_WINDOW_MS, LIVE_USERS_WINDOW_MS, speedKeys, type SpeedKeys } from '../common/speed-keys';
+import { BINGE_STREAM_MAXLEN, expiresAt, LIVE_SESSIONS_WINDOW_MS, LIVE_USERS_WINDOW_MS, readCompletes, speedKeys, type SpeedKeys } from '../common/speed-keys';
 import { bingeDays } from './binge';
 import type { Fold } from './fold';
 
-/*
- * ARGV: partition, first offset, next offset, accept, then operations, each as
- *   code, KEYS index, expire-at ms (0 = leave), n, n arguments.
- * accept: '' normally; 'init' lets the step set a partition's missing offset (a step from offset 0
- *   may always: nothing precedes it); a stored offset
- *   (as written) lets the step apply over that stored offset although it is below the first offset
- *   (the consumer checked that Kafka no longer holds the messages in between).
- * Codes: D dedupe (base index, packed 8-byte hashes, KEYS index of the previous arrival epoch's set), I HINCRBY (field, by)…,
- * W HSET (field, value)…, P PFADD members…, Z ZINCRBY (member, by)…,
- * G ZADD GT (score, member)…, T trim a zset below a score, B binge (stream
- * KEYS index, then (user, day, ts)…: SADD to the day's set and XADD when new).
- *
- * Returns {'applied'} | {'skipped', stored} | {'partial', stored} | {'gap', stored} | {'missing'} |
- * {'duplicates', i…} (indexes into the batch's dedupe hashes already seen; nothing written).
- * 'gap' and 'missing' write nothing: Redis is behind the consumer (it lost applied steps, e.g. the
- * last second of an AOF with appendfsync everysec, or a restart from an older AOF), and applying
- * would move the offset over effects that are no longer there.
+/**
+ * The step's script and its ARGV protocol (codes, replies): apply.lua, beside this file, read once at
+ * startup. The stream's bound is prepended from common/speed-keys.ts, its one definition.
  */
-const SCRIPT = `
-local offsets = KEYS[1]
-local partition = ARGV[1]
-local first = tonumber(ARGV[2])
-local nxt = tonumber(ARGV[3])
-local accept = ARGV[4]
-local stored = redis.call('HGET', offsets, partition)
-if stored then
-  local s = tonumber(stored)
-  if s >= nxt then return {'skipped', stored} end
-  if s > first then return {'partial', stored} end
-  if s < first and stored ~= accept then return {'gap', stored} end
-elseif accept ~= 'init' and first > 0 then
-  return {'missing'}
-end
-
-local function each_op(fn)
-  local i = 5
-  local total = #ARGV
-  while i <= total do
-    local n = tonumber(ARGV[i + 3])
-    fn(ARGV[i], KEYS[tonumber(ARGV[i + 1])], tonumber(ARGV[i + 2]), i + 4, n)
-    i = i + 4 + n
-  end
-end
-
--- Lua's unpack is limited to a few thousand values: call in chunks.
-local CHUNK = 1000
-local function chunked(list, fn)
-  for c = 1, #list, CHUNK do
-    fn(unpack(list, c, math.min(c + CHUNK - 1, #list)))
-  end
-end
-local function split8(packed)
-  local out = {}
-  for j = 1, #packed, 8 do out[#out + 1] = string.sub(packed, j, j + 7) end
-  return out
-end
--- The same over ARGV[a .. a+n-1] in place (no copy). CHUNK is even, so (field, value) pairs stay whole.
-local function chunked_args(a, n, fn)
-  local last = a + n - 1
-  for c = a, last, CHUNK do
-    fn(unpack(ARGV, c, math.min(c + CHUNK - 1, last)))
-  end
-end
-
-local dups = {'duplicates'}
-each_op(function(code, key, exp, a, n)
-  if code == 'D' then
-    local base = tonumber(ARGV[a])
-    local members = split8(ARGV[a + 1])
-    local previous = KEYS[tonumber(ARGV[a + 2])]
-    local offset = 0
-    chunked(members, function(...)
-      local r = redis.call('SMISMEMBER', key, ...)
-      local q = redis.call('SMISMEMBER', previous, ...)
-      for m = 1, #r do
-        if r[m] == 1 or q[m] == 1 then dups[#dups + 1] = base + offset + m - 1 end
-      end
-      offset = offset + #r
-    end)
-  end
-end)
-if #dups > 1 then return dups end
-
-each_op(function(code, key, exp, a, n)
-  if code == 'D' then
-    chunked(split8(ARGV[a + 1]), function(...) redis.call('SADD', key, ...) end)
-  elseif code == 'I' then
-    for j = a, a + n - 1, 2 do redis.call('HINCRBY', key, ARGV[j], ARGV[j + 1]) end
-  elseif code == 'W' then
-    chunked_args(a, n, function(...) redis.call('HSET', key, ...) end)
-  elseif code == 'P' then
-    chunked_args(a, n, function(...) redis.call('PFADD', key, ...) end)
-  elseif code == 'Z' then
-    for j = a, a + n - 1, 2 do redis.call('ZINCRBY', key, ARGV[j + 1], ARGV[j]) end
-  elseif code == 'G' then
-    chunked_args(a, n, function(...) redis.call('ZADD', key, 'GT', ...) end)
-  elseif code == 'T' then
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. ARGV[a])
-  elseif code == 'B' then
-    local stream = KEYS[tonumber(ARGV[a])]
-    for j = a + 1, a + n - 1, 3 do
-      if redis.call('SADD', key, ARGV[j]) == 1 then
-        redis.call('XADD', stream, 'MAXLEN', '~', ${BINGE_STREAM_MAXLEN}, '*', 'user', ARGV[j], 'day', ARGV[j + 1], 'ts', ARGV[j + 2])
-      end
-    end
-  end
-  if exp > 0 then redis.call('PEXPIREAT', key, exp) end
-end)
-redis.call('HSET', offsets, partition, ARGV[3])
-return {'applied'}
-`;
+const SCRIPT = `local BINGE_STREAM_MAXLEN = ${BINGE_STREAM_MAXLEN}\n${readFileSync(fileURLToPath(new URL('./apply.lua', import.meta.url)), 'utf8')}`;
 
 export type ApplyResult =
   | { status: 'applied' }
@@ -294,26 +190,22 @@ function child<K, V>(m: Map<K, V[]>, k: K): V[] {
  * Binge detections the batch's completes produce, given each user's recent
  * completes already in Redis. Days whose set would already have expired are left out.
  */
-export async function detectBinges(redis: Redis, cfg: Config, keys: SpeedKeys, fold: Fold, now: number): Promise<BingeDetection[]> {
+export async function detectBinges(redis: Redis, cfg: Config, _keys: SpeedKeys, fold: Fold, now: number): Promise<BingeDetection[]> {
   if (fold.completes.size === 0) return [];
   const users = [...fold.completes.keys()];
-  const pipe = redis.pipeline();
-  for (const u of users) {
+  const ranges = users.map((userId) => {
     let lo = Infinity;
     let hi = -Infinity;
-    for (const c of fold.completes.get(u)!) {
+    for (const c of fold.completes.get(userId)!) {
       lo = Math.min(lo, c.ts);
       hi = Math.max(hi, c.ts);
     }
-    pipe.zrangebyscore(keys.bingeCompletes(u), lo - BINGE_WINDOW_MS, hi + BINGE_WINDOW_MS, 'WITHSCORES');
-  }
-  const res = await pipe.exec();
+    return { userId, from: lo - BINGE_WINDOW_MS, to: hi + BINGE_WINDOW_MS };
+  });
+  const remembered = await readCompletes(redis, cfg, ranges);
   const out: BingeDetection[] = [];
   users.forEach((userId, i) => {
-    const [err, flat] = res![i] as [Error | null, string[]];
-    if (err) throw err;
-    const byHash = new Map<string, number>();
-    for (let j = 0; j < flat.length; j += 2) byHash.set(flat[j], Number(flat[j + 1]));
+    const byHash = remembered[i];
     const fresh = fold.completes.get(userId)!;
     for (const c of fresh) byHash.set(c.hash, c.ts);
     for (const [day, ts] of bingeDays([...byHash.values()])) {

@@ -17,7 +17,7 @@
 import type { Redis } from 'ioredis';
 import type { Admin, Consumer, EachBatchPayload, Kafka } from 'kafkajs';
 import type { Config } from '../common/config';
-import { EVENT_TYPES, type EventRecord } from '../common/contract';
+import { decodeRecord, RejectedRecord, type EventRecord } from '../common/contract';
 import type { Logger } from '../common/log';
 import { logger } from '../common/log';
 import { readOffsets, type Alert } from '../common/speed-keys';
@@ -25,50 +25,6 @@ import { detectBinges, RedisApplier } from './apply';
 import { DimensionGuard } from './dimensions';
 import { eventIdHash, foldEvents, type Fold } from './fold';
 import type { SpeedMetrics } from './metrics';
-
-const KNOWN_TYPES = new Set<string>(EVENT_TYPES);
-
-/**
- * The EventRecord a message carries, or null when it is not one (the collector
- * only writes valid records, but a foreign producer or a corrupted message must
- * not stop the partition).
- */
-// Module-level (not per call): this runs once per consumed message.
-function nonEmpty(x: unknown): x is string {
-  return typeof x === 'string' && x !== '';
-}
-function optional(x: unknown): x is string | null | undefined {
-  return x === undefined || x === null || typeof x === 'string';
-}
-
-export function parseRecord(value: Buffer | null): EventRecord | null {
-  if (value === null) return null;
-  let v: unknown;
-  try {
-    v = JSON.parse(value.toString('utf8'));
-  } catch {
-    return null;
-  }
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) return null;
-  const r = v as Record<string, unknown>;
-  if (
-    !nonEmpty(r.event_id) ||
-    !nonEmpty(r.user_id) ||
-    typeof r.event_type !== 'string' ||
-    !KNOWN_TYPES.has(r.event_type) ||
-    !Number.isSafeInteger(r.ts) ||
-    !nonEmpty(r.device_type) ||
-    !nonEmpty(r.country) ||
-    !optional(r.session_id) ||
-    !optional(r.content_id)
-  ) {
-    return null;
-  }
-  const rec = r as unknown as EventRecord;
-  rec.session_id ??= null;
-  rec.content_id ??= null;
-  return rec;
-}
 
 interface Entry {
   offset: number;
@@ -289,11 +245,13 @@ export class SpeedConsumer {
     const { topic, partition } = batch;
     this.metrics.consumed.inc(batch.messages.length);
     const entries: Entry[] = batch.messages.map((m) => {
-      const record = parseRecord(m.value);
-      if (record === null) {
-        this.log.warn({ topic, partition, offset: m.offset, bytes: m.value?.length ?? 0 }, 'skipping a message that is not an EventRecord');
+      // The collector only writes valid records, but a foreign producer or a corrupted message must not stop the partition.
+      const decoded = decodeRecord(m.value);
+      if (decoded instanceof RejectedRecord) {
+        this.log.warn({ topic, partition, offset: m.offset, bytes: m.value?.length ?? 0, reason: decoded.reason, detail: decoded.detail }, 'skipping a message that is not an EventRecord');
+        return { offset: Number(m.offset), record: null, hash: '' };
       }
-      return { offset: Number(m.offset), record, hash: record === null ? '' : eventIdHash(record.event_id) };
+      return { offset: Number(m.offset), record: decoded, hash: eventIdHash(decoded.event_id) };
     });
     const end = entries[entries.length - 1].offset + 1;
     const crossBatchDuplicates = new Set<string>();
@@ -419,7 +377,7 @@ export class SpeedConsumer {
       const r = pending[i].record;
       if (r === null) unparseable += 1;
       else if (crossBatchDuplicates.has(pending[i].hash)) dupCount += 1;
-      else if (typeof r.received_at === 'number' && r.received_at < oldestReceived) oldestReceived = r.received_at;
+      else if (r.received_at > 0 && r.received_at < oldestReceived) oldestReceived = r.received_at; // 0: not known (decodeRecord)
     }
     const binges = await detectBinges(this.redis, this.cfg, this.applier.keys, fold, now);
     const allowed = this.allow.get(partition);
@@ -546,7 +504,7 @@ export class SpeedConsumer {
     let bad = 0;
     for (const e of entries) {
       if (e.record === null) bad += 1;
-      else if (typeof e.record.received_at === 'number') m.freshness.observe(Math.max(0, now - e.record.received_at) / 1000);
+      else if (e.record.received_at > 0) m.freshness.observe(Math.max(0, now - e.record.received_at) / 1000);
     }
     if (bad > 0) m.unparseable.inc(bad);
   }

@@ -4,7 +4,7 @@
  * the rules here are unit-tested without a stack.
  */
 import { ALL, BINGE_WINDOW_MS, BUCKET_MS, bucketStart, dayOf, type EventRecord } from '../common/contract';
-import { countField, countFields, LIVE_SESSIONS_WINDOW_MS, LIVE_USERS_WINDOW_MS, PLAYBACK_FIELDS, type HllGranularity } from '../common/speed-keys';
+import { countField, countFields, LIVE_SESSIONS_WINDOW_MS, LIVE_USERS_WINDOW_MS, parseCountField, PLAYBACK_FIELDS, type HllGranularity } from '../common/speed-keys';
 
 export interface FoldInput {
   record: EventRecord;
@@ -353,10 +353,8 @@ export function foldEvents(inputs: Iterable<FoldInput>, opts: FoldOptions): Fold
       const counts = new Map<string, number>();
       f.counts[g].set(bucket, counts);
       for (const [combo, n] of byCombo) {
-        // event_type and country never contain '|' (countField), so the device is what lies between the first and last.
-        const a = combo.indexOf('|');
-        const b = combo.lastIndexOf('|');
-        for (const field of countFields(combo.slice(0, a), combo.slice(a + 1, b), combo.slice(b + 1))) inc(counts, field, n);
+        const c = parseCountField(combo);
+        for (const field of countFields(c.eventType, c.deviceType, c.country)) inc(counts, field, n);
       }
     }
   }

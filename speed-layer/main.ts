@@ -2,19 +2,14 @@
  * `npm run speed`: run the speed layer (events.raw → Redis) until SIGTERM/SIGINT.
  * A SIGKILL loses nothing: Redis holds the applied offsets with the counts.
  */
-import { Command } from 'commander';
-import { config } from '../common/config';
-import { logger } from '../common/log';
+import { runService } from '../common/run-service';
 import { startSpeedLayer } from './service';
-import { stopOnSignals } from '../common/process';
 
-const program = new Command()
-  .name('speed')
-  .description('Consume events.raw (consumer group SPEED_GROUP) into the Redis key families of common/speed-keys.ts, exactly once.')
-  .option('--no-alerts', 'do not evaluate the alert rules in this process')
-  .addHelpText(
-    'after',
-    `
+await runService<{ alerts: boolean }>({
+  name: 'speed',
+  description: 'Consume events.raw (consumer group SPEED_GROUP) into the Redis key families of common/speed-keys.ts, exactly once.',
+  options: (command) => command.option('--no-alerts', 'do not evaluate the alert rules in this process'),
+  help: `
 Environment (defaults in common/config.ts):
   SPEED_PORT                      /metrics and /health (9472; 0 = any free port)
   SPEED_RETENTION_MS              event-time retention of the minute/hour/day families (48 h)
@@ -38,10 +33,6 @@ When Redis loses data (a crash with appendfsync everysec, a restore from an olde
 notices: a step above Redis' stored offset is refused and the partition re-read from there
 (speed_redis_gaps_total); a partition the group consumed but Redis has no offset for is rebuilt
 from Kafka's earliest offset (speed_redis_rebuilds_total, alert redis_data_lost until done).`,
-  )
-  .showHelpAfterError()
-  .parse();
-
-const log = logger('speed');
-const speed = await startSpeedLayer(config(), { alerts: program.opts<{ alerts: boolean }>().alerts, defaultMetrics: true });
-stopOnSignals(log, () => speed.stop(), { stopping: 'stopping', onFailure: 'stop failed; unapplied batches are redelivered on restart' });
+  start: ({ cfg, options }) => startSpeedLayer(cfg, { alerts: options.alerts, defaultMetrics: true }),
+  stopFailed: 'stop failed; unapplied batches are redelivered on restart',
+});

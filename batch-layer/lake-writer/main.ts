@@ -5,7 +5,7 @@
 import { Command } from 'commander';
 import { config } from '../../common/config';
 import { logger } from '../../common/log';
-import { startLakeWriter } from './writer';
+import { startLakeWriter } from './service';
 import { stopOnSignals } from '../../common/process';
 
 const program = new Command()

@@ -20,15 +20,15 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { Consumer, EachBatchPayload, KafkaMessage } from 'kafkajs';
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Registry, collectDefaultMetrics } from 'prom-client';
 import { kafkaClient, s3Client } from '../../common/clients';
 import type { Config } from '../../common/config';
-import { DLQ_REASONS, EVENT_TYPES, type DeadLetter, type EventRecord } from '../../common/contract';
+import { decodeRecord, DLQ_REASONS, isEpochMs, RejectedRecord, type DeadLetter } from '../../common/contract';
 import { dayId, type DirtyMarker } from '../../common/lake';
 import { logger } from '../../common/log';
-import { startStatusServer, type StatusServer } from '../../common/status-server';
 import { putDirtyMarker, uploadFile } from '../../common/lake-io';
-import { PartitionState, filesToRelieve, isHourClosed, objectKey, passedFiles, periodOf, shouldRoll, type FileBuffer, type StreamKind } from './buffers';
+import { PartitionState, filesToRelieve, isHourClosed, objectKey, passedFiles, periodOf, shouldRoll, type FileBuffer, type RollPolicy, type StreamKind } from './buffers';
+import { lakeWriterMetrics, type LakeWriterMetrics } from './metrics';
 import { dlqLine, rawLine, writeParquetLines } from './parquet';
 
 export interface LakeWriterStatus {
@@ -45,23 +45,17 @@ export interface LakeWriterStatus {
   committed: Record<string, string>;
 }
 
-export interface LakeWriter {
-  /** Flush every open file, wait for the uploads and commit; then leave the group. Idempotent. */
-  stop(): Promise<void>;
-  /** Roll every open file now and wait until it is uploaded and its offsets committed. */
-  flush(): Promise<void>;
-  status(): LakeWriterStatus;
-  /** The /metrics and /health port (useful when configured as 0). */
-  port: number;
-  registry: Registry;
-}
-
 export interface LakeWriterOptions {
   s3?: S3Client;
-  /** Serve /metrics and /health (default true). */
-  http?: boolean;
   /** Clock, for tests of late data. */
   now?: () => number;
+}
+
+/** One consumed record, decoded: the line it adds to a file of its stream and period. */
+interface Decoded {
+  kind: StreamKind;
+  line: string;
+  period: string;
 }
 
 const log = logger('lake-writer');
@@ -71,99 +65,6 @@ const UNHEALTHY_AFTER_FAILURES = 10;
 /** While catching up, consumption waits once this many files per upload slot are uploading or queued for one. */
 const MAX_QUEUED_UPLOADS_PER_SLOT = 4;
 
-function metrics(registry: Registry) {
-  return {
-    records: new Counter({ name: 'lake_writer_records_total', help: 'Records consumed, by stream', labelNames: ['stream'], registers: [registry] }),
-    objects: new Counter({ name: 'lake_writer_objects_total', help: 'Objects uploaded, by stream', labelNames: ['stream'], registers: [registry] }),
-    objectBytes: new Counter({ name: 'lake_writer_object_bytes_total', help: 'Parquet bytes uploaded', registers: [registry] }),
-    objectRows: new Histogram({
-      name: 'lake_writer_object_rows',
-      help: 'Rows per uploaded object',
-      buckets: [10, 100, 1000, 10_000, 100_000, 1_000_000],
-      registers: [registry],
-    }),
-    uploadSeconds: new Histogram({
-      name: 'lake_writer_upload_seconds',
-      help: 'Time to encode and upload one object',
-      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
-      registers: [registry],
-    }),
-    uploadFailures: new Counter({ name: 'lake_writer_upload_failures_total', help: 'Failed encode/upload attempts (retried)', registers: [registry] }),
-    late: new Counter({ name: 'lake_writer_late_records_total', help: 'Records written into an hour that was already over', registers: [registry] }),
-    dirtyMarkers: new Counter({ name: 'lake_writer_dirty_markers_total', help: 'Dirty markers written', labelNames: ['kind'], registers: [registry] }),
-    unreadable: new Counter({
-      name: 'lake_writer_unreadable_records_total',
-      help: 'Records on events.raw that broke the contract (archived under raw/dlq/)',
-      registers: [registry],
-    }),
-    buffered: new Gauge({ name: 'lake_writer_buffered_records', help: 'Records in open files', registers: [registry] }),
-    bufferedBytes: new Gauge({ name: 'lake_writer_buffered_bytes', help: 'Bytes held in open and uploading files', registers: [registry] }),
-    committed: new Gauge({
-      name: 'lake_writer_committed_offset',
-      help: 'Committed offset (exclusive) per topic partition',
-      labelNames: ['topic', 'partition'],
-      registers: [registry],
-    }),
-    catchupRolls: new Counter({
-      name: 'lake_writer_catchup_rolls_total',
-      help: 'Files rolled because a partition far behind had moved past them (catch-up)',
-      registers: [registry],
-    }),
-    redelivered: new Counter({
-      name: 'lake_writer_rebalance_dropped_records_total',
-      help: 'Buffered records dropped on a group rebalance (they are redelivered)',
-      registers: [registry],
-    }),
-  };
-}
-
-/** A time a Date can hold: anything else would make its hour or day key throw and block the partition. */
-function validTime(v: unknown): v is number {
-  return Number.isSafeInteger(v) && (v as number) >= 0 && (v as number) <= 8.64e15;
-}
-
-/** Parse a record of events.raw, or say why it is unreadable. */
-export function parseRawRecord(value: string): { ok: true; record: EventRecord } | { ok: false; reason: DeadLetter['reason']; detail: string } {
-  let obj: unknown;
-  try {
-    obj = JSON.parse(value);
-  } catch (err) {
-    return { ok: false, reason: 'malformed_json', detail: (err as Error).message };
-  }
-  if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) return { ok: false, reason: 'not_an_object', detail: 'record is not a JSON object' };
-  const r = obj as Record<string, unknown>;
-  const isObj = (v: unknown) => v === undefined || v === null || (typeof v === 'object' && !Array.isArray(v));
-  const problems: string[] = [];
-  for (const f of ['event_id', 'user_id'] as const) if (typeof r[f] !== 'string' || r[f] === '') problems.push(`${f} must be a non-empty string`);
-  if (!(EVENT_TYPES as readonly unknown[]).includes(r.event_type)) problems.push('event_type is not a known type');
-  if (!validTime(r.ts)) problems.push('ts must be an integer epoch-ms time');
-  for (const f of ['properties', 'context', 'extra'] as const) if (!isObj(r[f])) problems.push(`${f} must be an object or null`);
-  if (problems.length > 0) return { ok: false, reason: 'schema_violation', detail: problems.join('; ') };
-  const str = (v: unknown, fallback: string) => (typeof v === 'string' ? v : fallback);
-  return {
-    ok: true,
-    record: {
-      event_id: r.event_id as string,
-      event_type: r.event_type as EventRecord['event_type'],
-      user_id: r.user_id as string,
-      session_id: typeof r.session_id === 'string' ? r.session_id : null,
-      ts: r.ts as number,
-      schema_version: Number.isInteger(r.schema_version) ? (r.schema_version as number) : 1,
-      device_type: str(r.device_type, 'unknown'),
-      country: str(r.country, 'unknown'),
-      app_version: str(r.app_version, 'unknown'),
-      content_id: typeof r.content_id === 'string' ? r.content_id : null,
-      received_at: Number.isSafeInteger(r.received_at) ? (r.received_at as number) : 0,
-      properties: (r.properties as Record<string, unknown> | undefined) ?? null,
-      context: (r.context as Record<string, unknown> | undefined) ?? null,
-      extra: (r.extra as Record<string, unknown> | undefined) ?? null,
-      // Present when the collector corrected ts for the device's clock skew (docs/metrics.md).
-      ...(validTime(r.device_ts) ? { device_ts: r.device_ts } : {}),
-      ...(validTime(r.sent_at) ? { sent_at: r.sent_at } : {}),
-    },
-  };
-}
-
 /** Parse a record of events.dlq; a broken one is still archived, wrapped as malformed. */
 export function parseDeadLetter(value: string, fallbackReceivedAt: number): DeadLetter {
   try {
@@ -172,7 +73,7 @@ export function parseDeadLetter(value: string, fallbackReceivedAt: number): Dead
       return {
         reason: d.reason!,
         detail: typeof d.detail === 'string' ? d.detail : '',
-        received_at: validTime(d.received_at) ? d.received_at! : fallbackReceivedAt,
+        received_at: isEpochMs(d.received_at) ? d.received_at : fallbackReceivedAt,
         raw: d.raw,
         ...(Number.isInteger(d.index) ? { index: d.index } : {}),
       };
@@ -214,160 +115,243 @@ async function removeStaleScratch(root: string): Promise<void> {
   }
 }
 
-export async function startLakeWriter(cfg: Config, opts: LakeWriterOptions = {}): Promise<LakeWriter> {
-  const now = opts.now ?? Date.now;
-  const s3 = opts.s3 ?? s3Client(cfg);
-  const bucket = cfg.s3.bucket;
-  const rawTopic = cfg.kafka.rawTopic;
-  const dlqTopic = cfg.kafka.dlqTopic;
-  const policy = { rollBytes: cfg.lake.rollBytes, rollAgeMs: cfg.lake.rollAgeSec * 1000 };
-  await removeStaleScratch(cfg.batch.scratchDir);
-  const scratch = path.join(cfg.batch.scratchDir, `lake-writer-${process.pid}-${randomBytes(3).toString('hex')}`);
-  await fsp.mkdir(scratch, { recursive: true });
+/**
+ * Consumer group cfg.kafka.lakeGroup on events.raw and events.dlq. Each record goes
+ * consume batch → decode → buffer (a file per partition and period) → roll → upload →
+ * commit; the ticker rolls files by age and commits what became safe.
+ */
+export class LakeWriter {
+  readonly registry = new Registry();
+  private readonly m: LakeWriterMetrics;
+  private readonly now: () => number;
+  private readonly s3: S3Client;
+  private readonly policy: RollPolicy;
+  private readonly consumer: Consumer;
+  private readonly states = new Map<string, PartitionState>();
+  private readonly uploads = new Set<Promise<void>>();
+  private readonly slots: { acquire(): Promise<void>; release(): void };
+  /** Woken when a file is uploaded: waking on upload tasks would also wait for their commits' turn. */
+  private readonly uploadedWaiters: Array<() => void> = [];
+  private scratch = '';
+  private consumed = 0;
+  private objectsUploaded = 0;
+  private failingUploads = 0;
+  private stopping = false;
+  /** Set when a stop has waited STOP_TIMEOUT_MS: failing uploads give up instead of retrying. */
+  private abandoned = false;
+  private commitChain: Promise<void> = Promise.resolve();
+  private currentBatch: Promise<void> | null = null;
+  private ticker: NodeJS.Timeout | null = null;
+  private stopped: Promise<void> | null = null;
 
-  const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'lake_writer_' });
-  const m = metrics(registry);
-
-  const states = new Map<string, PartitionState>();
-  const stateOf = (topic: string, partition: number): PartitionState => {
-    const id = `${topic}:${partition}`;
-    let s = states.get(id);
-    if (!s) states.set(id, (s = new PartitionState(topic, partition)));
-    return s;
-  };
-
-  let consumed = 0;
-  let objectsUploaded = 0;
-  let failingUploads = 0;
-  let stopping = false;
-  let abandoned = false;
-  const uploads = new Set<Promise<void>>();
-  const slots = semaphore(cfg.lake.uploadConcurrency);
-  let commitChain: Promise<void> = Promise.resolve();
-  let currentBatch: Promise<void> | null = null;
-
-  const kafka = kafkaClient(cfg, `${cfg.kafka.clientId}-lake-writer`);
-  const consumer: Consumer = kafka.consumer({
-    groupId: cfg.kafka.lakeGroup,
-    sessionTimeout: cfg.lake.sessionTimeoutMs,
-    heartbeatInterval: Math.min(3_000, Math.floor(cfg.lake.sessionTimeoutMs / 3)),
-    // Bounds how long a stop waits for an idle fetch to return.
-    maxWaitTimeInMs: 1_000,
-  });
-
-  consumer.on(consumer.events.GROUP_JOIN, (e) => {
-    // A new generation re-reads every assigned partition from its committed offset.
-    let dropped = 0;
-    for (const s of states.values()) dropped += s.resetForRedelivery();
-    if (dropped > 0) m.redelivered.inc(dropped);
-    log.info({ assignment: e.payload.memberAssignment, dropped }, 'joined the lake consumer group');
-  });
-
-  function refreshGauges(): void {
-    let buffered = 0;
-    let bytes = 0;
-    for (const s of states.values()) {
-      for (const b of s.open.values()) buffered += b.rows.length;
-      bytes += s.bufferedBytes();
-    }
-    m.buffered.set(buffered);
-    m.bufferedBytes.set(bytes);
-  }
-
-  /** Resolves when the next file is uploaded (or after `ms`): waking on upload tasks would also wait for their commits' turn. */
-  const uploadedWaiters: Array<() => void> = [];
-  function nextUploaded(ms: number): Promise<void> {
-    return new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, ms);
-      uploadedWaiters.push(() => {
-        clearTimeout(timer);
-        resolve();
-      });
+  constructor(
+    private readonly cfg: Config,
+    opts: LakeWriterOptions = {},
+  ) {
+    this.now = opts.now ?? Date.now;
+    this.s3 = opts.s3 ?? s3Client(cfg);
+    this.policy = { rollBytes: cfg.lake.rollBytes, rollAgeMs: cfg.lake.rollAgeSec * 1000 };
+    this.slots = semaphore(cfg.lake.uploadConcurrency);
+    collectDefaultMetrics({ register: this.registry, prefix: 'lake_writer_' });
+    this.m = lakeWriterMetrics(this.registry);
+    this.consumer = kafkaClient(cfg, `${cfg.kafka.clientId}-lake-writer`).consumer({
+      groupId: cfg.kafka.lakeGroup,
+      sessionTimeout: cfg.lake.sessionTimeoutMs,
+      heartbeatInterval: Math.min(3_000, Math.floor(cfg.lake.sessionTimeoutMs / 3)),
+      // Bounds how long a stop waits for an idle fetch to return.
+      maxWaitTimeInMs: 1_000,
+    });
+    this.consumer.on(this.consumer.events.GROUP_JOIN, (e) => {
+      // A new generation re-reads every assigned partition from its committed offset.
+      let dropped = 0;
+      for (const s of this.states.values()) dropped += s.resetForRedelivery();
+      if (dropped > 0) this.m.redelivered.inc(dropped);
+      log.info({ assignment: e.payload.memberAssignment, dropped }, 'joined the lake consumer group');
     });
   }
 
-  function filesUploading(): number {
-    let n = 0;
-    for (const s of states.values()) n += s.uploading.size;
-    return n;
+  async start(): Promise<void> {
+    const { cfg } = this;
+    await removeStaleScratch(cfg.batch.scratchDir);
+    this.scratch = path.join(cfg.batch.scratchDir, `lake-writer-${process.pid}-${randomBytes(3).toString('hex')}`);
+    await fsp.mkdir(this.scratch, { recursive: true });
+    this.ticker = setInterval(() => this.tick(), Math.max(100, Math.min(1000, this.policy.rollAgeMs / 4)));
+    this.ticker.unref();
+    await this.consumer.connect();
+    await this.consumer.subscribe({ topics: [cfg.kafka.rawTopic, cfg.kafka.dlqTopic], fromBeginning: true });
+    await this.consumer.run({
+      autoCommit: false,
+      eachBatchAutoResolve: false,
+      eachBatch: async (payload) => {
+        const p = this.consumeBatch(payload);
+        this.currentBatch = p;
+        try {
+          await p;
+        } finally {
+          if (this.currentBatch === p) this.currentBatch = null;
+        }
+      },
+    });
   }
 
-  function totalBytes(): number {
-    let n = 0;
-    for (const s of states.values()) n += s.bufferedBytes();
-    return n;
-  }
-
-  /** Commit what is safe for a partition; serialized so an older commit never lands after a newer one. */
-  function commit(state: PartitionState): Promise<void> {
-    commitChain = commitChain.then(async () => {
-      const offset = state.committable();
-      if (offset === null || (state.committed !== null && offset <= state.committed)) return;
+  /** Flush every open file, wait for the uploads and commit; then leave the group. Idempotent. */
+  stop(): Promise<void> {
+    this.stopped ??= (async () => {
+      this.stopping = true;
+      if (this.ticker) clearInterval(this.ticker);
+      this.consumer.pause([{ topic: this.cfg.kafka.rawTopic }, { topic: this.cfg.kafka.dlqTopic }]);
+      if (this.currentBatch) await this.currentBatch.catch(() => {});
+      const timeout = setTimeout(() => {
+        this.abandoned = true;
+      }, STOP_TIMEOUT_MS);
       try {
-        await consumer.commitOffsets([{ topic: state.topic, partition: state.partition, offset: offset.toString() }]);
-        state.committed = offset;
-        m.committed.set({ topic: state.topic, partition: String(state.partition) }, Number(offset));
-      } catch (err) {
-        // Typically a rebalance; the next upload or tick commits again.
-        log.warn({ err: (err as Error).message, topic: state.topic, partition: state.partition }, 'offset commit failed');
+        await this.flush();
+      } finally {
+        clearTimeout(timeout);
+        await this.consumer.disconnect().catch((err: Error) => log.warn({ err: err.message }, 'consumer disconnect failed'));
+        await fsp.rm(this.scratch, { recursive: true, force: true });
+        log.info(this.status(), 'lake writer stopped');
       }
-    });
-    return commitChain;
+    })();
+    return this.stopped;
   }
 
-  async function markDirty(hour: string, rows: number, key: string): Promise<void> {
-    const markedAt = now();
-    const reason = `late data: ${rows} record(s) in ${key}`;
-    const hourly: DirtyMarker = { kind: 'hourly', period: hour, markedAt, reason };
-    const daily: DirtyMarker = { kind: 'daily', period: hour.slice(0, 10), markedAt, reason };
-    await putDirtyMarker(s3, bucket, hourly);
-    await putDirtyMarker(s3, bucket, daily);
-    m.dirtyMarkers.inc({ kind: 'hourly' });
-    m.dirtyMarkers.inc({ kind: 'daily' });
+  /** Roll every open file now and wait until it is uploaded and its offsets committed. */
+  async flush(): Promise<void> {
+    for (const s of this.states.values()) for (const b of [...s.open.values()]) void this.roll(s, b);
+    while (this.uploads.size > 0) await Promise.all([...this.uploads]);
+    for (const s of this.states.values()) await this.commit(s);
   }
 
-  async function writeObject(buf: FileBuffer): Promise<void> {
-    const key = objectKey(buf);
-    const file = path.join(scratch, `${randomBytes(6).toString('hex')}.parquet`);
-    const t0 = Date.now();
-    try {
-      await writeParquetLines(buf.kind === 'raw' ? 'raw' : 'dlq', buf.rows, file);
-      const { size } = await fsp.stat(file);
-      await uploadFile(s3, bucket, key, file, { partSize: cfg.lake.partSizeBytes });
-      // Judged after the upload: an hour that closed while we uploaded is still marked.
-      if (buf.kind === 'raw' && isHourClosed(buf.period, now())) {
-        await markDirty(buf.period, buf.rows.length, key);
-        m.late.inc(buf.rows.length);
+  status(): LakeWriterStatus {
+    let buffered = 0;
+    let uploading = 0;
+    const committed: Record<string, string> = {};
+    for (const s of this.states.values()) {
+      for (const b of s.open.values()) buffered += b.rows.length;
+      uploading += s.uploading.size;
+      if (s.committed !== null) committed[`${s.topic}:${s.partition}`] = s.committed.toString();
+    }
+    const { consumed, objectsUploaded, failingUploads } = this;
+    return { consumed, buffered, uploading, objectsUploaded, failingUploads, committed };
+  }
+
+  /** What /health reports: `ok`, or why not. */
+  condition(): 'ok' | 'stopping' | 'uploads failing' {
+    return this.stopping ? 'stopping' : this.failingUploads >= UNHEALTHY_AFTER_FAILURES ? 'uploads failing' : 'ok';
+  }
+
+  /** Consume one batch of a partition: decode and buffer each record, rolling what is full, under back-pressure. */
+  private async consumeBatch({ batch, resolveOffset, heartbeat, isRunning, isStale }: EachBatchPayload): Promise<void> {
+    const { cfg } = this;
+    const state = this.stateOf(batch.topic, batch.partition);
+    const touched = new Set<FileBuffer>();
+    let complete = true;
+    for (const message of batch.messages) {
+      if (this.stopping || !isRunning() || isStale()) {
+        complete = false;
+        break;
       }
-      m.objects.inc({ stream: buf.kind });
-      m.objectBytes.inc(size);
-      m.objectRows.observe(buf.rows.length);
-      m.uploadSeconds.observe((Date.now() - t0) / 1000);
-      log.debug({ key, rows: buf.rows.length, bytes: size }, 'object uploaded');
-    } finally {
-      await fsp.rm(file, { force: true });
+      const buf = this.buffer(state, message);
+      if (buf) touched.add(buf);
+      resolveOffset(message.offset);
+      if (buf && buf.bytes >= this.policy.rollBytes) {
+        void this.roll(state, buf);
+        await heartbeat();
+      }
+      if (this.totalBytes() > cfg.lake.maxBufferBytes) await this.relieveMemory(heartbeat);
+    }
+    if (complete && batch.messages.length > 0) {
+      const passed = passedFiles(state, touched, Number(batch.offsetLag()), cfg.lake.catchupLag);
+      for (const b of passed) void this.roll(state, b);
+      if (passed.length > 0) {
+        this.m.catchupRolls.inc(passed.length);
+        // Reading on while files queue for an upload slot would only move the backlog from Kafka into memory.
+        // (Files, not upload tasks: a task whose file is uploaded may still wait for its turn to commit.)
+        while (this.filesUploading() > MAX_QUEUED_UPLOADS_PER_SLOT * cfg.lake.uploadConcurrency && !this.stopping) {
+          await this.nextUploaded(1000);
+          await heartbeat();
+        }
+      }
+    }
+    this.refreshGauges();
+  }
+
+  /** Back-pressure: roll the biggest open files until half the budget stays open, then wait for uploads to free memory. */
+  private async relieveMemory(heartbeat: () => Promise<void>): Promise<void> {
+    const max = this.cfg.lake.maxBufferBytes;
+    const open = new Map<FileBuffer, PartitionState>();
+    for (const s of this.states.values()) for (const b of s.open.values()) open.set(b, s);
+    for (const b of filesToRelieve([...open.keys()], max / 2)) void this.roll(open.get(b)!, b);
+    while (this.totalBytes() > max && this.uploads.size > 0) {
+      await Promise.race([Promise.race(this.uploads), new Promise((r) => setTimeout(r, 1000))]);
+      await heartbeat();
     }
   }
 
-  /** Take an open file out of its partition and upload it (retrying until it succeeds or the writer is abandoned). */
-  function roll(state: PartitionState, buf: FileBuffer): Promise<void> {
+  /** Add a message to its partition's file for its stream and period; the file it went to, or null for an empty message. */
+  private buffer(state: PartitionState, message: KafkaMessage): FileBuffer | null {
+    const offset = BigInt(message.offset);
+    if (!message.value) {
+      state.consumed(offset);
+      return null;
+    }
+    const t = this.now();
+    const { kind, line, period } = this.decode(state, message, message.value.toString('utf8'));
+    this.m.records.inc({ stream: kind });
+    this.consumed += 1;
+    return state.add(kind, period, offset, line, line.length, t);
+  }
+
+  /**
+   * A record of events.raw becomes a row of its event-time hour, or, if it breaks the contract
+   * (decodeRecord), a dead letter of its arrival day; a dead letter of events.dlq one of its day.
+   */
+  private decode(state: PartitionState, message: KafkaMessage, text: string): Decoded {
+    const { topic, partition } = state;
+    const kafkaTs = Number(message.timestamp);
+    if (topic !== this.cfg.kafka.rawTopic) {
+      const dead = parseDeadLetter(text, kafkaTs);
+      return { kind: 'dlq', line: dlqLine({ dead, topic, partition, offset: message.offset }), period: dayId(dead.received_at) };
+    }
+    const record = decodeRecord(text);
+    if (!(record instanceof RejectedRecord)) {
+      return { kind: 'raw', line: rawLine({ record, partition, offset: message.offset }), period: periodOf('raw', record.ts) };
+    }
+    this.m.unreadable.inc();
+    log.error({ topic, partition, offset: message.offset, reason: record.reason, detail: record.detail }, 'unreadable record on the raw topic, archived as a dead letter');
+    const dead: DeadLetter = { reason: record.reason, detail: `unreadable on ${topic}: ${record.detail}`, received_at: kafkaTs, raw: text };
+    return { kind: 'rawUnreadable', line: dlqLine({ dead, topic, partition, offset: message.offset }), period: dayId(kafkaTs) };
+  }
+
+  /** Roll files by age, and commit what became safe (a commit may have failed on a rebalance). */
+  private tick(): void {
+    const t = this.now();
+    for (const s of this.states.values()) {
+      for (const b of [...s.open.values()]) if (shouldRoll(b, this.policy, t)) void this.roll(s, b);
+      if (s.committed === null || (s.committable() ?? -1n) > s.committed) void this.commit(s);
+    }
+    this.refreshGauges();
+  }
+
+  /** Take an open file out of its partition and upload it (retrying until it succeeds or the writer is abandoned), then commit. */
+  private roll(state: PartitionState, buf: FileBuffer): Promise<void> {
     state.take(buf);
     const task = (async () => {
       for (let attempt = 0; ; attempt++) {
         try {
-          await slots.acquire();
+          await this.slots.acquire();
           try {
-            await writeObject(buf);
+            await this.upload(buf);
           } finally {
-            slots.release();
+            this.slots.release();
           }
-          failingUploads = 0;
+          this.failingUploads = 0;
           break;
         } catch (err) {
-          failingUploads += 1;
-          m.uploadFailures.inc();
-          if (abandoned) {
+          this.failingUploads += 1;
+          this.m.uploadFailures.inc();
+          if (this.abandoned) {
             log.error({ key: objectKey(buf), err: (err as Error).message }, 'giving up on an object at shutdown; its offsets stay uncommitted and are redelivered');
             return;
           }
@@ -377,183 +361,106 @@ export async function startLakeWriter(cfg: Config, opts: LakeWriterOptions = {})
         }
       }
       state.uploaded(buf);
-      for (const wake of uploadedWaiters.splice(0)) wake();
-      objectsUploaded += 1;
-      refreshGauges();
-      await commit(state);
+      for (const wake of this.uploadedWaiters.splice(0)) wake();
+      this.objectsUploaded += 1;
+      this.refreshGauges();
+      await this.commit(state);
     })();
-    uploads.add(task);
-    void task.finally(() => uploads.delete(task));
+    this.uploads.add(task);
+    void task.finally(() => this.uploads.delete(task));
     return task;
   }
 
-
-  function add(topic: string, partition: number, message: KafkaMessage): FileBuffer | null {
-    const state = stateOf(topic, partition);
-    const offset = BigInt(message.offset);
-    if (!message.value) {
-      state.consumed(offset);
-      return null;
-    }
-    const text = message.value.toString('utf8');
-    const t = now();
-    const kafkaTs = Number(message.timestamp);
-    let kind: StreamKind;
-    let line: string;
-    let period: string;
-    if (topic === rawTopic) {
-      const parsed = parseRawRecord(text);
-      if (parsed.ok) {
-        kind = 'raw';
-        line = rawLine({ record: parsed.record, partition, offset: message.offset });
-        period = periodOf('raw', parsed.record.ts);
-      } else {
-        kind = 'rawUnreadable';
-        m.unreadable.inc();
-        log.error({ topic, partition, offset: message.offset, reason: parsed.reason, detail: parsed.detail }, 'unreadable record on the raw topic, archived as a dead letter');
-        const dead: DeadLetter = { reason: parsed.reason, detail: `unreadable on ${topic}: ${parsed.detail}`, received_at: kafkaTs, raw: text };
-        line = dlqLine({ dead, topic, partition, offset: message.offset });
-        period = dayId(kafkaTs);
+  /** Encode a file as Parquet and upload it under its key; late data then marks its hour and day dirty. */
+  private async upload(buf: FileBuffer): Promise<void> {
+    const key = objectKey(buf);
+    const file = path.join(this.scratch, `${randomBytes(6).toString('hex')}.parquet`);
+    const t0 = Date.now();
+    try {
+      await writeParquetLines(buf.kind === 'raw' ? 'raw' : 'dlq', buf.rows, file);
+      const { size } = await fsp.stat(file);
+      await uploadFile(this.s3, this.cfg.s3.bucket, key, file, { partSize: this.cfg.lake.partSizeBytes });
+      // Judged after the upload: an hour that closed while we uploaded is still marked.
+      if (buf.kind === 'raw' && isHourClosed(buf.period, this.now())) {
+        await this.markDirty(buf.period, buf.rows.length, key);
+        this.m.late.inc(buf.rows.length);
       }
-    } else {
-      kind = 'dlq';
-      const dead = parseDeadLetter(text, kafkaTs);
-      line = dlqLine({ dead, topic, partition, offset: message.offset });
-      period = dayId(dead.received_at);
+      this.m.objects.inc({ stream: buf.kind });
+      this.m.objectBytes.inc(size);
+      this.m.objectRows.observe(buf.rows.length);
+      this.m.uploadSeconds.observe((Date.now() - t0) / 1000);
+      log.debug({ key, rows: buf.rows.length, bytes: size }, 'object uploaded');
+    } finally {
+      await fsp.rm(file, { force: true });
     }
-    m.records.inc({ stream: kind });
-    consumed += 1;
-    return state.add(kind, period, offset, line, line.length, t);
   }
 
-  async function eachBatch({ batch, resolveOffset, heartbeat, isRunning, isStale }: EachBatchPayload): Promise<void> {
-    const state = stateOf(batch.topic, batch.partition);
-    const touched = new Set<FileBuffer>();
-    let complete = true;
-    for (const message of batch.messages) {
-      if (stopping || !isRunning() || isStale()) {
-        complete = false;
-        break;
-      }
-      const buf = add(batch.topic, batch.partition, message);
-      if (buf) touched.add(buf);
-      resolveOffset(message.offset);
-      if (buf && buf.bytes >= policy.rollBytes) {
-        void roll(state, buf);
-        await heartbeat();
-      }
-      if (totalBytes() > cfg.lake.maxBufferBytes) {
-        // Back-pressure: roll the biggest open files until half the budget stays open, then wait for uploads to free memory.
-        const open = new Map<FileBuffer, PartitionState>();
-        for (const s of states.values()) for (const b of s.open.values()) open.set(b, s);
-        for (const b of filesToRelieve([...open.keys()], cfg.lake.maxBufferBytes / 2)) void roll(open.get(b)!, b);
-        while (totalBytes() > cfg.lake.maxBufferBytes && uploads.size > 0) {
-          await Promise.race([Promise.race(uploads), new Promise((r) => setTimeout(r, 1000))]);
-          await heartbeat();
-        }
-      }
-    }
-    if (complete && batch.messages.length > 0) {
-      const passed = passedFiles(state, touched, Number(batch.offsetLag()), cfg.lake.catchupLag);
-      for (const b of passed) void roll(state, b);
-      if (passed.length > 0) {
-        m.catchupRolls.inc(passed.length);
-        // Reading on while files queue for an upload slot would only move the backlog from Kafka into memory.
-        // (Files, not upload tasks: a task whose file is uploaded may still wait for its turn to commit.)
-        while (filesUploading() > MAX_QUEUED_UPLOADS_PER_SLOT * cfg.lake.uploadConcurrency && !stopping) {
-          await nextUploaded(1000);
-          await heartbeat();
-        }
-      }
-    }
-    refreshGauges();
+  private async markDirty(hour: string, rows: number, key: string): Promise<void> {
+    const markedAt = this.now();
+    const reason = `late data: ${rows} record(s) in ${key}`;
+    const hourly: DirtyMarker = { kind: 'hourly', period: hour, markedAt, reason };
+    const daily: DirtyMarker = { kind: 'daily', period: hour.slice(0, 10), markedAt, reason };
+    await putDirtyMarker(this.s3, this.cfg.s3.bucket, hourly);
+    await putDirtyMarker(this.s3, this.cfg.s3.bucket, daily);
+    this.m.dirtyMarkers.inc({ kind: 'hourly' });
+    this.m.dirtyMarkers.inc({ kind: 'daily' });
   }
 
-  const tickMs = Math.max(100, Math.min(1000, policy.rollAgeMs / 4));
-  const ticker = setInterval(() => {
-    const t = now();
-    for (const s of states.values()) {
-      for (const b of [...s.open.values()]) if (shouldRoll(b, policy, t)) void roll(s, b);
-      if (s.committed === null || (s.committable() ?? -1n) > s.committed) void commit(s);
-    }
-    refreshGauges();
-  }, tickMs);
-  ticker.unref();
-
-  await consumer.connect();
-  await consumer.subscribe({ topics: [rawTopic, dlqTopic], fromBeginning: true });
-  await consumer.run({
-    autoCommit: false,
-    eachBatchAutoResolve: false,
-    eachBatch: async (payload) => {
-      const p = eachBatch(payload);
-      currentBatch = p;
+  /** Commit what is safe for a partition; serialized so an older commit never lands after a newer one. */
+  private commit(state: PartitionState): Promise<void> {
+    this.commitChain = this.commitChain.then(async () => {
+      const offset = state.committable();
+      if (offset === null || (state.committed !== null && offset <= state.committed)) return;
       try {
-        await p;
-      } finally {
-        if (currentBatch === p) currentBatch = null;
+        await this.consumer.commitOffsets([{ topic: state.topic, partition: state.partition, offset: offset.toString() }]);
+        state.committed = offset;
+        this.m.committed.set({ topic: state.topic, partition: String(state.partition) }, Number(offset));
+      } catch (err) {
+        // Typically a rebalance; the next upload or tick commits again.
+        log.warn({ err: (err as Error).message, topic: state.topic, partition: state.partition }, 'offset commit failed');
       }
-    },
-  });
-
-  let server: StatusServer | null = null;
-  let port = 0;
-  if (opts.http !== false) {
-    server = await startStatusServer({
-      host: cfg.lake.host,
-      port: cfg.lake.port,
-      registry,
-      log,
-      health: () => {
-        const st = status();
-        const state = stopping ? 'stopping' : st.failingUploads >= UNHEALTHY_AFTER_FAILURES ? 'uploads failing' : 'ok';
-        return { ok: state === 'ok', ...st, status: state };
-      },
     });
-    port = server.port;
+    return this.commitChain;
   }
-  log.info({ group: cfg.kafka.lakeGroup, topics: [rawTopic, dlqTopic], bucket, rollBytes: policy.rollBytes, rollAgeSec: cfg.lake.rollAgeSec, port }, 'lake writer started');
 
-  function status(): LakeWriterStatus {
+  private stateOf(topic: string, partition: number): PartitionState {
+    const id = `${topic}:${partition}`;
+    let s = this.states.get(id);
+    if (!s) this.states.set(id, (s = new PartitionState(topic, partition)));
+    return s;
+  }
+
+  private refreshGauges(): void {
     let buffered = 0;
-    let uploading = 0;
-    const committed: Record<string, string> = {};
-    for (const s of states.values()) {
+    let bytes = 0;
+    for (const s of this.states.values()) {
       for (const b of s.open.values()) buffered += b.rows.length;
-      uploading += s.uploading.size;
-      if (s.committed !== null) committed[`${s.topic}:${s.partition}`] = s.committed.toString();
+      bytes += s.bufferedBytes();
     }
-    return { consumed, buffered, uploading, objectsUploaded, failingUploads, committed };
+    this.m.buffered.set(buffered);
+    this.m.bufferedBytes.set(bytes);
   }
 
-  async function flush(): Promise<void> {
-    for (const s of states.values()) for (const b of [...s.open.values()]) void roll(s, b);
-    while (uploads.size > 0) await Promise.all([...uploads]);
-    for (const s of states.values()) await commit(s);
+  /** Resolves when the next file is uploaded, or after `ms`. */
+  private nextUploaded(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.uploadedWaiters.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
   }
 
-  let stopped: Promise<void> | null = null;
-  function stop(): Promise<void> {
-    stopped ??= (async () => {
-      stopping = true;
-      clearInterval(ticker);
-      consumer.pause([{ topic: rawTopic }, { topic: dlqTopic }]);
-      if (currentBatch) await currentBatch.catch(() => {});
-      const timeout = setTimeout(() => {
-        abandoned = true;
-      }, STOP_TIMEOUT_MS);
-      try {
-        await flush();
-      } finally {
-        clearTimeout(timeout);
-        await consumer.disconnect().catch((err: Error) => log.warn({ err: err.message }, 'consumer disconnect failed'));
-        if (server) await server.close();
-        await fsp.rm(scratch, { recursive: true, force: true });
-        log.info(status(), 'lake writer stopped');
-      }
-    })();
-    return stopped;
+  private filesUploading(): number {
+    let n = 0;
+    for (const s of this.states.values()) n += s.uploading.size;
+    return n;
   }
 
-  return { stop, flush, status, port, registry };
+  private totalBytes(): number {
+    let n = 0;
+    for (const s of this.states.values()) n += s.bufferedBytes();
+    return n;
+  }
 }

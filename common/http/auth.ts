@@ -12,12 +12,11 @@
  * in the timing. A key is never logged: the logs and the audit trail name it by
  * its id, a short digest.
  *
- * The rate limit runs on the same routes, before the key check: a caller with a
- * valid key is limited per key id, anybody else (including failed attempts) per
- * client address, so guessing keys is throttled too.
+ * The rate limit (rate-limit.ts) is registered before this plugin and runs on the
+ * same routes, before the key check; both resolve the caller through
+ * `principalOf`, once per request.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import rateLimit from '@fastify/rate-limit';
 import type { FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify';
 import fp from 'fastify-plugin';
 
@@ -93,10 +92,6 @@ export interface AuthOptions {
   ring: KeyRing;
   /** Also accept `Authorization: Bearer <key>` (the collector does, for SDKs that only speak that). */
   bearer?: boolean;
-  /** Requests per minute per key id on protected routes. */
-  perKeyPerMin: number;
-  /** Requests per minute per client address without a valid key (failed attempts included). */
-  anonymousPerMin: number;
   /** What the 401 says is needed, per access level. */
   describe?: Partial<Record<Access, string>>;
   /** Replies 401 with `WWW-Authenticate: Bearer` (the collector's SDK-facing behaviour). */
@@ -111,11 +106,11 @@ const DEFAULT_NEEDS: Record<Access, string> = {
 };
 
 /** The request's principal (null: no key or an unknown one), resolved once per request: the rate limit and the check share it. */
-function resolve(req: FastifyRequest, opts: AuthOptions): Principal | null {
+export function principalOf(req: FastifyRequest, ring: KeyRing, bearer = false): Principal | null {
   const r = req as WithCache;
   if (r[PRINCIPAL_CACHE] === undefined) {
-    const k = presentedKey(req, opts.bearer ?? false);
-    r[PRINCIPAL_CACHE] = k === undefined ? null : opts.ring.match(k);
+    const k = presentedKey(req, bearer);
+    r[PRINCIPAL_CACHE] = k === undefined ? null : ring.match(k);
   }
   return r[PRINCIPAL_CACHE];
 }
@@ -128,7 +123,7 @@ function allows(p: Principal, need: Access): boolean {
 
 function checker(need: Access, opts: AuthOptions): onRequestHookHandler {
   return async function requireKey(req: FastifyRequest, reply: FastifyReply) {
-    const p = resolve(req, opts);
+    const p = principalOf(req, opts.ring, opts.bearer);
     const presented = presentedKey(req, opts.bearer ?? false) !== undefined;
     if (p !== null && allows(p, need)) {
       req.principal = p;
@@ -142,23 +137,12 @@ function checker(need: Access, opts: AuthOptions): onRequestHookHandler {
 }
 
 /**
- * Registers the rate limit and the per-route key check. Register it before the
- * routes: it works through `onRoute`, on each route as it is added.
+ * Registers the per-route key check. Register it before the routes: it works
+ * through `onRoute`, on each route as it is added. Wrapped in fastify-plugin so
+ * that hook sees the routes of every scope.
  */
 export const authPlugin = fp<AuthOptions>(
   async (app, opts) => {
-    await app.register(rateLimit, {
-      global: true,
-      hook: 'onRequest',
-      timeWindow: 60_000,
-      keyGenerator: (req) => {
-        const p = resolve(req, opts);
-        return p ? `k:${p.keyId}` : `ip:${req.ip}`;
-      },
-      max: (_req, key) => (key.startsWith('k:') ? opts.perKeyPerMin : opts.anonymousPerMin),
-      allowList: (req) => (req.routeOptions.config.access ?? 'none') === 'none',
-      errorResponseBuilder: (_req, ctx) => ({ statusCode: 429, error: 'rate_limited', message: `more than ${ctx.max} requests per minute; retry in ${ctx.after}` }),
-    });
     app.addHook('onRoute', (route) => {
       const access = route.config?.access;
       if (access === undefined) {

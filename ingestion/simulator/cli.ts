@@ -11,7 +11,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import cliProgress from 'cli-progress';
 import { config } from '../../common/config';
 import { deviceSkewMs, withDeviceClock } from './clock';
-import { simulate, writeNdjson, type SimulatedSend, type SimulationOptions } from './generate';
+import { INVALID_REASONS, simulate, writeNdjson, type SimulatedSend, type SimulationOptions } from './generate';
 
 const DAY = 86_400_000;
 
@@ -51,7 +51,7 @@ function addSimulationOptions(cmd: Command): Command {
     .option('--days <n>', 'window length in days when --to is not given', number('--days', { min: 0.001 }))
     .option('--late <fraction>', 'fraction of valid events sent hours after their event time', number('--late', { min: 0, max: 1 }), 0)
     .option('--duplicates <fraction>', 'fraction of valid events sent twice (same event_id, same bytes)', number('--duplicates', { min: 0, max: 1 }), 0)
-    .option('--invalid <fraction>', 'extra invalid sends per valid event (every dead-letter reason)', number('--invalid', { min: 0, max: 1 }), 0);
+    .option('--invalid <fraction>', `extra invalid sends per valid event (${INVALID_REASONS.join(', ')})`, number('--invalid', { min: 0, max: 1 }), 0);
 }
 
 function windowOf(f: SimFlags, fallbackStart: number, fallbackDays: number): { startMs: number; endMs: number } {

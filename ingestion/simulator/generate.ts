@@ -12,7 +12,7 @@
  */
 import fs from 'node:fs';
 import { once } from 'node:events';
-import { BINGE_WINDOW_MS, BUCKET_MS, SESSION_GAP_MS, type EventType } from '../../common/contract';
+import { BINGE_WINDOW_MS, BUCKET_MS, DLQ_REASONS, SESSION_GAP_MS, type DlqReason, type EventType } from '../../common/contract';
 
 export interface SimulationOptions {
   /** Same seed + options => same output, byte for byte. */
@@ -36,15 +36,13 @@ export interface SimulationOptions {
 
 export type SendKind = 'valid' | 'late' | 'duplicate' | 'invalid';
 
-/** What an invalid send should be rejected as (the contract's DLQ reason). */
-export type InvalidReason = 'malformed_json' | 'not_an_object' | 'schema_violation' | 'unknown_schema_version' | 'timestamp_out_of_range';
-export const INVALID_REASONS: readonly InvalidReason[] = [
-  'malformed_json',
-  'not_an_object',
-  'schema_violation',
-  'unknown_schema_version',
-  'timestamp_out_of_range',
-];
+/**
+ * What an invalid send should be rejected as: the contract's dead-letter reasons a line earns by
+ * its content alone. Not size_violation (it would take a 64 KiB line) nor too_late (it depends
+ * on the collector's clock and horizon, not on the line).
+ */
+export type InvalidReason = Exclude<DlqReason, 'size_violation' | 'too_late'>;
+export const INVALID_REASONS: readonly InvalidReason[] = DLQ_REASONS.filter((r): r is InvalidReason => r !== 'size_violation' && r !== 'too_late');
 
 export interface SimulatedSend {
   /** The exact JSON text sent (one NDJSON line, no newline). */

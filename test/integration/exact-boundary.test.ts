@@ -26,11 +26,11 @@ import { buildCollector, type Collector } from '../../ingestion/collector/server
 import { BatchStore } from '../../serving-layer/batch-store';
 import { merge, type MetricDef, type Source } from '../../serving-layer/merge';
 import { toFailure } from '../../workflows/activities';
-import { buildWorkflowBundle } from '../../workflows/worker';
+import { buildWorkflowBundle } from '../../workflows/service';
 import { compactLake } from '../../workflows/workflows';
 import { quietTemporalRuntime } from '../support/temporal';
 import { isolatedConfig } from '../support/isolated';
-import { orchestrationOverrides, seedRaw, startTestWorker, temporalClient } from './workflow-support';
+import { orchestrationOverrides, seedRaw, startOrchestration, type Orchestration } from './workflow-support';
 
 const run = promisify(execFile);
 const TSX = path.join(REPO_ROOT, 'node_modules/.bin/tsx');
@@ -377,7 +377,7 @@ describe('point 8: compaction runs on a schedule and from the CLI', () => {
   let cfg: Config;
   let ctx: JobContext;
   let client: Client;
-  let worker: { stop(): Promise<void> } | undefined;
+  let orchestration: Orchestration | undefined;
   const YESTERDAY = dayId(TODAY - D);
   const BEFORE = dayId(TODAY - 2 * D);
   const hoursOf = (day: string) => [`${day}T03`, `${day}T04`];
@@ -394,14 +394,11 @@ describe('point 8: compaction runs on a schedule and from the CLI', () => {
       await seedRaw(cfg, { seed: 80 + i, users: 6, startMs: start, endMs: start + 2 * H, partitions: 3 });
     }
     const bundle = await buildWorkflowBundle();
-    client = await temporalClient(cfg);
-    worker = await startTestWorker(cfg, bundle);
+    orchestration = await startOrchestration(cfg, bundle);
+    client = orchestration.client;
   }, 180_000);
 
-  afterAll(async () => {
-    await worker?.stop();
-    await client?.connection.close();
-  });
+  afterAll(() => orchestration?.stop());
 
   const rawKeys = async (hour: string) => (await listObjects(s3Client(cfg), cfg.s3.bucket, lakePaths.rawHourPrefix(hour))).map((o) => path.posix.basename(o.key));
 

@@ -6,13 +6,13 @@
  * Duplicates are allowed in raw (it is "as received"); losses are not. The
  * hourly batch job then yields every event exactly once in processed/events.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { Partitioners, type Admin, type Producer } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { kafkaClient, s3Client } from '../../common/clients';
-import { REPO_ROOT, type Config } from '../../common/config';
+import type { Config } from '../../common/config';
 import { validateEvent, type EventRecord } from '../../common/contract';
 import { hourId, lakePaths } from '../../common/lake';
 import { logger } from '../../common/log';
@@ -20,6 +20,7 @@ import { jobContext, runHourly } from '../../batch-layer/jobs';
 import { simulate } from '../../ingestion/simulator/generate';
 import { listObjects, stageObjects, withScratchDir } from '../../common/lake-io';
 import { isolatedConfig } from '../support/isolated';
+import { spawnLakeWriter } from './lake-writer-support';
 
 const T0 = Date.UTC(2024, 4, 1, 9);
 
@@ -43,24 +44,12 @@ afterAll(async () => {
 });
 
 function startWriter(): ChildProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'batch-layer/lake-writer/main.ts')], {
-    cwd: REPO_ROOT,
-    env: {
-      ...process.env,
-      TOPIC_RAW: cfg.kafka.rawTopic,
-      TOPIC_DLQ: cfg.kafka.dlqTopic,
-      LAKE_GROUP: cfg.kafka.lakeGroup,
-      S3_BUCKET: cfg.s3.bucket,
-      LAKE_ROLL_BYTES: '20000',
-      LAKE_ROLL_AGE_SEC: '1',
-      LAKE_WRITER_PORT: '0',
-      // The restarted writer waits this long for the killed member's partitions.
-      LAKE_SESSION_TIMEOUT_MS: '6000',
-      LOG_LEVEL: 'warn',
-    },
-    stdio: ['ignore', 'ignore', 'pipe'],
+  const child = spawnLakeWriter(cfg, {
+    LAKE_ROLL_BYTES: '20000',
+    LAKE_ROLL_AGE_SEC: '1',
+    // The restarted writer waits this long for the killed member's partitions.
+    LAKE_SESSION_TIMEOUT_MS: '6000',
   });
-  child.stderr!.on('data', (d: Buffer) => process.stderr.write(`[lake-writer ${child.pid}] ${d}`));
   children.push(child);
   return child;
 }

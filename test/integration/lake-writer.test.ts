@@ -14,7 +14,7 @@ import type { Config } from '../../common/config';
 import { validateEvent, type DeadLetter, type EventRecord } from '../../common/contract';
 import { hourId, lakePaths, type DirtyMarker } from '../../common/lake';
 import { getJson, listObjects, stageObjects, withScratchDir } from '../../common/lake-io';
-import { startLakeWriter, type LakeWriter } from '../../batch-layer/lake-writer/writer';
+import { startLakeWriter, type LakeWriterService as LakeWriter } from '../../batch-layer/lake-writer/service';
 import { isolatedConfig } from '../support/isolated';
 
 const T = (h: number, m = 0, d = 1) => Date.UTC(2024, 4, d, h, m);

@@ -26,7 +26,7 @@ describe('speed layer: the same step failing again and again', () => {
   });
   afterAll(async () => {
     await layer?.stop();
-    const keys = await redis?.keys(`${cfg.redis.keyPrefix}*`);
+    const keys = await redis?.keys(speedKeys(cfg).glob());
     if (keys?.length) await redis.unlink(...keys);
     redis?.disconnect();
   });

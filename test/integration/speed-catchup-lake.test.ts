@@ -5,16 +5,16 @@
  * objects of about a partition-hour (nothing near the backlog's size), and
  * every message lands in the lake once, in the hour of its event time.
  */
-import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { kafkaClient, s3Client } from '../../common/clients';
-import { REPO_ROOT, type Config } from '../../common/config';
+import type { Config } from '../../common/config';
 import type { EventRecord } from '../../common/contract';
 import { lakePaths } from '../../common/lake';
 import { deleteObjects, listObjects, stageObjects, withScratchDir } from '../../common/lake-io';
 import { isolatedConfig } from '../support/isolated';
+import { spawnLakeWriter } from './lake-writer-support';
 import { catchupBacklog, CATCHUP_RETENTION_MS, exited, freePort, metricSum, produceFast, samplePeak, type Child } from './speed-catchup-support';
 import { waitFor } from './speed-support';
 
@@ -41,25 +41,14 @@ describe('lake writer: restart behind a backlog of days', () => {
   it('drains the backlog with bounded memory and small objects, every message in the lake once', async () => {
     const port = await freePort();
     const maxBuffer = 64 * 1024 * 1024;
-    const proc = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'batch-layer/lake-writer/main.ts')], {
-      cwd: REPO_ROOT,
-      env: {
-        ...process.env,
-        TOPIC_RAW: cfg.kafka.rawTopic,
-        TOPIC_DLQ: cfg.kafka.dlqTopic,
-        LAKE_GROUP: cfg.kafka.lakeGroup,
-        S3_BUCKET: cfg.s3.bucket,
-        LAKE_WRITER_PORT: String(port),
-        LAKE_MAX_BUFFER_BYTES: String(maxBuffer),
-        // Stragglers' small files wait for the roll age; a short one keeps the test's tail short.
-        LAKE_ROLL_AGE_SEC: '15',
-        LOG_LEVEL: 'warn',
-      },
-      stdio: ['ignore', 'ignore', 'pipe'],
+    const proc = spawnLakeWriter(cfg, {
+      LAKE_WRITER_PORT: String(port),
+      LAKE_MAX_BUFFER_BYTES: String(maxBuffer),
+      // Stragglers' small files wait for the roll age; a short one keeps the test's tail short.
+      LAKE_ROLL_AGE_SEC: '15',
     });
     const writer: Child = { proc, port, peakMiB: 0, exits: [] };
     children.push(writer);
-    proc.stderr!.on('data', (d: Buffer) => process.stderr.write(`[lake writer ${proc.pid}] ${d}`));
     proc.on('exit', (code, signal) => writer.exits.push({ code, signal }));
     const admin = kafkaClient(cfg, 'speed-catchup-lake').admin();
     await admin.connect();

@@ -53,7 +53,7 @@ async function expectExact(redis: Redis, cfg: Config, records: EventRecord[], no
   });
   const numbers = (h: Record<string, string>) => Object.fromEntries(Object.entries(h).map(([k, v]) => [k, Number(v)]));
   for (const g of ['minute', 'second'] as const) {
-    expect((await redis.keys(`${cfg.redis.keyPrefix}{cnt}:${g}:*`)).length).toBe(exp.counts[g].size);
+    expect((await redis.keys(speedKeys(cfg).glob('cnt', g))).length).toBe(exp.counts[g].size);
     const buckets = [...exp.counts[g].keys()];
     // Concurrent reads: the test's client pipelines them.
     const got = await Promise.all(buckets.map((b) => redis.hgetall(keys.counts(g, b))));
@@ -134,7 +134,7 @@ describe('speed layer: restart behind a backlog of days', () => {
     for (const c of children) if (c.proc.exitCode === null && c.proc.signalCode === null) c.proc.kill('SIGKILL');
     if (redis && cfg) {
       // Not dropIsolated: its one DEL of every key would spread ~100,000 names onto the call stack.
-      const keys = await redis.keys(`${cfg.redis.keyPrefix}*`); // the second group's prefix is under it
+      const keys = await redis.keys(speedKeys(cfg).glob()); // the second group's prefix is under it
       for (let i = 0; i < keys.length; i += 1000) await redis.unlink(...keys.slice(i, i + 1000));
     }
     redis?.disconnect();

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { redisClient } from '../../common/clients';
 import type { Config } from '../../common/config';
 import { ALL, bucketStart, validateEvent, type EventRecord } from '../../common/contract';
-import { speedKeys } from '../../common/speed-keys';
+import { readCountCellsAt, readUserDevices } from '../../common/speed-keys';
 import { OTHER } from '../../speed-layer/dimensions';
 import { startSpeedLayer, type SpeedLayer } from '../../speed-layer/service';
 import { dropIsolated, isolatedConfig } from '../support/isolated';
@@ -48,20 +48,16 @@ describe('speed layer: bounded dimension cardinality', () => {
   });
 
   it('creates HyperLogLog keys for at most the bound (plus other and ALL), and counts every event', async () => {
-    const keys = speedKeys(cfg);
-    const prefix = keys.hll('minute', bucketStart(ts, 'minute'), '');
-    const hlls = await redis.keys(`${prefix.replace(/[{}]/g, '\\$&')}*`);
-    const devices = hlls.map((k) => k.slice(prefix.length)).sort();
+    const devices = await readUserDevices(redis, cfg, 'minute', bucketStart(ts, 'minute'));
     expect(devices).toContain(ALL);
     expect(devices).toContain(OTHER);
     expect(devices.length).toBe(CAP + 2);
 
     // Totals are exact: every event is counted, under its own device or under other.
-    const counts = await redis.hgetall(keys.counts('minute', bucketStart(ts, 'minute')));
+    const [cells] = await readCountCellsAt(redis, cfg, 'minute', [bucketStart(ts, 'minute')]);
     const byDevice = new Map<string, number>();
-    for (const [field, n] of Object.entries(counts)) {
-      const [type, device, country] = field.split('|');
-      if (type === 'click' && country === ALL && device !== ALL) byDevice.set(device, (byDevice.get(device) ?? 0) + Number(n));
+    for (const c of cells) {
+      if (c.eventType === 'click' && c.country === ALL && c.deviceType !== ALL) byDevice.set(c.deviceType, (byDevice.get(c.deviceType) ?? 0) + c.events);
     }
     expect([...byDevice.values()].reduce((a, b) => a + b, 0)).toBe(EVENTS);
     expect(byDevice.size).toBe(CAP + 1);

@@ -8,7 +8,7 @@ import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { redisClient } from '../../common/clients';
 import type { Config } from '../../common/config';
-import { readBinge, readCountBreakdown, readOffsets, readPlayback, readStats } from '../../common/speed-keys';
+import { readBinge, readCountBreakdown, readOffsets, readPlayback, readStats, speedKeys } from '../../common/speed-keys';
 import { isolatedConfig } from '../support/isolated';
 import { expectedValues, produce, simulatedRecords, spawnSpeedLayer, sum, toMessages, waitAllApplied, waitFor, HOUR_MS } from './speed-support';
 
@@ -78,7 +78,7 @@ describe('speed layer: SIGKILL mid-stream and restart', () => {
     const stats = await readStats(redis, cfg);
     expect({ events: stats.events, duplicates: stats.duplicates }).toEqual({ events: exp.events, duplicates: exp.duplicates });
     for (const g of ['minute', 'second'] as const) {
-      expect((await redis.keys(`${cfg.redis.keyPrefix}{cnt}:${g}:*`)).length).toBe(exp.counts[g].size);
+      expect((await redis.keys(speedKeys(cfg).glob('cnt', g))).length).toBe(exp.counts[g].size);
       for (const [bucket, fields] of exp.counts[g]) expect(await readCountBreakdown(redis, cfg, g, bucket)).toEqual(fields);
     }
     for (const row of await readPlayback(redis, cfg, { from: now - 2 * HOUR_MS, to: now + MIN }, now)) {

@@ -11,7 +11,7 @@ import { Redis } from 'ioredis';
 import { expect } from 'vitest';
 import type { Config } from '../../common/config';
 import type { EventRecord } from '../../common/contract';
-import { readBinge, readCountBreakdown, readPlayback, readStats } from '../../common/speed-keys';
+import { readBinge, readCountBreakdown, readPlayback, readStats, speedKeys } from '../../common/speed-keys';
 import { expectedValues, HOUR_MS, waitFor } from './speed-support';
 import { freePort } from '../../infra/proc';
 
@@ -106,7 +106,7 @@ export async function expectExact(redis: Redis, cfg: Config, records: EventRecor
   const stats = await readStats(redis, cfg);
   expect({ events: stats.events, duplicates: stats.duplicates }).toEqual({ events: exp.events, duplicates: exp.duplicates });
   for (const g of ['minute', 'second'] as const) {
-    expect((await redis.keys(`${cfg.redis.keyPrefix}{cnt}:${g}:*`)).length).toBe(exp.counts[g].size);
+    expect((await redis.keys(speedKeys(cfg).glob('cnt', g))).length).toBe(exp.counts[g].size);
     for (const [bucket, fields] of exp.counts[g]) expect({ bucket, fields: await readCountBreakdown(redis, cfg, g, bucket) }).toEqual({ bucket, fields });
   }
   for (const row of await readPlayback(redis, cfg, { from: now - 2 * HOUR_MS, to: now + MIN }, now)) {

@@ -45,8 +45,9 @@ const MIN = 60_000;
 
 async function snapshot(redis: Redis, cfg: Config): Promise<Record<string, unknown>> {
   const out: Record<string, unknown> = {};
-  for (const family of ['{cnt}', '{pb}', '{top}', '{binge}:day']) {
-    const keys = await redis.keys(`${cfg.redis.keyPrefix}${family}*`);
+  const glob = speedKeys(cfg).glob;
+  for (const pattern of [glob('cnt'), glob('pb'), glob('top'), glob('binge', 'day')]) {
+    const keys = await redis.keys(pattern);
     for (const k of keys.sort()) {
       const type = await redis.type(k);
       out[k] = type === 'hash' ? await redis.hgetall(k) : type === 'zset' ? await redis.zrangebyscore(k, '-inf', '+inf', 'WITHSCORES') : (await redis.smembers(k)).sort();
@@ -112,7 +113,7 @@ describe('speed layer: simulated traffic with duplicates → exact counts', () =
   it('counts per minute and per second equal the exact counts, for every bucket and every roll-up', async () => {
     const exp = expectedValues(cfg, records, now);
     for (const g of ['minute', 'second'] as const) {
-      const keys = await redis.keys(`${cfg.redis.keyPrefix}{cnt}:${g}:*`);
+      const keys = await redis.keys(speedKeys(cfg).glob('cnt', g));
       expect(keys.length).toBe(exp.counts[g].size);
       for (const [bucket, fields] of exp.counts[g]) {
         expect({ bucket, fields: await readCountBreakdown(redis, cfg, g, bucket) }).toEqual({ bucket, fields });
@@ -278,7 +279,7 @@ describe('the apply script on real Redis', () => {
     expect(res.status === 'duplicates' && [...res.hashes].sort()).toEqual([eventIdHash('a-3'), eventIdHash('a-12')].sort());
     expect(await total()).toBe(20);
     expect(await readOffsets(redis, cfg)).toEqual({ 0: 20 });
-    const keys = await redis.keys(`${cfg.redis.keyPrefix}*`);
+    const keys = await redis.keys(speedKeys(cfg).glob());
     if (keys.length > 0) await redis.del(...keys);
   });
 });

@@ -14,11 +14,11 @@ import { getJson, listObjects } from '../../common/lake-io';
 import { failuresOf, startBackfill } from '../../workflows/cli/backfill';
 import { periodWorkflowId } from '../../workflows/ids';
 import type { BackfillProgress } from '../../workflows/types';
-import { buildWorkflowBundle } from '../../workflows/worker';
+import { buildWorkflowBundle } from '../../workflows/service';
 import { hourlyBatch, progressQuery } from '../../workflows/workflows';
 import { isolatedConfig } from '../support/isolated';
 import { quietTemporalRuntime } from '../support/temporal';
-import { attributesOf, eventually, orchestrationOverrides, putCorruptObject, seedRaw, startTestWorker, temporalClient, waitFor } from './workflow-support';
+import { attributesOf, eventually, orchestrationOverrides, putCorruptObject, seedRaw, startOrchestration, waitFor, type Orchestration } from './workflow-support';
 
 process.env.LOG_LEVEL ??= 'warn';
 
@@ -28,7 +28,7 @@ const hourOf = (h: number) => `${DAY}T${String(h).padStart(2, '0')}`;
 
 let cfg: Config;
 let client: Client;
-let testWorker: { stop(): Promise<void> } | undefined;
+let orchestration: Orchestration | undefined;
 
 const manifest = (period: string) => getJson<RunManifest>(s3Client(cfg), cfg.s3.bucket, lakePaths.manifest('hourly', period));
 
@@ -36,14 +36,11 @@ beforeAll(async () => {
   quietTemporalRuntime();
   cfg = await isolatedConfig('wfbackfill', orchestrationOverrides('wfbackfill'));
   const [bundle] = await Promise.all([buildWorkflowBundle(), seedRaw(cfg, { seed: 11, users: 8, startMs: DAY_START, endMs: DAY_START + 12 * 3_600_000 })]);
-  client = await temporalClient(cfg);
-  testWorker = await startTestWorker(cfg, bundle);
+  orchestration = await startOrchestration(cfg, bundle);
+  client = orchestration.client;
 }, 180_000);
 
-afterAll(async () => {
-  await testWorker?.stop();
-  await client?.connection.close();
-});
+afterAll(() => orchestration?.stop());
 
 describe('backfill', () => {
   it('runs every period with bounded parallelism across continue-as-new, reports accurate progress, and fails only the corrupt period', async () => {

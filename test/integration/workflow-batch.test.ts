@@ -17,13 +17,13 @@ import { getJson, listObjects } from '../../common/lake-io';
 import { watermarkChannel } from '../../workflows/activities';
 import { periodWorkflowId } from '../../workflows/ids';
 import { batchAttributes } from '../../workflows/search-attributes';
-import { buildWorkflowBundle } from '../../workflows/worker';
+import { buildWorkflowBundle } from '../../workflows/service';
 import { applyRetention, compactLake, dailyBatch, hourlyBatch, reconcileLateData } from '../../workflows/workflows';
 import { isolatedConfig } from '../support/isolated';
 import { quietTemporalRuntime } from '../support/temporal';
 process.env.LOG_LEVEL ??= 'warn';
 
-import { attributesOf, markDirty, orchestrationOverrides, seedRaw, startTestWorker, temporalClient, waitFor, type SeededHour } from './workflow-support';
+import { attributesOf, markDirty, orchestrationOverrides, seedRaw, startOrchestration, waitFor, type Orchestration, type SeededHour } from './workflow-support';
 
 const DAY = '2025-03-04';
 const DAY_START = Date.parse(`${DAY}T00:00:00Z`);
@@ -32,7 +32,7 @@ const HOUR = `${DAY}T05`;
 let cfg: Config;
 let client: Client;
 let bundle: WorkflowBundle;
-let testWorker: { stop(): Promise<void> } | undefined;
+let orchestration: Orchestration | undefined;
 let seeded: Map<string, SeededHour>;
 
 const manifest = (kind: 'hourly' | 'daily', period: string) => getJson<RunManifest>(s3Client(cfg), cfg.s3.bucket, lakePaths.manifest(kind, period));
@@ -44,14 +44,11 @@ beforeAll(async () => {
     buildWorkflowBundle(),
     seedRaw(cfg, { seed: 7, users: 12, startMs: DAY_START, endMs: DAY_START + 86_400_000 }),
   ]);
-  client = await temporalClient(cfg);
-  testWorker = await startTestWorker(cfg, bundle);
+  orchestration = await startOrchestration(cfg, bundle);
+  client = orchestration.client;
 }, 180_000);
 
-afterAll(async () => {
-  await testWorker?.stop();
-  await client?.connection.close();
-});
+afterAll(() => orchestration?.stop());
 
 const start = (wf: typeof hourlyBatch | typeof dailyBatch, kind: 'hourly' | 'daily', period: string) =>
   client.workflow.start(wf, {

@@ -159,3 +159,22 @@ export async function startTestWorker(cfg: Config, bundle: WorkflowBundle): Prom
     },
   };
 }
+
+export interface Orchestration {
+  client: Client;
+  /** Stops the worker (its activities' clients too) and closes the client's connection. */
+  stop(): Promise<void>;
+}
+
+/** A Temporal client and a test worker (see {@link startTestWorker}) on the test's task queue. */
+export async function startOrchestration(cfg: Config, bundle: WorkflowBundle): Promise<Orchestration> {
+  const client = await temporalClient(cfg);
+  const worker = await startTestWorker(cfg, bundle);
+  return {
+    client,
+    async stop() {
+      await worker.stop();
+      await client.connection.close();
+    },
+  };
+}

@@ -8,6 +8,7 @@ import { kafkaClient, s3Client } from '../../common/clients';
 import { ensureBucket, ensureTopics } from '../../common/topics';
 import type { Redis } from 'ioredis';
 import { deleteObjects, listObjects } from '../../common/lake-io';
+import { speedKeys } from '../../common/speed-keys';
 
 export async function isolatedConfig(label: string, overrides: Record<string, string> = {}): Promise<Config> {
   const id = `${label}-${randomBytes(3).toString('hex')}`.toLowerCase().replace(/[^a-z0-9-]/g, '-');
@@ -32,7 +33,7 @@ export async function dropIsolated(cfg: Config, redis: Redis): Promise<void> {
   const s3 = s3Client(cfg);
   const keys = (await listObjects(s3, cfg.s3.bucket, '')).map((o) => o.key);
   if (keys.length > 0) await deleteObjects(s3, cfg.s3.bucket, keys);
-  const rkeys = await redis.keys(`${cfg.redis.keyPrefix}*`);
+  const rkeys = await redis.keys(speedKeys(cfg).glob());
   // In chunks: one DEL spreading a catch-up test's hundreds of thousands of keys would overflow the call stack.
   for (let i = 0; i < rkeys.length; i += 1000) await redis.del(...rkeys.slice(i, i + 1000));
 }

@@ -1,5 +1,13 @@
-/** Prints the plain closing line `N passed, N failed, N skipped` that CI reads. */
+/**
+ * Prints the plain closing line `N passed, N failed, N skipped` that CI reads, and, for each
+ * failed file, where its services' logs are (see log-setup.ts).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
 import type { Reporter, TestModule } from 'vitest/node';
+import { testLogPath } from './test-logs';
+
+const TAIL_LINES = 40;
 
 export default class SummaryReporter implements Reporter {
   onTestRunEnd(modules: ReadonlyArray<TestModule>, unhandledErrors: ReadonlyArray<unknown>): void {
@@ -14,6 +22,14 @@ export default class SummaryReporter implements Reporter {
       }
     }
     counts.failed += unhandledErrors.length;
+    for (const mod of modules) {
+      if (mod.state() !== 'failed') continue;
+      const log = testLogPath(mod.moduleId);
+      if (!fs.existsSync(log) || fs.statSync(log).size === 0) continue;
+      // The last lines inline, for a CI run whose files nobody can open afterwards.
+      const tail = fs.readFileSync(log, 'utf8').trimEnd().split('\n').slice(-TAIL_LINES);
+      process.stdout.write(`\nlogs of ${path.relative(process.cwd(), mod.moduleId)}: ${path.relative(process.cwd(), log)} (last ${tail.length} lines)\n${tail.join('\n')}\n`);
+    }
     process.stdout.write(`\n${counts.passed} passed, ${counts.failed} failed, ${counts.skipped} skipped\n`);
   }
 }

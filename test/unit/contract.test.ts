@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { bucketStart, dayOf, deriveCountry, EVENT_TYPES, hourOf, validateEvent } from '../../common/contract';
+import { bucketStart, dayOf, decodeRecord, deriveCountry, EVENT_TYPES, hourOf, RejectedRecord, validateEvent, type EventRecord } from '../../common/contract';
 
 const NOW = Date.UTC(2026, 10, 21, 12, 0, 0);
 const base = { event_id: 'evt_1', event_type: 'video_play', user_id: 'user_1', timestamp: NOW - 1000 };
@@ -71,6 +71,42 @@ describe('validateEvent', () => {
   it('accepts a timestamp exactly 5 minutes ahead and every listed event type', () => {
     expect(validateEvent({ ...base, timestamp: NOW + 5 * 60_000 }, NOW).ok).toBe(true);
     for (const t of EVENT_TYPES) expect(validateEvent({ ...base, event_type: t }, NOW).ok).toBe(true);
+  });
+});
+
+describe('decodeRecord: one rule for both consumers of events.raw', () => {
+  const v = validateEvent({ ...base, session_id: 's1', properties: { device_type: 'tv', content_id: 'c1' }, context: { location: 'FR' } }, NOW);
+  if (!v.ok) throw new Error(v.detail);
+  const record: EventRecord = v.record;
+  const decode = (r: Record<string, unknown>) => decodeRecord(JSON.stringify(r));
+
+  it('returns a collector record as written', () => {
+    expect(decode({ ...record })).toEqual(record);
+  });
+
+  it('gives what another producer left out the contract\'s defaults, as the collector derives them', () => {
+    const identity = { event_id: record.event_id, event_type: record.event_type, user_id: record.user_id, ts: record.ts };
+    expect(decode(identity)).toEqual({
+      ...identity, device_type: 'unknown', country: 'unknown', app_version: 'unknown', session_id: null, content_id: null,
+      received_at: 0, schema_version: 1, properties: null, context: null, extra: null,
+    });
+    expect(decode({ ...record, device_type: '', country: '', session_id: 7, content_id: {}, device_ts: 'then' })).toMatchObject({
+      device_type: 'unknown', country: 'unknown', session_id: null, content_id: null, device_ts: undefined,
+    });
+  });
+
+  it.each([
+    [{ ...record, event_id: '' }, 'schema_violation'],
+    [{ ...record, user_id: undefined }, 'schema_violation'],
+    [{ ...record, event_type: 'teleport' }, 'schema_violation'],
+    [{ ...record, ts: -1 }, 'schema_violation'],
+    [{ ...record, ts: 1.5 }, 'schema_violation'],
+    [{ ...record, properties: 'tv' }, 'schema_violation'],
+    [{ ...record, extra: [1] }, 'schema_violation'],
+  ])('rejects %j as %s, naming the field', (input, reason) => {
+    const d = decode(input);
+    expect(d).toBeInstanceOf(RejectedRecord);
+    expect(d).toMatchObject({ reason, detail: expect.stringMatching(/event_id|user_id|event_type|ts|properties|extra/) });
   });
 });
 

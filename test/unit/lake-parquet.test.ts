@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { validateEvent, type DeadLetter, type EventRecord } from '../../common/contract';
+import { decodeRecord, RejectedRecord, validateEvent, type DeadLetter, type EventRecord } from '../../common/contract';
 import { DLQ_COLUMNS, RAW_EVENT_COLUMNS } from '../../common/lake';
 import { writeDlqParquet, writeRawParquet } from '../../batch-layer/lake-writer/parquet';
 
@@ -169,13 +169,12 @@ describe('clock-skew columns', () => {
     const plain = record({ event_id: 'evt_plain', event_type: 'click', user_id: 'u', timestamp: NOW - 1000 });
     expect(skewed.ts).toBe(NOW - 2000);
     // Through the lake writer's own reading of the Kafka record, as in production.
-    const { parseRawRecord } = await import('../../batch-layer/lake-writer/writer');
-    const back = parseRawRecord(JSON.stringify(skewed));
-    expect(back.ok && back.record).toMatchObject({ device_ts: NOW - 600_000 - 2000, sent_at: NOW - 600_000 });
+    const back = decodeRecord(JSON.stringify(skewed));
+    expect(back).toMatchObject({ device_ts: NOW - 600_000 - 2000, sent_at: NOW - 600_000 });
     const file = path.join(dir, 'skew.parquet');
     await writeRawParquet(
       [
-        { record: back.ok ? back.record : skewed, partition: 0, offset: '1' },
+        { record: back instanceof RejectedRecord ? skewed : back, partition: 0, offset: '1' },
         { record: plain, partition: 0, offset: '2' },
       ],
       file,

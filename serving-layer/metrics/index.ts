@@ -1,0 +1,20 @@
+/**
+ * The metrics the API serves, one file per metric, each declared once: its
+ * batch SQL over the published views, its speed read through the typed readers
+ * of common/speed-keys.ts, and the value of an empty covered bucket. The time
+ * boundary between the two is not here: it is `merge` (../merge.ts).
+ * The SQL reads like METRICS.md; dimension column names come from a fixed
+ * list, values are always bound parameters. Adding a metric: CONTRIBUTING.md.
+ */
+export { eventsMetric, type EventsParams } from './events';
+export { activeUsersMetric, type UsersParams } from './active-users';
+export { playbackMetric, type PlaybackValue } from './playback';
+export { topContentMetric, type TopContentValue } from './top-content';
+export { dailySessionsMetric, type SessionsValue } from './daily-sessions';
+export { retentionMetric, type RetentionValue } from './retention';
+export { CLICK_BINS, clicksToPlayMetric, type ClicksToPlayValue } from './clicks-to-play';
+export { topPathsMetric, type TopPathsValue } from './top-paths';
+export { bingeMetric, type BingeValue } from './binge-users';
+export { obtLevelError, obtMetric, type ObtParams, type ObtValue } from './obt';
+export { EVENT_DIMENSIONS, OBT_DIMENSIONS, type BatchSource, type EventDimension, type ObtDimension, type Sources } from './shared';
+export type { MetricDef } from '../merge';

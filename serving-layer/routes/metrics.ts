@@ -1,0 +1,190 @@
+/**
+ * GET /v1/metrics/<metric>: one route per metric, each declaring its query and
+ * reply schema and which metric definition it wants. The batch/speed boundary
+ * is applied by `merge` alone.
+ */
+import type { FastifyPluginAsync } from 'fastify';
+import { ALL } from '../../common/contract';
+import { MergeError, merge, type MetricDef } from '../merge';
+import {
+  activeUsersMetric,
+  bingeMetric,
+  clicksToPlayMetric,
+  dailySessionsMetric,
+  eventsMetric,
+  obtLevelError,
+  obtMetric,
+  playbackMetric,
+  retentionMetric,
+  topContentMetric,
+  topPathsMetric,
+  type BingeValue,
+  type ClicksToPlayValue,
+  type EventDimension,
+  type EventsParams,
+  type ObtDimension,
+  type ObtParams,
+  type ObtValue,
+  type PlaybackValue,
+  type RetentionValue,
+  type SessionsValue,
+  type Sources,
+  type TopContentValue,
+  type TopPathsValue,
+  type UsersParams,
+} from '../metrics';
+import { BatchCache, withBatchCache } from '../read-cache';
+import * as S from '../schemas';
+import { rangeOf, type RangeQs } from '../time-range';
+import { GUARDED, type ServingContext } from './context';
+
+const csv = <T extends string>(s: string | undefined): T[] => (s ? ([...new Set(s.split(','))] as T[]) : []);
+
+export const metricRoutes: FastifyPluginAsync<ServingContext> = async (app, ctx) => {
+  const { cfg, redis, store, now, status, metrics } = ctx;
+  const src: Sources = { cfg, batch: store, redis };
+  const cache = new BatchCache();
+  const metricNames: string[] = [];
+
+  /** One metric route: the schema, and how the query string becomes the metric's parameters. */
+  function metricRoute<Q extends RangeQs, P, V>(opts: {
+    name: string;
+    summary: string;
+    querystring: object;
+    value: object;
+    def: MetricDef<P, V>;
+    params: (qs: Q) => { params: P; groupBy: string[] };
+  }): void {
+    metricNames.push(opts.name);
+    const def = withBatchCache(opts.def, store, cache, cfg.serving.speedCacheMs);
+    app.get(
+      `/v1/metrics/${opts.name}`,
+      {
+        config: { access: 'read' },
+        schema: {
+          tags: ['metrics'],
+          summary: opts.summary,
+          querystring: opts.querystring,
+          response: { 200: S.mergedResponse(opts.value, opts.summary), 400: S.errorSchema, ...GUARDED },
+        },
+      },
+      async (req) => {
+        const t = now();
+        const qs = req.query as Q;
+        const { from, to } = rangeOf(qs, t);
+        const { params, groupBy } = opts.params(qs);
+        const [result, freshness] = await Promise.all([
+          merge(def, { from, to, granularity: qs.granularity, params, groupBy }, { watermark: store.watermark(), now: t, maxBuckets: cfg.serving.maxBuckets }),
+          status.freshness(),
+        ]);
+        for (const s of ['batch', 'speed', 'none', 'recomputing'] as const) {
+          const n = result.coverage[s] ?? 0;
+          if (n > 0) metrics.bucketsServed.inc({ metric: opts.name, source: s }, n * result.series.length);
+        }
+        return { ...result, watermark: status.watermark(), freshness };
+      },
+    );
+  }
+
+  type EventsQs = RangeQs & { group_by?: string; event_type?: string; device_type?: string; country?: string; app_version?: string };
+  metricRoute<EventsQs, EventsParams, number>({
+    name: 'events',
+    summary: 'Events per bucket, optionally grouped by and filtered on event_type, device_type, country, app_version',
+    querystring: S.eventsQuery,
+    value: S.valueSchemas.count,
+    def: eventsMetric(src),
+    params: (qs) => {
+      const groupBy = csv<EventDimension>(qs.group_by);
+      const filters: Partial<Record<EventDimension, string>> = {};
+      for (const d of ['event_type', 'device_type', 'country', 'app_version'] as const) if (qs[d] !== undefined) filters[d] = qs[d];
+      return { params: { groupBy, filters }, groupBy };
+    },
+  });
+  metricRoute<RangeQs & { device_type?: string }, UsersParams, number>({
+    name: 'active_users',
+    summary: 'Distinct users per bucket (HAU/DAU); speed values are HyperLogLog estimates with their error',
+    querystring: S.activeUsersQuery,
+    value: S.valueSchemas.count,
+    def: activeUsersMetric(src),
+    params: (qs) => ({ params: { deviceType: qs.device_type ?? ALL }, groupBy: [] }),
+  });
+  metricRoute<RangeQs, Record<string, never>, PlaybackValue>({
+    name: 'playback',
+    summary: 'Plays, pauses, completes, rebuffers, pause rate and completion rate (null when plays = 0)',
+    querystring: S.playbackQuery,
+    value: S.valueSchemas.playback,
+    def: playbackMetric(src),
+    params: () => ({ params: {}, groupBy: [] }),
+  });
+  metricRoute<RangeQs & { limit: number }, { limit: number }, TopContentValue>({
+    name: 'top_content',
+    summary: 'content_id ranked by plays per bucket',
+    querystring: S.topContentQuery,
+    value: S.valueSchemas.topContent,
+    def: topContentMetric(src),
+    params: (qs) => ({ params: { limit: qs.limit }, groupBy: [] }),
+  });
+  metricRoute<RangeQs & { device_type?: string; group_by?: string }, { deviceType: string; groupByDevice: boolean }, SessionsValue>({
+    name: 'daily_sessions',
+    summary: 'Daily session metrics (batch only): sessions, durations, bounce rate, events per session',
+    querystring: S.dailySessionsQuery,
+    value: S.valueSchemas.sessions,
+    def: dailySessionsMetric(src),
+    params: (qs) => ({ params: { deviceType: qs.device_type ?? ALL, groupByDevice: qs.group_by === 'device_type' }, groupBy: qs.group_by ? ['device_type'] : [] }),
+  });
+  metricRoute<RangeQs, Record<string, never>, RetentionValue>({
+    name: 'retention',
+    summary: 'Retention and churn per cohort day (batch only), as of the latest day before the watermark',
+    querystring: S.dailyQuery,
+    value: S.valueSchemas.retention,
+    def: retentionMetric(src),
+    params: () => ({ params: {}, groupBy: [] }),
+  });
+  metricRoute<RangeQs, Record<string, never>, ClicksToPlayValue>({
+    name: 'clicks_to_play',
+    summary: 'Daily histogram of clicks before the first play (batch only)',
+    querystring: S.dailyQuery,
+    value: S.valueSchemas.clicksToPlay,
+    def: clicksToPlayMetric(src),
+    params: () => ({ params: {}, groupBy: [] }),
+  });
+  metricRoute<RangeQs & { limit: number }, { limit: number }, TopPathsValue>({
+    name: 'top_paths',
+    summary: 'The most frequent paths to the first play per day (batch only)',
+    querystring: S.topPathsQuery,
+    value: S.valueSchemas.topPaths,
+    def: topPathsMetric(src),
+    params: (qs) => ({ params: { limit: qs.limit }, groupBy: [] }),
+  });
+  metricRoute<RangeQs & { limit: number }, { limit: number }, BingeValue>({
+    name: 'binge_users',
+    summary: 'Users binging per day: ≥3 completes within 4 hours',
+    querystring: S.bingeQuery,
+    value: S.valueSchemas.binge,
+    def: bingeMetric(src),
+    params: (qs) => ({ params: { limit: qs.limit }, groupBy: [] }),
+  });
+  type ObtQs = RangeQs & { group_by?: string; device_type?: string; app_version?: string; country?: string };
+  metricRoute<ObtQs, ObtParams, ObtValue>({
+    name: 'obt',
+    summary: 'The one big table: daily totals by device_type, app_version, country with ALL roll-ups (batch only)',
+    querystring: S.obtQuery,
+    value: S.valueSchemas.obt,
+    def: obtMetric(src),
+    params: (qs) => {
+      const groupBy = csv<ObtDimension>(qs.group_by);
+      const filters: Partial<Record<ObtDimension, string>> = {};
+      for (const d of ['device_type', 'app_version', 'country'] as const) if (qs[d] !== undefined) filters[d] = qs[d];
+      const p = { groupBy, filters };
+      const problem = obtLevelError(p);
+      if (problem) throw new MergeError(groupBy.length > 0 ? 'group_by' : (Object.keys(filters)[0] ?? 'group_by'), problem);
+      return { params: p, groupBy };
+    },
+  });
+
+  app.get<{ Params: { metric: string } }>(
+    '/v1/metrics/:metric',
+    { config: { access: 'read' }, schema: { hide: true, params: { type: 'object', properties: { metric: { type: 'string' } } }, response: { 404: S.errorSchema, ...GUARDED } } },
+    async (req, reply) => reply.code(404).send({ error: 'unknown_metric', metric: req.params.metric, message: `no metric named ${req.params.metric}`, known: metricNames }),
+  );
+};
