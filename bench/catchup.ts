@@ -25,7 +25,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { kafkaClient, redisClient, s3Client } from '../common/clients';
 import { loadConfig, REPO_ROOT, type Config } from '../common/config';
 import { validateEvent } from '../common/contract';
-import { readOffsets } from '../common/speed-keys';
+import { readOffsets, speedKeys } from '../common/speed-keys';
 import { ensureBucket, ensureTopics } from '../common/topics';
 import { deleteObjects, listObjects } from '../common/lake-io';
 import { simulate } from '../ingestion/simulator/generate';
@@ -278,7 +278,7 @@ async function run(f: Flags): Promise<void> {
     if (!f.keepData) {
       let cursor = '0';
       do {
-        const [nextCursor, keys] = await redis.scan(cursor, 'MATCH', `${cfg.redis.keyPrefix}*`, 'COUNT', 1000);
+        const [nextCursor, keys] = await redis.scan(cursor, 'MATCH', speedKeys(cfg).glob(), 'COUNT', 1000);
         cursor = nextCursor;
         if (keys.length) await redis.unlink(...keys);
       } while (cursor !== '0');

@@ -356,6 +356,13 @@ export function bucketStart(ts: number, unit: Granularity): number {
   return Math.floor(ts / size) * size;
 }
 
+/** The starts of the buckets that overlap [from, to): the first may begin before `from`. */
+export function bucketsIn(from: number, to: number, unit: Granularity): number[] {
+  const size = BUCKET_MS[unit];
+  const first = bucketStart(from, unit);
+  return Array.from({ length: Math.max(0, Math.ceil((to - first) / size)) }, (_, i) => first + i * size);
+}
+
 /** `YYYY-MM-DD` of an epoch-ms timestamp (UTC). */
 export function dayOf(ts: number): string {
   return new Date(ts).toISOString().slice(0, 10);

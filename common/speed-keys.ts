@@ -54,7 +54,7 @@
  */
 import type { Redis } from 'ioredis';
 import type { Config } from './config';
-import { ALL, BUCKET_MS, bucketStart, dayOf, type EventType } from './contract';
+import { ALL, BUCKET_MS, bucketsIn, bucketStart, dayOf, type EventType } from './contract';
 
 /** Standard error of Redis' HyperLogLog (16384 registers): 1.04 / sqrt(16384). The textbook figure; see hllErrorBound. */
 export const HLL_STANDARD_ERROR = 0.0081;
@@ -186,12 +186,6 @@ export function covered(cfg: Config, unit: keyof typeof BUCKET_MS, bucket: numbe
   return expiresAt(cfg, unit, bucket) > now + COVERAGE_MARGIN_MS;
 }
 
-function bucketsOf(unit: keyof typeof BUCKET_MS, from: number, to: number): number[] {
-  const out: number[] = [];
-  for (let b = bucketStart(from, unit); b < to; b += BUCKET_MS[unit]) out.push(b);
-  return out;
-}
-
 const MAX_BUCKETS_PER_READ = 20_000;
 function checkRange(unit: keyof typeof BUCKET_MS, from: number, to: number): void {
   if (!(to > from)) throw new RangeError(`empty range [${from}, ${to})`);
@@ -286,7 +280,7 @@ export async function readEventCounts(
   now = Date.now(),
 ): Promise<BucketValue[]> {
   checkRange(q.granularity, q.from, q.to);
-  const buckets = bucketsOf(q.granularity, q.from, q.to);
+  const buckets = bucketsIn(q.from, q.to, q.granularity);
   const res = await readCountsAt(redis, cfg, q.granularity, buckets, q);
   return buckets.map((bucket, i) => {
     const isCovered = covered(cfg, q.granularity, bucket, now);
@@ -319,7 +313,7 @@ export async function readActiveUsers(
 ): Promise<{ buckets: Array<BucketValue & { relativeStandardError: number }>; distinct: Estimate | null }> {
   checkRange(q.granularity, q.from, q.to);
   const keys = speedKeys(cfg);
-  const buckets = bucketsOf(q.granularity, q.from, q.to);
+  const buckets = bucketsIn(q.from, q.to, q.granularity);
   const res = await readUsersAt(redis, cfg, q.granularity, buckets, q.deviceType ?? ALL);
   const coveredKeys = buckets.filter((b) => covered(cfg, q.granularity, b, now)).map((b) => keys.hll(q.granularity, b, q.deviceType ?? ALL));
   const union = coveredKeys.length > 0 ? await redis.pfcount(...coveredKeys) : null;
@@ -349,7 +343,7 @@ export const PLAYBACK_FIELDS = { video_play: 'plays', video_pause: 'pauses', vid
 /** Playback counters per minute in [from, to). */
 export async function readPlayback(redis: Redis, cfg: Config, q: { from: number; to: number }, now = Date.now()): Promise<Playback[]> {
   checkRange('minute', q.from, q.to);
-  const buckets = bucketsOf('minute', q.from, q.to);
+  const buckets = bucketsIn(q.from, q.to, 'minute');
   const res = await readPlaybackAt(redis, cfg, buckets);
   return buckets.map((bucket, i) => {
     const { plays, pauses, completes, rebuffers } = res[i];

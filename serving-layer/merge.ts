@@ -18,7 +18,7 @@
  * from both layers, so a bucket's value always comes from one layer and its
  * `exact` flag means what it says.
  */
-import { BUCKET_MS, bucketStart, type Granularity } from '../common/contract';
+import { BUCKET_MS, bucketsIn, bucketStart, type Granularity } from '../common/contract';
 import { HLL_STANDARD_ERROR } from '../common/speed-keys';
 
 export type Source = 'batch' | 'recomputing' | 'speed' | 'none';
@@ -163,13 +163,11 @@ export function boundaryOf(w: WatermarkView, kind: PeriodKind): { start: number 
 
 export function bucketsOf(from: number, to: number, granularity: Granularity, maxBuckets: number): number[] {
   if (!(to > from)) throw new MergeError('to', `to (${to}) must be after from (${from})`);
-  const size = BUCKET_MS[granularity];
-  const first = bucketStart(from, granularity);
-  const count = Math.ceil((to - first) / size);
+  const count = Math.ceil((to - bucketStart(from, granularity)) / BUCKET_MS[granularity]);
   if (count > maxBuckets) {
     throw new MergeError('to', `[from, to) spans ${count} ${granularity} buckets; at most ${maxBuckets} per query (narrow the range or use a coarser granularity)`);
   }
-  return Array.from({ length: count }, (_, i) => first + i * size);
+  return bucketsIn(from, to, granularity);
 }
 
 function keyId(key: SeriesKey): string {

@@ -190,7 +190,7 @@ function child<K, V>(m: Map<K, V[]>, k: K): V[] {
  * Binge detections the batch's completes produce, given each user's recent
  * completes already in Redis. Days whose set would already have expired are left out.
  */
-export async function detectBinges(redis: Redis, cfg: Config, _keys: SpeedKeys, fold: Fold, now: number): Promise<BingeDetection[]> {
+export async function detectBinges(redis: Redis, cfg: Config, fold: Fold, now: number): Promise<BingeDetection[]> {
   if (fold.completes.size === 0) return [];
   const users = [...fold.completes.keys()];
   const ranges = users.map((userId) => {

@@ -20,7 +20,7 @@ import type { Config } from '../common/config';
 import { decodeRecord, RejectedRecord, type EventRecord } from '../common/contract';
 import type { Logger } from '../common/log';
 import { logger } from '../common/log';
-import { readOffsets, type Alert } from '../common/speed-keys';
+import { readAlert, readOffsets, readRebuildTargets, type Alert } from '../common/speed-keys';
 import { detectBinges, RedisApplier } from './apply';
 import { DimensionGuard } from './dimensions';
 import { eventIdHash, foldEvents, type Fold } from './fold';
@@ -186,9 +186,9 @@ export class SpeedConsumer {
       try {
         const stored = await readOffsets(this.redis, this.cfg, topic);
         // A rebuild another member (or an earlier run) started: this member finishes it and resolves its alert.
-        const targets = await this.redis.hgetall(this.applier.keys.rebuild(topic));
+        const targets = await readRebuildTargets(this.redis, this.cfg, topic);
         this.rebuilding.clear();
-        for (const [p, target] of Object.entries(targets)) if (partitions.includes(Number(p))) this.rebuilding.set(Number(p), Number(target));
+        for (const [p, target] of Object.entries(targets)) if (partitions.includes(Number(p))) this.rebuilding.set(Number(p), target);
         // Its member stopped between reaching the target and resolving: resolve it now.
         for (const [p, target] of this.rebuilding) if ((stored[p] ?? -1) >= target) await this.rebuilt(topic, p, target);
         for (const partition of partitions) {
@@ -379,7 +379,7 @@ export class SpeedConsumer {
       else if (crossBatchDuplicates.has(pending[i].hash)) dupCount += 1;
       else if (r.received_at > 0 && r.received_at < oldestReceived) oldestReceived = r.received_at; // 0: not known (decodeRecord)
     }
-    const binges = await detectBinges(this.redis, this.cfg, this.applier.keys, fold, now);
+    const binges = await detectBinges(this.redis, this.cfg, fold, now);
     const allowed = this.allow.get(partition);
     const outcome = await this.applier.apply({
       topic,
@@ -463,11 +463,11 @@ export class SpeedConsumer {
   private async raiseRebuild(topic: string, partition: number, target: number): Promise<void> {
     const keys = this.applier.keys;
     this.rebuilding.set(partition, target);
-    const [, prev] = await Promise.all([this.redis.hset(keys.rebuild(topic), String(partition), String(target)), this.redis.hget(keys.alerts(), 'redis_data_lost')]);
+    const [, prev] = await Promise.all([this.redis.hset(keys.rebuild(topic), String(partition), String(target)), readAlert(this.redis, this.cfg, 'redis_data_lost')]);
     const partitions = await this.redis.hlen(keys.rebuild(topic));
     const alert: Alert = {
       rule: 'redis_data_lost',
-      since: prev ? (JSON.parse(prev) as Alert).since : Date.now(),
+      since: prev?.since ?? Date.now(),
       value: partitions,
       threshold: 0,
       message: `Redis lost the speed layer's data for ${partitions} partition(s) of ${topic}: rebuilding them from Kafka; speed buckets are incomplete until then`,

@@ -35,12 +35,8 @@ import { redisClient } from '../common/clients';
 import type { Config } from '../common/config';
 import type { RunManifest, Watermark } from '../common/lake';
 import { logger } from '../common/log';
+import { speedKeys } from '../common/speed-keys';
 import type { LateData, OrchestrationSettings, PrepareDayResult, RunSummary } from './types';
-
-/** Redis pub/sub channel on which the serving layer hears that the watermark moved. */
-export function watermarkChannel(cfg: Config): string {
-  return `${cfg.redis.keyPrefix}watermark`;
-}
 
 function summarize(m: RunManifest): RunSummary {
   return {
@@ -175,8 +171,8 @@ export function createActivities(cfg: Config) {
       return step(async (ctx) => {
         const watermark = await computeWatermark(ctx);
         redis ??= redisClient(cfg);
-        const listeners = await redis.publish(watermarkChannel(cfg), JSON.stringify(watermark));
-        ctx.log.info({ channel: watermarkChannel(cfg), listeners, hourlyEnd: watermark.hourlyEnd, dailyEnd: watermark.dailyEnd }, 'watermark announced');
+        const listeners = await redis.publish(speedKeys(cfg).watermarkChannel(), JSON.stringify(watermark));
+        ctx.log.info({ channel: speedKeys(cfg).watermarkChannel(), listeners, hourlyEnd: watermark.hourlyEnd, dailyEnd: watermark.dailyEnd }, 'watermark announced');
         return watermark;
       });
     },

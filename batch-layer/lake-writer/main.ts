@@ -2,18 +2,13 @@
  * `npm run lake-writer`: run the lake writer until SIGTERM/SIGINT, which flush
  * every open file, wait for the uploads and commit before exiting.
  */
-import { Command } from 'commander';
-import { config } from '../../common/config';
-import { logger } from '../../common/log';
+import { runService } from '../../common/run-service';
 import { startLakeWriter } from './service';
-import { stopOnSignals } from '../../common/process';
 
-const program = new Command()
-  .name('lake-writer')
-  .description('Consume events.raw and events.dlq (consumer group LAKE_GROUP) into zstd Parquet on S3 by event time.')
-  .addHelpText(
-    'after',
-    `
+await runService({
+  name: 'lake-writer',
+  description: 'Consume events.raw and events.dlq (consumer group LAKE_GROUP) into zstd Parquet on S3 by event time.',
+  help: `
 Environment (defaults in common/config.ts):
   LAKE_ROLL_BYTES          roll a file at this many buffered bytes (128 MB)
   LAKE_ROLL_AGE_SEC        ...or when its oldest record is this old (60)
@@ -24,11 +19,9 @@ Environment (defaults in common/config.ts):
   LAKE_WRITER_PORT         /metrics and /health (9471)
   LAKE_SESSION_TIMEOUT_MS  consumer-group session timeout (30000)
   LAKE_GROUP, TOPIC_RAW, TOPIC_DLQ, S3_BUCKET, S3_ENDPOINT, KAFKA_BROKERS`,
-  )
-  .showHelpAfterError()
-  .parse();
-void program;
-
-const log = logger('lake-writer');
-const writer = await startLakeWriter(config());
-stopOnSignals(log, () => writer.stop(), { stopping: 'stopping: flushing open files', onFailure: 'stop failed; unflushed offsets stay uncommitted and are redelivered' });
+  start: ({ cfg }) => startLakeWriter(cfg),
+  stopping: 'stopping: flushing open files',
+  stopFailed: 'stop failed; unflushed offsets stay uncommitted and are redelivered',
+  // The stop encodes and uploads every open file (up to LAKE_MAX_BUFFER_BYTES) before it commits.
+  stopTimeoutMs: 120_000,
+});

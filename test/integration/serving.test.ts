@@ -16,7 +16,7 @@ import { redisClient, s3Client } from '../../common/clients';
 import type { Config } from '../../common/config';
 import { BUCKET_MS, bucketStart, dayOf, type EventRecord } from '../../common/contract';
 import { hourId, lakePaths, type RunManifest } from '../../common/lake';
-import { hllErrorBound } from '../../common/speed-keys';
+import { hllErrorBound, speedKeys } from '../../common/speed-keys';
 import { logger } from '../../common/log';
 import { getJson, stageObjects } from '../../common/lake-io';
 import { hoursOfDay, jobContext, runDaily, type JobContext } from '../../batch-layer/jobs';
@@ -229,7 +229,7 @@ describe('serving: the watermark moves, and an operator can pin it', () => {
     expect(before).toMatchObject({ source: 'speed', exact: false });
     await publishHour(hourId(Y));
     // The Temporal workflow's notice; the serving layer's poll interval is 10 minutes here, so only the notice can explain the switch.
-    await redis.publish(`${cfg.redis.keyPrefix}watermark`, JSON.stringify({ hourlyEnd: Y + H }));
+    await redis.publish(speedKeys(cfg).watermarkChannel(), JSON.stringify({ hourlyEnd: Y + H }));
     const after = await waitFor('Y 00 to switch to batch', async () => {
       const b = (await get(url)).body.series[0].buckets[0];
       return b.source === 'batch' ? b : undefined;

@@ -14,11 +14,11 @@ import type { Config } from '../../common/config';
 import { lakePaths, type RunManifest, type Watermark } from '../../common/lake';
 import { DAILY_TABLES, HOURLY_TABLES } from '../../batch-layer/jobs';
 import { getJson, listObjects } from '../../common/lake-io';
-import { watermarkChannel } from '../../workflows/activities';
 import { periodWorkflowId } from '../../workflows/ids';
 import { batchAttributes } from '../../workflows/search-attributes';
 import { buildWorkflowBundle } from '../../workflows/service';
 import { applyRetention, compactLake, dailyBatch, hourlyBatch, reconcileLateData } from '../../workflows/workflows';
+import { speedKeys } from '../../common/speed-keys';
 import { isolatedConfig } from '../support/isolated';
 import { quietTemporalRuntime } from '../support/temporal';
 process.env.LOG_LEVEL ??= 'warn';
@@ -61,7 +61,7 @@ describe('hourlyBatch', () => {
   it('publishes the hourly tables of one hour, announces the watermark, and is findable by kind and period', async () => {
     const sub = redisClient(cfg);
     const notices: Watermark[] = [];
-    await sub.subscribe(watermarkChannel(cfg));
+    await sub.subscribe(speedKeys(cfg).watermarkChannel());
     sub.on('message', (_channel: string, message: string) => notices.push(JSON.parse(message) as Watermark));
     try {
       const handle = await client.workflow.start(hourlyBatch, {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { bucketStart, dayOf, decodeRecord, deriveCountry, EVENT_TYPES, hourOf, RejectedRecord, validateEvent, type EventRecord } from '../../common/contract';
+import { bucketsIn, bucketStart, dayOf, decodeRecord, deriveCountry, EVENT_TYPES, hourOf, RejectedRecord, validateEvent, type EventRecord } from '../../common/contract';
 
 const NOW = Date.UTC(2026, 10, 21, 12, 0, 0);
 const base = { event_id: 'evt_1', event_type: 'video_play', user_id: 'user_1', timestamp: NOW - 1000 };
@@ -122,5 +122,13 @@ describe('derived dimensions and buckets', () => {
     expect(bucketStart(ts, 'day')).toBe(Date.UTC(2026, 10, 20));
     expect(dayOf(ts)).toBe('2026-11-20');
     expect(hourOf(ts)).toBe('23');
+  });
+
+  it('lists the buckets that overlap [from, to), the first one starting before from', () => {
+    const M = 60_000;
+    expect(bucketsIn(90_000, 200_000, 'minute')).toEqual([M, 2 * M, 3 * M]);
+    expect(bucketsIn(2 * M, 3 * M, 'minute')).toEqual([2 * M]);
+    expect(bucketsIn(2 * M, 2 * M, 'minute')).toEqual([]);
+    expect(bucketsIn(3 * M, 2 * M, 'minute')).toEqual([]);
   });
 });
