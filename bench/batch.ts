@@ -23,8 +23,8 @@ import { EVENT_TYPES } from '../common/contract';
 import { lakePaths } from '../common/lake';
 import { logger } from '../common/log';
 import { ensureBucket } from '../common/topics';
-import { deleteObjects, listObjects, uploadFile } from '../batch-layer/lake-io';
-import { hoursOfDay, listPublished, newRunId, prepareDaily, publishDaily, runDaily, runDailyShard, runHourly, type JobContext } from '../batch-layer/jobs';
+import { deleteObjects, listObjects, uploadFile } from '../common/lake-io';
+import { hoursOfDay, listPublished, newRunId, prepareDaily, publishDaily, runDaily, runDailyShard, runHourly, jobContext, type JobContext } from '../batch-layer/jobs';
 import { Duck, rawColumnsSelect, sqlString } from '../batch-layer/jobs/duck';
 
 process.env.LOG_LEVEL ??= 'warn';
@@ -56,7 +56,7 @@ for (const [name, v] of [['--events', N], ['--shards', shards], ['--partitions',
     process.exit(2);
   }
 }
-const ctx: JobContext = { cfg, log: logger('bench-batch'), timings: {} };
+const ctx: JobContext = jobContext(cfg, logger('bench-batch'), { timings: {} });
 const dayStart = Date.parse(`${DAY}T00:00:00Z`);
 
 /** Wall time and peak RSS (sampled every 50 ms) of one phase. */

@@ -27,7 +27,7 @@ import { loadConfig, REPO_ROOT, type Config } from '../common/config';
 import { validateEvent } from '../common/contract';
 import { readOffsets, speedKeys } from '../common/speed-keys';
 import { ensureBucket, ensureTopics } from '../common/topics';
-import { deleteObjects, listObjects } from '../batch-layer/lake-io';
+import { deleteObjects, listObjects } from '../common/lake-io';
 import { simulate } from '../ingestion/simulator/generate';
 import { envPairs, findPid, freePort } from './support';
 

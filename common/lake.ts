@@ -75,14 +75,18 @@ export const lakePaths = {
     return `raw/dlq/dt=${day}/${source === 'raw' ? 'raw-' : ''}p${partition}-${firstOffset}-${lastOffset}.parquet`;
   },
   rawDlqPrefix: 'raw/dlq/',
+  /** Every object of a table, all periods and runs. */
+  tableRoot(zone: Zone, table: string): string {
+    return `${zone}/${table}/`;
+  },
   /** The folder holding every run's object of a table for a period (garbage collection lists it). */
   tablePrefix(zone: Zone, table: string, period: string): string {
     if (HOUR_RE.test(period)) {
       const { dt, hh } = splitHour(period);
-      return `${zone}/${table}/dt=${dt}/hour=${hh}/`;
+      return `${lakePaths.tableRoot(zone, table)}dt=${dt}/hour=${hh}/`;
     }
     dayStartMs(period);
-    return `${zone}/${table}/dt=${period}/`;
+    return `${lakePaths.tableRoot(zone, table)}dt=${period}/`;
   },
   /**
    * A run's object of a table for a period. Each run writes its own key and the
@@ -96,6 +100,10 @@ export const lakePaths = {
   },
   staging(runId: string, finalKey: string): string {
     return `_staging/${runId}/${finalKey}`;
+  },
+  /** Every manifest of a period kind (listing it lists the published periods). */
+  manifestPrefix(kind: PeriodKind): string {
+    return `_manifests/${kind}/`;
   },
   manifest(kind: PeriodKind, period: string): string {
     if (kind === 'hourly') {
@@ -156,6 +164,55 @@ export const lakePaths = {
     return `_manifests/compaction/dt=${dt}/hour=${hh}.json`;
   },
 } as const;
+
+/** One output table of the batch layer: what publishes it, who reads it. */
+export interface LakeTable {
+  /** Its folder (`<zone>/<table>/`) and its key in `RunManifest.outputs`. */
+  table: string;
+  zone: Zone;
+  /** The job that publishes it; its objects are per hour (`dt=…/hour=…/`) or per day. */
+  period: PeriodKind;
+  /** Loaded by the serving layer's batch store. */
+  served: boolean;
+  /**
+   * Daily per-user tables: each user-hash shard computes its users' rows and publish
+   * concatenates them in this order (the order makes the bytes independent of the shard count).
+   * The others are computed once, by their SQL file, from what comes before them.
+   */
+  shard?: { orderBy: string };
+  /** The SQL file (`batch-layer/sql/<sql>.sql`) when it is not named after the table. */
+  sql?: string;
+  /** Its view in `npm run lake`, when not the table's name. */
+  view?: string;
+  description: string;
+}
+
+/**
+ * The batch layer's output tables, the one list the jobs, the serving sync and the lake
+ * CLI read. Processed before aggregated; within a period kind, in computing order (each
+ * table's SQL may read the tables of its kind listed before it). Adding a metric's table
+ * here publishes, serves and exposes it; its SQL file and definition come with it.
+ */
+export const LAKE_TABLES: readonly LakeTable[] = [
+  { table: 'events', zone: 'processed', period: 'hourly', served: false, sql: 'events_across_hours', description: 'valid events de-duplicated by event_id, per hour' },
+  { table: 'sessions', zone: 'processed', period: 'daily', served: false, shard: { orderBy: 'user_id, session_idx' }, description: 'sessions per METRICS.md (30-minute gap, split at midnight)' },
+  { table: 'user_daily_activity', zone: 'processed', period: 'daily', served: false, shard: { orderBy: 'user_id' }, description: 'one row per user and active day' },
+  { table: 'event_ids', zone: 'processed', period: 'hourly', served: false, description: "each hour's de-duplication index: where an id's first copy was received, whether the hour counted it" },
+  { table: 'hourly_events', zone: 'aggregated', period: 'hourly', served: true, description: 'event counts per hour x type x device x country x app version, with ALL roll-ups' },
+  { table: 'hourly_users', zone: 'aggregated', period: 'hourly', served: true, description: 'exact distinct users per hour, overall and per device' },
+  { table: 'hourly_playback', zone: 'aggregated', period: 'hourly', served: true, description: 'plays, pauses, completes, rebuffers per hour and content' },
+  { table: 'binge_users', zone: 'aggregated', period: 'daily', served: true, shard: { orderBy: 'user_id' }, description: 'users with 3 completes within 4 hours, per day' },
+  { table: 'retention_cohorts', zone: 'aggregated', period: 'daily', served: true, description: 'd1/d7/d14/d28 retention and churn per cohort day, as of each day' },
+  { table: 'daily_aggregates_with_dimensions', zone: 'aggregated', period: 'daily', served: true, view: 'daily_obt', description: 'the one big table: day x device x app version x country with ALL rows' },
+  { table: 'daily_sessions', zone: 'aggregated', period: 'daily', served: true, description: 'daily session metrics by device of the first event' },
+  { table: 'clicks_to_play', zone: 'aggregated', period: 'daily', served: true, description: 'histogram of navigation events before the first play' },
+  { table: 'top_paths', zone: 'aggregated', period: 'daily', served: true, description: 'the 20 most frequent paths to a first play per day' },
+];
+
+/** The tables a period kind publishes, in computing order. */
+export function lakeTables(period: PeriodKind): readonly LakeTable[] {
+  return LAKE_TABLES.filter((t) => t.period === period);
+}
 
 /**
  * Columns of the raw events Parquet (and of processed/events), as DuckDB types.

@@ -25,17 +25,15 @@ import path from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { DuckDBInstance, type DuckDBConnection, type DuckDBValue } from '@duckdb/node-api';
 import type { Redis } from 'ioredis';
-import { getJson, isOpenMarker, listObjects, putJson, putJsonIf, stageObjects } from '../batch-layer/lake-io';
+import { getJson, isOpenMarker, listObjects, putJson, putJsonIf, stageObjects } from '../common/lake-io';
 import type { Config } from '../common/config';
-import { dayStartMs, hourStartMs, lakePaths, type DirtyMarker, type PeriodKind, type Pin, type PinAudit, type RunManifest, type Watermark } from '../common/lake';
+import { dayStartMs, hourStartMs, lakePaths, lakeTables, type DirtyMarker, type PeriodKind, type Pin, type PinAudit, type RunManifest, type Watermark } from '../common/lake';
 import type { Logger } from '../common/log';
 import type { PeriodState, WatermarkView } from './merge';
 
-/** The batch views the API serves, by the period kind that publishes them. */
-export const SERVED_TABLES: Record<PeriodKind, readonly string[]> = {
-  hourly: ['hourly_events', 'hourly_users', 'hourly_playback'],
-  daily: ['daily_sessions', 'retention_cohorts', 'clicks_to_play', 'top_paths', 'binge_users', 'daily_aggregates_with_dimensions'],
-};
+const servedOf = (kind: PeriodKind): string[] => lakeTables(kind).filter((t) => t.served).map((t) => t.table);
+/** The batch views the API serves (the catalog's `served` tables), by the period kind that publishes them. */
+export const SERVED_TABLES: Record<PeriodKind, readonly string[]> = { hourly: servedOf('hourly'), daily: servedOf('daily') };
 
 const MANIFEST_KEY = {
   hourly: /^_manifests\/hourly\/dt=(\d{4}-\d{2}-\d{2})\/hour=(\d{2})\.json$/,
@@ -284,7 +282,7 @@ export class BatchStore {
     );
     for (const kind of ['hourly', 'daily'] as const) {
       const listed = new Map<string, string>();
-      for (const o of await listObjects(this.s3, bucket, `_manifests/${kind}/`)) {
+      for (const o of await listObjects(this.s3, bucket, lakePaths.manifestPrefix(kind))) {
         const m = MANIFEST_KEY[kind].exec(o.key);
         if (m && !expired.has(m[1])) listed.set(kind === 'hourly' ? `${m[1]}T${m[2]}` : m[1], o.etag);
       }

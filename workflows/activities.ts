@@ -24,6 +24,7 @@ import {
   publishDaily,
   runDailyShard,
   runHourly,
+  jobContext,
   type CompactionResult,
   type GcResult,
   type JobContext,
@@ -75,15 +76,13 @@ export function createActivities(cfg: Config) {
     const actx = Context.current();
     const info = actx.info;
     let last: unknown;
-    const ctx: JobContext = {
-      cfg,
-      log: log.child({ activity: info.activityType, workflowId: info.workflowExecution?.workflowId, attempt: info.attempt }),
+    const ctx: JobContext = jobContext(cfg, log.child({ activity: info.activityType, workflowId: info.workflowExecution?.workflowId, attempt: info.attempt }), {
       heartbeat: (details) => {
         last = details;
         actx.heartbeat(details);
       },
       signal: actx.cancellationSignal,
-    };
+    });
     // DuckDB statements can run longer than the heartbeat timeout between two checkpoints;
     // a steady beat keeps the step alive while this process is, and lets cancellation in.
     const every = Math.max(1000, Math.floor((info.heartbeatTimeoutMs ?? 30_000) / 3));

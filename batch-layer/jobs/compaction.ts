@@ -12,8 +12,8 @@
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { lakePaths } from '../../common/lake';
-import { deleteObjects, getJson, listObjects, putJson, withScratchDir } from '../lake-io';
-import { bucketOf, checkpoint, s3Of, type JobContext } from './context';
+import { deleteObjects, getJson, listObjects, putJson, withScratchDir } from '../../common/lake-io';
+import { checkpoint, type JobContext } from './context';
 import { Duck, parquetColumns, rawColumnsSelect, sqlList } from './duck';
 import { NonRetryableBatchError } from './errors';
 import { parsePeriod } from './context';
@@ -51,8 +51,8 @@ export async function compactHour(ctx: JobContext, hour: string, opts: { targetB
   parsePeriod('hourly', hour, opts.now);
   const targetBytes = opts.targetBytes ?? ctx.cfg.batch.compactTargetBytes;
   if (!(targetBytes > 0)) throw new NonRetryableBatchError(`targetBytes must be > 0, got ${targetBytes}`);
-  const s3 = s3Of(ctx);
-  const bucket = bucketOf(ctx);
+  const s3 = ctx.s3;
+  const bucket = ctx.bucket;
   const log = ctx.log.child({ job: 'compaction', hour });
   const manifestKey = lakePaths.compactionManifest(hour);
   const manifest = (await getJson<CompactionManifest>(s3, bucket, manifestKey)) ?? { hour, compactions: [] };

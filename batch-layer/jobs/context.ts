@@ -1,7 +1,7 @@
 /**
- * What every job step receives. Temporal activities build one from the
- * activity context (heartbeat, cancellation signal); scripts and tests pass a
- * config and a logger.
+ * What every job step receives: config, logger and the lake's S3 client, built by
+ * jobContext(). Temporal activities add the activity's heartbeat and cancellation
+ * signal; scripts and tests pass a config and a logger.
  */
 import { randomBytes } from 'node:crypto';
 import type { S3Client } from '@aws-sdk/client-s3';
@@ -14,6 +14,9 @@ import { BatchCancelledError, NonRetryableBatchError } from './errors';
 export interface JobContext {
   cfg: Config;
   log: Logger;
+  /** The lake: `bucket` (cfg.s3.bucket) through this client. */
+  s3: S3Client;
+  bucket: string;
   heartbeat?: (details?: unknown) => void;
   signal?: AbortSignal;
   /** When given, every timed step adds its wall seconds here (bench/batch.ts prints them). */
@@ -24,17 +27,18 @@ export const HOUR_MS = 3_600_000;
 export const DAY_MS = 86_400_000;
 
 const clients = new WeakMap<Config, S3Client>();
-export function s3Of(ctx: JobContext): S3Client {
-  let s3 = clients.get(ctx.cfg);
-  if (!s3) {
-    s3 = s3Client(ctx.cfg);
-    clients.set(ctx.cfg, s3);
-  }
-  return s3;
-}
 
-export function bucketOf(ctx: JobContext): string {
-  return ctx.cfg.s3.bucket;
+/**
+ * A context for jobs run with this config. Contexts of one config share one S3 client
+ * (each activity builds its own context; connections stay pooled across them).
+ */
+export function jobContext(cfg: Config, log: Logger, opts: Pick<JobContext, 'heartbeat' | 'signal' | 'timings'> = {}): JobContext {
+  let s3 = clients.get(cfg);
+  if (!s3) {
+    s3 = s3Client(cfg);
+    clients.set(cfg, s3);
+  }
+  return { cfg, log, s3, bucket: cfg.s3.bucket, ...opts };
 }
 
 /** Throws when the run was cancelled; called between steps so cancellation lands within one step. */

@@ -3,41 +3,36 @@
  *   prepareDaily   checks the 24 hours are published, splits the day's processed
  *                  events, the previous day's late completes and the activity
  *                  history into N user-hash shards in one pass, keeping only the
- *                  columns the per-user SQL reads (handed over on local disk by
- *                  runDaily, through S3 `_staging/` between activities);
+ *                  columns the per-user SQL reads;
  *   runDailyShard  computes one shard's per-user tables (sessions, activity,
  *                  cohort and OBT partials, binge) — shards are independent;
  *   publishDaily   combines the shards (concatenation or sums; medians and paths
  *                  from the combined sessions), runs the checks, publishes.
+ * The steps hand data to each other on local disk when they run in one process
+ * (runDaily), through S3 `_staging/` between activities: handoff.ts.
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import { BINGE_WINDOW_MS } from '../../common/contract';
-import { lakePaths, type QualityCheck, type RawRetentionRecord, type RunManifest } from '../../common/lake';
-import { getJson, listObjects, putDirtyMarker, putJson, withScratchDir, type LakeObject } from '../lake-io';
-import { bucketOf, checkpoint, hoursOfDay, keepAlive, mapLimit, newRunId, parsePeriod, previousDay, s3Of, timed, type JobContext } from './context';
-import { Duck, sqlList, sqlString } from './duck';
+import { lakePaths, lakeTables, type QualityCheck, type RawRetentionRecord, type RunManifest, type Zone } from '../../common/lake';
+import { getJson, listObjects, putDirtyMarker, putJson, withScratchDir, type LakeObject } from '../../common/lake-io';
+import { checkpoint, hoursOfDay, keepAlive, mapLimit, newRunId, parsePeriod, previousDay, timed, type JobContext, type Period } from './context';
+import { sqlList } from './duck';
 import { MissingHoursError, MissingPreviousDaysError, NonRetryableBatchError, RawInputGoneError } from './errors';
+import { handoffOf, withLocalRun, type DayRun, type LocalRun } from './handoff';
 import { discardStaging, publish } from './publish';
-import { blameCorrupt, stage, uploadAll, verifyParquet, type StagedObject } from './stage';
+import { blameCorrupt, stage, verifyParquet, type StagedObject } from './stage';
 import { listDirty, listPublished } from './watermark';
 
-/** Tables a shard computes; the concatenated ones are published as they are combined. */
-const SHARD_TABLES = ['sessions', 'user_daily_activity', 'retention_cohorts_partial', 'binge_users', 'daily_aggregates_partial'] as const;
+export { withLocalRun, type LocalRun };
 
-/** Published daily tables: combined from the shards, in computing order. */
-export const DAILY_TABLES = [
-  { table: 'sessions', zone: 'processed', combine: 'concat', orderBy: 'user_id, session_idx' },
-  { table: 'user_daily_activity', zone: 'processed', combine: 'concat', orderBy: 'user_id' },
-  { table: 'binge_users', zone: 'aggregated', combine: 'concat', orderBy: 'user_id' },
-  { table: 'retention_cohorts', zone: 'aggregated', combine: 'sql' },
-  { table: 'daily_aggregates_with_dimensions', zone: 'aggregated', combine: 'sql' },
-  { table: 'daily_sessions', zone: 'aggregated', combine: 'sql' },
-  { table: 'clicks_to_play', zone: 'aggregated', combine: 'sql' },
-  { table: 'top_paths', zone: 'aggregated', combine: 'sql' },
-] as const;
+/** Published daily tables, in computing order: the sharded ones concatenated, the others computed at publish. */
+export const DAILY_TABLES = lakeTables('daily');
 
+/** What the shards compute for the per-day tables: summed at publish (cohorts, the one big table). */
 const PARTIALS = ['retention_cohorts_partial', 'daily_aggregates_partial'] as const;
+
+/** Tables a shard computes: the sharded published tables, then the partials. */
+const SHARD_TABLES = [...DAILY_TABLES.filter((t) => t.shard).map((t) => t.table), ...PARTIALS];
 
 /** What prepareDaily decided; every later step reads it, so all shards see the same inputs. */
 export interface DailyPlan {
@@ -64,62 +59,246 @@ export interface DailyOptions {
   now?: number;
 }
 
-/**
- * When prepare, the shards and publish run in one process (runDaily, scripts,
- * tests), they share one DuckDB and a scratch dir: the split's part files stay on
- * local disk, each shard computes into its own schema (`shard_<k>`), and publish
- * reads the shards' tables from there, so nothing goes through S3 between the
- * steps and the shards' outputs never leave memory.
- * The separate activities (prepareDay / runDayShard / publishDay on any worker)
- * pass no local run: the split's part files and the shards' outputs go through
- * S3 `_staging/`, so each step can run on another machine. The published bytes
- * are the same either way (test/integration/batch-jobs.test.ts compares ETags).
- */
-export interface LocalRun {
-  duck: Duck;
-  /** Scratch space of the run: the split's part files lie here. */
-  dir: string;
-}
-
+/** Steps given a local run hand over through it; without one, through S3 (the activities). */
 export interface LocalHandoff {
   local?: LocalRun;
 }
 
-/** One DuckDB for every step of a day run in this process, spilling to a scratch dir, closed afterwards. */
-export async function withLocalRun<T>(ctx: JobContext, fn: (local: LocalRun) => Promise<T>): Promise<T> {
-  return withScratchDir(ctx.cfg, async (dir) => {
-    const duck = await Duck.open({ threads: ctx.cfg.batch.duckdbThreads, tempDir: path.join(dir, 'duck'), signal: ctx.signal });
-    try {
-      return await fn({ duck, dir });
-    } finally {
-      duck.close();
-    }
-  });
-}
-
-/** A step's DuckDB: the local run's, or its own one (closed by the caller through `release`). */
-async function duckFor(ctx: JobContext, dir: string, local: LocalRun | undefined): Promise<{ duck: Duck; release: () => void }> {
-  if (local) return { duck: local.duck, release: () => {} };
-  const duck = await Duck.open({ threads: ctx.cfg.batch.duckdbThreads, tempDir: path.join(dir, 'duck'), signal: ctx.signal });
-  return { duck, release: () => duck.close() };
+/** prepare -> every shard (one after another in this process) -> publish. */
+export async function runDaily(ctx: JobContext, day: string, opts: DailyOptions = {}): Promise<RunManifest> {
+  const shards = opts.shards ?? ctx.cfg.batch.shards;
+  const runId = opts.runId ?? newRunId('daily', day);
+  try {
+    // One process runs every step: they share one DuckDB instead of handing files over through S3 `_staging/`.
+    return await withLocalRun(ctx, async (local) => {
+      await timed(ctx, 'prepare', () => prepareDaily(ctx, day, runId, shards, { now: opts.now, local }));
+      for (let shard = 0; shard < shards; shard++) await timed(ctx, 'shards', () => runDailyShard(ctx, day, runId, shard, shards, { local }));
+      return await timed(ctx, 'publish', () => publishDaily(ctx, day, runId, shards, { local }));
+    });
+  } catch (err) {
+    await discardStaging(ctx, runId).catch((e: unknown) => ctx.log.warn({ err: (e as Error).message, runId }, 'could not remove staging'));
+    throw err;
+  }
 }
 
 /**
- * A local run's split of one input: a directory per shard of uncompressed Parquet
- * part files, so a shard's statements scan only its own rows (filtering one
- * in-memory table of the whole day instead cost each statement a full scan).
+ * Checks the day is ready, stages its inputs once and writes them back as N
+ * user-hash shards, so shard workers download only their own users.
  */
-function localSplitDir(local: LocalRun, name: ShardInput): string {
-  return path.join(localSplitRoot(local), name);
+export async function prepareDaily(ctx: JobContext, day: string, runId: string, shards: number = ctx.cfg.batch.shards, opts: { now?: number } & LocalHandoff = {}): Promise<DailyPlan> {
+  const period = parsePeriod('daily', day, opts.now);
+  checkShard(0, shards);
+  const startedAt = new Date().toISOString();
+  const log = ctx.log.child({ job: 'daily', day, runId, step: 'prepare' });
+  const ready = await readyInputs(ctx, day, period);
+  log.info({ processedRows: ready.processedRows, prevHours: ready.objects.prev_completes.length, historyDays: ready.historyDays.length, shards }, 'daily prepare started');
+
+  const handoff = handoffOf(ctx, dayRun(runId, shards), opts.local);
+  const stopBeating = keepAlive(ctx, 'prepareDaily');
+  const shardInputs = await withScratchDir(ctx.cfg, async (dir) => {
+    const staged = {} as Record<ShardInput, StagedObject[]>;
+    await timed(ctx, 'prepare.stage', async () => {
+      for (const name of SHARD_INPUTS) staged[name] = await stage(ctx, ready.objects[name], path.join(dir, 'in'), 'stage');
+    });
+    const all = SHARD_INPUTS.flatMap((name) => staged[name]);
+    const { duck, release } = await handoff.open(dir);
+    try {
+      await timed(ctx, 'prepare.verify', () => verifyParquet(duck, all));
+      await duck.setVariables({ day_start: period.startMs, shards });
+      await blameCorrupt(duck, all, async () => {
+        for (const name of SHARD_INPUTS) {
+          const files = staged[name].map((s) => s.file);
+          // One streaming pass reads and hashes every row once and assigns it its shard.
+          const split = `SELECT *, ${shardOf()} AS __shard FROM (${inputSelect(name, files.length > 0 ? sqlList(files) : null)})`;
+          await timed(ctx, 'prepare.split', () => handoff.split(duck, name, split, dir));
+          checkpoint(ctx, { step: 'split', input: name, shards });
+        }
+      });
+      return await handoff.splitDone();
+    } finally {
+      await release();
+    }
+  }).finally(stopBeating);
+
+  const plan: DailyPlan = {
+    day,
+    runId,
+    startedAt,
+    shards,
+    inputs: SHARD_INPUTS.flatMap((name) => ready.objects[name]).map((o) => ({ key: o.key, etag: o.etag, size: o.size })),
+    processedRows: ready.processedRows,
+    hoursPublished: 24,
+    historyDays: ready.historyDays,
+    duplicates: ready.duplicates,
+    ...(shardInputs ? { shardInputs: shardInputs as Record<ShardInput, string[]>[] } : {}),
+  };
+  await putJson(ctx.s3, ctx.bucket, planKey(runId), plan);
+  return plan;
 }
 
-/** Exists from prepare (even for a day without rows) until publish. */
-function localSplitRoot(local: LocalRun): string {
-  return path.join(local.dir, 'split');
+export interface ShardResult {
+  shard: number;
+  shards: number;
+  rowCounts: Record<string, number>;
 }
 
-function shardSchema(shard: number): string {
-  return `shard_${shard}`;
+/** One user-hash shard's per-user daily work. Idempotent: a retry rewrites the same staged keys. */
+export async function runDailyShard(ctx: JobContext, day: string, runId: string, shard: number, shards: number, opts: LocalHandoff = {}): Promise<ShardResult> {
+  checkShard(shard, shards);
+  const plan = await readPlan(ctx, day, runId, shards);
+  const period = parsePeriod('daily', day, Number.POSITIVE_INFINITY);
+  const handoff = handoffOf(ctx, dayRun(runId, shards), opts.local);
+  const stopBeating = keepAlive(ctx, `runDailyShard ${shard}`);
+  return withScratchDir(ctx.cfg, async (dir) => {
+    const { duck, release } = await handoff.open(dir);
+    try {
+      const sources = await handoff.shardSources(duck, shard, plan.shardInputs, dir);
+      await duck.run(`CREATE OR REPLACE VIEW day_events AS ${inputSelect('events', sources.events, { filtered: true })}`);
+      await duck.run(`CREATE OR REPLACE VIEW prev_completes AS ${inputSelect('prev_completes', sources.prev_completes, { filtered: true })}`);
+      await duck.run(`CREATE OR REPLACE VIEW history_activity AS ${inputSelect('history', sources.history, { filtered: true })}`);
+      await duck.setVariables({ day: { date: day }, day_start: period.startMs, day_end: period.endMs });
+      const rowCounts: Record<string, number> = {};
+      for (const table of SHARD_TABLES) {
+        rowCounts[table] = await timed(ctx, `shard.compute.${table}`, () => duck.materialize(table));
+        checkpoint(ctx, { step: 'compute', shard, table });
+      }
+      await handoff.keep(duck, shard, dir);
+      ctx.log.info({ job: 'daily', day, runId, shard, shards, rowCounts }, 'daily shard computed');
+      return { shard, shards, rowCounts };
+    } finally {
+      await release();
+    }
+  }).finally(stopBeating);
+}
+
+/** Combines the shards' outputs, checks them and publishes the day. */
+export async function publishDaily(ctx: JobContext, day: string, runId: string, shards: number, opts: LocalHandoff = {}): Promise<RunManifest> {
+  const plan = await readPlan(ctx, day, runId, shards);
+  const period = parsePeriod('daily', day, Number.POSITIVE_INFINITY);
+  const handoff = handoffOf(ctx, dayRun(runId, shards), opts.local);
+  const stopBeating = keepAlive(ctx, 'publishDaily');
+  return withScratchDir(ctx.cfg, async (dir) => {
+    const { duck, release } = await handoff.open(dir);
+    try {
+      const sourceOf = await handoff.shardTables(duck, dir);
+      await duck.setVariables({
+        day: { date: day },
+        day_start: period.startMs,
+        day_end: period.endMs,
+        processed_rows: plan.processedRows,
+        hours_published: plan.hoursPublished,
+      });
+      for (const table of PARTIALS) await duck.run(`CREATE OR REPLACE VIEW ${table} AS SELECT * FROM ${sourceOf(table)}`);
+      const rowCounts: Record<string, number> = {};
+      for (const t of DAILY_TABLES) {
+        await timed(ctx, `publish.combine.${t.table}`, async () => {
+          if (t.shard) {
+            await duck.run(`CREATE OR REPLACE TABLE ${t.table} AS SELECT * FROM ${sourceOf(t.table)} ORDER BY ${t.shard.orderBy}`);
+            rowCounts[t.table] = await duck.scalar(`SELECT count(*) FROM ${t.table}`);
+          } else {
+            rowCounts[t.table] = await duck.materialize(t.table, t.sql ?? t.table);
+          }
+        });
+        checkpoint(ctx, { step: 'combine', table: t.table });
+      }
+      const checks = (await timed(ctx, 'publish.checks', () => duck.select('quality_daily'))) as unknown as QualityCheck[];
+      const [{ digest }] = await duck.json(`SELECT CAST(coalesce(bit_xor(md5_number_lower(user_id)), 0) AS VARCHAR) AS digest FROM user_daily_activity`);
+      if (checks.every((c) => c.ok)) await cascadeToLaterDays(ctx, day, String(digest));
+      const outputs: Record<string, { zone: Zone; file: string }> = {};
+      for (const t of DAILY_TABLES) {
+        const file = path.join(dir, 'out', `${t.table}.parquet`);
+        await timed(ctx, 'publish.write', () => duck.writeParquet(t.table, file));
+        outputs[t.table] = { zone: t.zone, file };
+      }
+      return await timed(ctx, 'publish.publish', () => publish(ctx, {
+        kind: 'daily',
+        period: day,
+        runId,
+        startedAt: plan.startedAt,
+        inputs: plan.inputs,
+        outputs,
+        rowCounts: { processed_events: plan.processedRows, ...rowCounts },
+        checks,
+        duplicates: plan.duplicates,
+        shards,
+        activeUsersDigest: String(digest),
+      }));
+    } finally {
+      await release();
+    }
+  }).finally(stopBeating);
+}
+
+/**
+ * A re-run of a day that changes who was active that day (late data brought a new
+ * user, say) makes every later published day stale: their retention cohorts and
+ * first_seen_day read this day's activity. Those days are marked dirty, before this
+ * day's manifest is written, so a crash in between cannot lose the cascade; the
+ * late-data reconciliation then re-runs them in day order. A re-run that changes no
+ * user (the usual late event of a known user) marks nothing.
+ */
+async function cascadeToLaterDays(ctx: JobContext, day: string, digest: string): Promise<void> {
+  const previous = await getJson<RunManifest>(ctx.s3, ctx.bucket, lakePaths.manifest('daily', day));
+  if (!previous || previous.activeUsersDigest === digest) return;
+  const later = (await listPublished(ctx, 'daily')).filter((d) => d > day);
+  const markedAt = Date.now();
+  for (const period of later) {
+    await putDirtyMarker(ctx.s3, ctx.bucket, { kind: 'daily', period, markedAt, reason: `the active users of ${day} changed in its re-run` });
+  }
+  if (later.length > 0) ctx.log.warn({ day, later }, 'active users changed in a re-run: later days marked dirty');
+}
+
+/** What prepare hands to the shards, from the published objects of the day, its previous day and its history. */
+interface ReadyInputs {
+  objects: Record<ShardInput, LakeObject[]>;
+  processedRows: number;
+  duplicates: { natural: number; synthetic: number };
+  historyDays: string[];
+}
+
+/**
+ * The day's inputs, once it is ready: its 24 hours (and the previous day's last
+ * hours a binge window reaches) published and clean, every earlier day with data
+ * published, and no input removed by retention. Each input through its manifest,
+ * never a fixed key: each names the one whole run that is current.
+ */
+async function readyInputs(ctx: JobContext, day: string, period: Period): Promise<ReadyInputs> {
+  await refuseIfProcessedGone(ctx, day, day);
+  const published = new Set(await listPublished(ctx, 'hourly'));
+  const dirtyHours = new Set((await listDirty(ctx)).filter((d) => d.kind === 'hourly').map((d) => d.period));
+  const usable = (h: string) => published.has(h) && !dirtyHours.has(h);
+  const missing = hoursOfDay(day).filter((h) => !usable(h));
+  // A binge window can start up to 4 h before midnight: those hours of the previous day count too,
+  // unless the lake has no raw data for them at all.
+  const prevDay = previousDay(day);
+  const prevHours = hoursOfDay(prevDay).filter((h) => Date.parse(`${h}:00:00Z`) + 3_600_000 > period.startMs - BINGE_WINDOW_MS);
+  const prevUsed: string[] = [];
+  for (const h of prevHours) {
+    if (usable(h)) prevUsed.push(h);
+    else if ((await listObjects(ctx.s3, ctx.bucket, lakePaths.rawHourPrefix(h))).length > 0) missing.push(h);
+  }
+  if (missing.length > 0) throw new MissingHoursError(day, missing);
+
+  const hourManifests = await Promise.all(hoursOfDay(day).map((h) => manifestOf(ctx, 'hourly', h)));
+  const processedRows = hourManifests.reduce((n, m) => n + (m.rowCounts.events ?? 0), 0);
+  const duplicates = hourManifests.reduce(
+    (d, m) => ({ natural: d.natural + (m.duplicates?.natural ?? 0), synthetic: d.synthetic + (m.duplicates?.synthetic ?? 0) }),
+    { natural: 0, synthetic: 0 },
+  );
+  const historyDays = (await listPublished(ctx, 'daily')).filter((d) => d < day);
+  const historySet = new Set(historyDays);
+  const unpublishedDays = [...new Set([...published].map((h) => h.slice(0, 10)))].filter((d) => d < day && !historySet.has(d)).sort();
+  if (unpublishedDays.length > 0) throw new MissingPreviousDaysError(day, unpublishedDays);
+
+  if (prevUsed.length > 0) await refuseIfProcessedGone(ctx, day, prevDay);
+  const prevManifests = await Promise.all(prevUsed.map((h) => manifestOf(ctx, 'hourly', h)));
+  const historyManifests = await mapLimit(historyDays, ctx.cfg.batch.ioConcurrency, (d) => manifestOf(ctx, 'daily', d));
+  const objects: Record<ShardInput, LakeObject[]> = {
+    events: await Promise.all(hourManifests.map((m) => outputOf(ctx, m, 'events'))),
+    prev_completes: await Promise.all(prevManifests.map((m) => outputOf(ctx, m, 'events'))),
+    history: await mapLimit(historyManifests, ctx.cfg.batch.ioConcurrency, (m) => outputOf(ctx, m, 'user_daily_activity')),
+  };
+  return { objects, processedRows, duplicates, historyDays };
 }
 
 type ShardInput = 'events' | 'prev_completes' | 'history';
@@ -149,157 +328,6 @@ function inputSelect(name: ShardInput, source: string | null, opts: { filtered?:
   return `SELECT ${Object.keys(columns).join(', ')} FROM read_parquet(${source}, hive_partitioning = false)${filter}`;
 }
 
-function planKey(runId: string): string {
-  return lakePaths.staging(runId, '_plan.json');
-}
-
-function shardKey(runId: string, shard: number, shards: number, name: string): string {
-  return lakePaths.staging(runId, `_shards/${shard}-of-${shards}/${name}.parquet`);
-}
-
-function checkShard(shard: number, shards: number): void {
-  if (!Number.isInteger(shards) || shards < 1 || !Number.isInteger(shard) || shard < 0 || shard >= shards) {
-    throw new NonRetryableBatchError(`shard ${shard} of ${shards} is not a valid shard (0 <= shard < shards)`);
-  }
-}
-
-async function readPlan(ctx: JobContext, day: string, runId: string): Promise<DailyPlan> {
-  const plan = await getJson<DailyPlan>(s3Of(ctx), bucketOf(ctx), planKey(runId));
-  if (!plan || plan.day !== day) throw new NonRetryableBatchError(`no daily plan for ${day} under run ${runId}: run prepareDaily first`);
-  return plan;
-}
-
-/** Processed retention removed `of`'s processed events: refuse rather than compute `day` from what is left. */
-async function refuseIfProcessedGone(ctx: JobContext, day: string, of: string): Promise<void> {
-  const removed = await getJson<RawRetentionRecord>(s3Of(ctx), bucketOf(ctx), lakePaths.processedRetention(of));
-  if (removed) throw new RawInputGoneError(day, `processed retention removed the processed events of ${of} at ${removed.removedAt}`);
-}
-
-async function manifestOf(ctx: JobContext, kind: 'hourly' | 'daily', period: string): Promise<RunManifest> {
-  const m = await getJson<RunManifest>(s3Of(ctx), bucketOf(ctx), lakePaths.manifest(kind, period));
-  if (!m) throw new NonRetryableBatchError(`the ${kind} manifest of ${period} is missing`);
-  return m;
-}
-
-/** The object a manifest names for a table, with its ETag (recorded as the daily run's input). */
-async function outputOf(ctx: JobContext, manifest: RunManifest, table: string): Promise<LakeObject> {
-  const key = manifest.outputs[table];
-  if (!key) throw new NonRetryableBatchError(`the ${manifest.kind} manifest of ${manifest.period} names no ${table} output`);
-  const [o] = (await listObjects(s3Of(ctx), bucketOf(ctx), key)).filter((x) => x.key === key);
-  if (!o) throw new NonRetryableBatchError(`published object ${key} (${manifest.kind} ${manifest.period}, run ${manifest.runId}) is missing`);
-  return o;
-}
-
-/**
- * Checks the day is ready, stages its inputs once and writes them back as N
- * user-hash shards, so shard workers download only their own users.
- */
-export async function prepareDaily(ctx: JobContext, day: string, runId: string, shards: number = ctx.cfg.batch.shards, opts: { now?: number } & LocalHandoff = {}): Promise<DailyPlan> {
-  const period = parsePeriod('daily', day, opts.now);
-  checkShard(0, shards);
-  const startedAt = new Date().toISOString();
-  const log = ctx.log.child({ job: 'daily', day, runId, step: 'prepare' });
-
-  await refuseIfProcessedGone(ctx, day, day);
-  const published = new Set(await listPublished(ctx, 'hourly'));
-  const dirtyHours = new Set((await listDirty(ctx)).filter((d) => d.kind === 'hourly').map((d) => d.period));
-  const usable = (h: string) => published.has(h) && !dirtyHours.has(h);
-  const missing = hoursOfDay(day).filter((h) => !usable(h));
-  // A binge window can start up to 4 h before midnight: those hours of the previous day count too,
-  // unless the lake has no raw data for them at all.
-  const prevDay = previousDay(day);
-  const prevHours = hoursOfDay(prevDay).filter((h) => Date.parse(`${h}:00:00Z`) + 3_600_000 > period.startMs - BINGE_WINDOW_MS);
-  const prevUsed: string[] = [];
-  for (const h of prevHours) {
-    if (usable(h)) prevUsed.push(h);
-    else if ((await listObjects(s3Of(ctx), bucketOf(ctx), lakePaths.rawHourPrefix(h))).length > 0) missing.push(h);
-  }
-  if (missing.length > 0) throw new MissingHoursError(day, missing);
-
-  const hourManifests = await Promise.all(hoursOfDay(day).map((h) => manifestOf(ctx, 'hourly', h)));
-  const processedRows = hourManifests.reduce((n, m) => n + (m.rowCounts.events ?? 0), 0);
-  const duplicates = hourManifests.reduce(
-    (d, m) => ({ natural: d.natural + (m.duplicates?.natural ?? 0), synthetic: d.synthetic + (m.duplicates?.synthetic ?? 0) }),
-    { natural: 0, synthetic: 0 },
-  );
-  const historyDays = (await listPublished(ctx, 'daily')).filter((d) => d < day);
-  const historySet = new Set(historyDays);
-  const unpublishedDays = [...new Set([...published].map((h) => h.slice(0, 10)))].filter((d) => d < day && !historySet.has(d)).sort();
-  if (unpublishedDays.length > 0) throw new MissingPreviousDaysError(day, unpublishedDays);
-
-  if (prevUsed.length > 0) await refuseIfProcessedGone(ctx, day, prevDay);
-  // Through the manifests, never a fixed key: each names the one whole run that is current.
-  const prevManifests = await Promise.all(prevUsed.map((h) => manifestOf(ctx, 'hourly', h)));
-  const historyManifests = await mapLimit(historyDays, ctx.cfg.batch.ioConcurrency, (d) => manifestOf(ctx, 'daily', d));
-  const dayObjects = await Promise.all(hourManifests.map((m) => outputOf(ctx, m, 'events')));
-  const prevObjects = await Promise.all(prevManifests.map((m) => outputOf(ctx, m, 'events')));
-  const historyObjects = await mapLimit(historyManifests, ctx.cfg.batch.ioConcurrency, (m) => outputOf(ctx, m, 'user_daily_activity'));
-  log.info({ processedRows, prevHours: prevUsed.length, historyDays: historyDays.length, shards }, 'daily prepare started');
-
-  const stopBeating = keepAlive(ctx, 'prepareDaily');
-  const local = opts.local;
-  const shardInputs = Array.from({ length: shards }, () => ({ events: [], prev_completes: [], history: [] }) as Record<ShardInput, string[]>);
-  await withScratchDir(ctx.cfg, async (dir) => {
-    const objectsOf: Record<ShardInput, LakeObject[]> = { events: dayObjects, prev_completes: prevObjects, history: historyObjects };
-    const staged = {} as Record<ShardInput, StagedObject[]>;
-    await timed(ctx, 'prepare.stage', async () => {
-      for (const name of SHARD_INPUTS) staged[name] = await stage(ctx, objectsOf[name], path.join(dir, 'in'), 'stage');
-    });
-    const all = SHARD_INPUTS.flatMap((name) => staged[name]);
-    const { duck, release } = await duckFor(ctx, dir, local);
-    try {
-      await timed(ctx, 'prepare.verify', () => verifyParquet(duck, all));
-      await duck.setVariables({ day_start: period.startMs, shards });
-      const uploads: { key: string; file: string }[] = [];
-      await blameCorrupt(duck, all, async () => {
-        for (const name of SHARD_INPUTS) {
-          const files = staged[name].map((s) => s.file);
-          // One streaming pass reads and hashes every row once and assigns it its shard.
-          const split = `SELECT *, ${shardOf()} AS __shard FROM (${inputSelect(name, files.length > 0 ? sqlList(files) : null)})`;
-          // Locally the part files stay on this disk, read once by the shards in this process: no codec.
-          // Between workers they go under _staging/, zstd like the rest of the lake.
-          const parts = local ? localSplitDir(local, name) : path.join(dir, 'split', name);
-          await fs.promises.rm(parts, { recursive: true, force: true });
-          await fs.promises.mkdir(path.dirname(parts), { recursive: true });
-          await timed(ctx, 'prepare.split', () =>
-            duck.run(`COPY (${split}) TO ${sqlString(parts)} (FORMAT parquet, COMPRESSION ${local ? 'uncompressed' : 'zstd'}, PARTITION_BY (__shard))`),
-          );
-          if (local) continue;
-          for (let shard = 0; shard < shards; shard++) {
-            // A shard without rows of this input has no part directory.
-            const partDir = path.join(parts, `__shard=${shard}`);
-            if (!fs.existsSync(partDir)) continue;
-            for (const file of (await fs.promises.readdir(partDir)).filter((f) => f.endsWith('.parquet')).sort()) {
-              const key = lakePaths.staging(runId, `_shards/${shard}-of-${shards}/inputs/${name}/${file}`);
-              uploads.push({ key, file: path.join(partDir, file) });
-              shardInputs[shard][name].push(key);
-            }
-          }
-          checkpoint(ctx, { step: 'split', input: name, shards });
-        }
-      });
-      await timed(ctx, 'prepare.upload', () => uploadAll(ctx, uploads, 'upload'));
-    } finally {
-      release();
-    }
-  }).finally(stopBeating);
-
-  const plan: DailyPlan = {
-    day,
-    runId,
-    startedAt,
-    shards,
-    inputs: [...dayObjects, ...prevObjects, ...historyObjects].map((o) => ({ key: o.key, etag: o.etag, size: o.size })),
-    processedRows,
-    hoursPublished: 24,
-    historyDays,
-    duplicates,
-    ...(local ? {} : { shardInputs }),
-  };
-  await putJson(s3Of(ctx), bucketOf(ctx), planKey(runId), plan);
-  return plan;
-}
-
 /**
  * The shard of a row's user, 0 <= shard < getvariable('shards'). Only prepareDaily
  * computes it, once, over all three inputs in one DuckDB, and the shards read what
@@ -312,183 +340,44 @@ function shardOf(): string {
   return `hash(user_id) % getvariable('shards')`;
 }
 
-export interface ShardResult {
-  shard: number;
-  shards: number;
-  rowCounts: Record<string, number>;
+function dayRun(runId: string, shards: number): DayRun {
+  return { runId, shards, inputs: SHARD_INPUTS, outputs: SHARD_TABLES };
 }
 
-/** One user-hash shard's per-user daily work. Idempotent: a retry rewrites the same staged keys. */
-export async function runDailyShard(ctx: JobContext, day: string, runId: string, shard: number, shards: number, opts: LocalHandoff = {}): Promise<ShardResult> {
-  checkShard(shard, shards);
-  const plan = await readPlan(ctx, day, runId);
-  if (plan.shards !== shards) throw new NonRetryableBatchError(`run ${runId} was prepared for ${plan.shards} shards, not ${shards}`);
-  const period = parsePeriod('daily', day, Number.POSITIVE_INFINITY);
-  const stopBeating = keepAlive(ctx, `runDailyShard ${shard}`);
-  return withScratchDir(ctx.cfg, async (dir) => {
-    const local = opts.local;
-    const { duck, release } = await duckFor(ctx, dir, local);
-    try {
-      const selects = {} as Record<ShardInput, string>;
-      if (local) {
-        // In one process the shard's rows are the part files prepareDaily wrote in this run's dir.
-        if (!fs.existsSync(localSplitRoot(local))) {
-          throw new NonRetryableBatchError(`run ${runId} was not prepared in this local run: run prepareDaily with it first`);
-        }
-        for (const name of SHARD_INPUTS) {
-          const partDir = path.join(localSplitDir(local, name), `__shard=${shard}`);
-          // A shard without rows of an input has no part directory.
-          selects[name] = fs.existsSync(partDir)
-            ? inputSelect(name, sqlString(path.join(partDir, '*.parquet')), { filtered: true })
-            : inputSelect(name, null);
-        }
-        await duck.run(`CREATE SCHEMA IF NOT EXISTS ${shardSchema(shard)}`);
-        await duck.run(`USE ${shardSchema(shard)}`);
-      } else {
-        const inputs = plan.shardInputs?.[shard];
-        if (!inputs) throw new NonRetryableBatchError(`the plan of run ${runId} lists no S3 inputs for shard ${shard} (prepared in one process, or by an older version): prepare the day again`);
-        for (const name of SHARD_INPUTS) {
-          const staged = await stage(ctx, inputs[name].map((key) => ({ key, etag: '', size: 0 })), path.join(dir, 'in'), 'stage');
-          await verifyParquet(duck, staged);
-          selects[name] = inputSelect(name, staged.length > 0 ? sqlList(staged.map((s) => s.file)) : null, { filtered: true });
-        }
-      }
-      // The SQL files name their inputs and outputs without a schema: locally they resolve in the shard's own.
-      await duck.run(`CREATE OR REPLACE VIEW day_events AS ${selects.events}`);
-      await duck.run(`CREATE OR REPLACE VIEW prev_completes AS ${selects.prev_completes}`);
-      await duck.run(`CREATE OR REPLACE VIEW history_activity AS ${selects.history}`);
-      await duck.setVariables({ day: { date: day }, day_start: period.startMs, day_end: period.endMs });
-      const rowCounts: Record<string, number> = {};
-      const uploads: { key: string; file: string }[] = [];
-      for (const table of SHARD_TABLES) {
-        rowCounts[table] = await timed(ctx, `shard.compute.${table}`, () => duck.materialize(table));
-        if (!local) {
-          const file = path.join(dir, 'out', `${table}.parquet`);
-          await timed(ctx, 'shard.write', () => duck.writeParquet(table, file));
-          uploads.push({ key: shardKey(runId, shard, shards, table), file });
-        }
-        checkpoint(ctx, { step: 'compute', shard, table });
-      }
-      await uploadAll(ctx, uploads, 'upload');
-      ctx.log.info({ job: 'daily', day, runId, shard, shards, rowCounts }, 'daily shard computed');
-      return { shard, shards, rowCounts };
-    } finally {
-      if (local) await duck.run('USE main');
-      release();
-    }
-  }).finally(stopBeating);
+function planKey(runId: string): string {
+  return lakePaths.staging(runId, '_plan.json');
 }
 
-/** Combines the shards' outputs, checks them and publishes the day. */
-export async function publishDaily(ctx: JobContext, day: string, runId: string, shards: number, opts: LocalHandoff = {}): Promise<RunManifest> {
-  const plan = await readPlan(ctx, day, runId);
-  if (plan.shards !== shards) throw new NonRetryableBatchError(`run ${runId} was prepared for ${plan.shards} shards, not ${shards}`);
-  const period = parsePeriod('daily', day, Number.POSITIVE_INFINITY);
-  const stopBeating = keepAlive(ctx, 'publishDaily');
-  return withScratchDir(ctx.cfg, async (dir) => {
-    const local = opts.local;
-    const { duck, release } = await duckFor(ctx, dir, local);
-    try {
-      let sourceOf: (table: string) => string;
-      if (local) {
-        const present = new Set((await duck.rows(`SELECT schema_name || '.' || table_name AS t FROM duckdb_tables()`)).map((r) => r.t));
-        const missing = Array.from({ length: shards }, (_, shard) => SHARD_TABLES.map((table) => `${shardSchema(shard)}.${table}`)).flat().filter((t) => !present.has(t));
-        if (missing.length > 0) throw new NonRetryableBatchError(`shard outputs of run ${runId} are incomplete (run every runDailyShard first): no ${missing[0]}`);
-        // The split is not needed any more.
-        await fs.promises.rm(localSplitRoot(local), { recursive: true, force: true });
-        sourceOf = (table) => `(${Array.from({ length: shards }, (_, shard) => `SELECT * FROM ${shardSchema(shard)}.${table}`).join(' UNION ALL ')})`;
-      } else {
-        const wanted = Array.from({ length: shards }, (_, shard) => SHARD_TABLES.map((table) => ({ shard, table, key: shardKey(runId, shard, shards, table) }))).flat();
-        let staged: StagedObject[];
-        try {
-          staged = await stage(ctx, wanted.map((w) => ({ key: w.key, etag: '', size: 0 })), path.join(dir, 'in'), 'stage');
-        } catch (err) {
-          throw new NonRetryableBatchError(`shard outputs of run ${runId} are incomplete (run every runDailyShard first): ${(err as Error).message}`);
-        }
-        await verifyParquet(duck, staged);
-        sourceOf = (table) => `read_parquet(${sqlList(staged.filter((_, i) => wanted[i].table === table).map((s) => s.file))})`;
-      }
-      await duck.setVariables({
-        day: { date: day },
-        day_start: period.startMs,
-        day_end: period.endMs,
-        processed_rows: plan.processedRows,
-        hours_published: plan.hoursPublished,
-      });
-      for (const table of PARTIALS) await duck.run(`CREATE OR REPLACE VIEW ${table} AS SELECT * FROM ${sourceOf(table)}`);
-      const rowCounts: Record<string, number> = {};
-      for (const t of DAILY_TABLES) {
-        await timed(ctx, `publish.combine.${t.table}`, async () => {
-          if (t.combine === 'concat') {
-            await duck.run(`CREATE OR REPLACE TABLE ${t.table} AS SELECT * FROM ${sourceOf(t.table)} ORDER BY ${t.orderBy}`);
-            rowCounts[t.table] = await duck.scalar(`SELECT count(*) FROM ${t.table}`);
-          } else {
-            rowCounts[t.table] = await duck.materialize(t.table);
-          }
-        });
-        checkpoint(ctx, { step: 'combine', table: t.table });
-      }
-      const checks = (await timed(ctx, 'publish.checks', () => duck.select('quality_daily'))) as unknown as QualityCheck[];
-      const [{ digest }] = await duck.json(`SELECT CAST(coalesce(bit_xor(md5_number_lower(user_id)), 0) AS VARCHAR) AS digest FROM user_daily_activity`);
-      if (checks.every((c) => c.ok)) await cascadeToLaterDays(ctx, day, String(digest));
-      const outputs: Record<string, { zone: (typeof DAILY_TABLES)[number]['zone']; file: string }> = {};
-      for (const t of DAILY_TABLES) {
-        const file = path.join(dir, 'out', `${t.table}.parquet`);
-        await timed(ctx, 'publish.write', () => duck.writeParquet(t.table, file));
-        outputs[t.table] = { zone: t.zone, file };
-      }
-      return await timed(ctx, 'publish.publish', () => publish(ctx, {
-        kind: 'daily',
-        period: day,
-        runId,
-        startedAt: plan.startedAt,
-        inputs: plan.inputs,
-        outputs,
-        rowCounts: { processed_events: plan.processedRows, ...rowCounts },
-        checks,
-        duplicates: plan.duplicates,
-        shards,
-        activeUsersDigest: String(digest),
-      }));
-    } finally {
-      release();
-    }
-  }).finally(stopBeating);
-}
-
-/**
- * A re-run of a day that changes who was active that day (late data brought a new
- * user, say) makes every later published day stale: their retention cohorts and
- * first_seen_day read this day's activity. Those days are marked dirty, before this
- * day's manifest is written, so a crash in between cannot lose the cascade; the
- * late-data reconciliation then re-runs them in day order. A re-run that changes no
- * user (the usual late event of a known user) marks nothing.
- */
-async function cascadeToLaterDays(ctx: JobContext, day: string, digest: string): Promise<void> {
-  const previous = await getJson<RunManifest>(s3Of(ctx), bucketOf(ctx), lakePaths.manifest('daily', day));
-  if (!previous || previous.activeUsersDigest === digest) return;
-  const later = (await listPublished(ctx, 'daily')).filter((d) => d > day);
-  const markedAt = Date.now();
-  for (const period of later) {
-    await putDirtyMarker(s3Of(ctx), bucketOf(ctx), { kind: 'daily', period, markedAt, reason: `the active users of ${day} changed in its re-run` });
-  }
-  if (later.length > 0) ctx.log.warn({ day, later }, 'active users changed in a re-run: later days marked dirty');
-}
-
-/** prepare -> every shard (one after another in this process) -> publish. */
-export async function runDaily(ctx: JobContext, day: string, opts: DailyOptions = {}): Promise<RunManifest> {
-  const shards = opts.shards ?? ctx.cfg.batch.shards;
-  const runId = opts.runId ?? newRunId('daily', day);
-  try {
-    // One process runs every step: they share one DuckDB instead of handing files over through S3 `_staging/`.
-    return await withLocalRun(ctx, async (local) => {
-      await timed(ctx, 'prepare', () => prepareDaily(ctx, day, runId, shards, { now: opts.now, local }));
-      for (let shard = 0; shard < shards; shard++) await timed(ctx, 'shards', () => runDailyShard(ctx, day, runId, shard, shards, { local }));
-      return await timed(ctx, 'publish', () => publishDaily(ctx, day, runId, shards, { local }));
-    });
-  } catch (err) {
-    await discardStaging(ctx, runId).catch((e: unknown) => ctx.log.warn({ err: (e as Error).message, runId }, 'could not remove staging'));
-    throw err;
+function checkShard(shard: number, shards: number): void {
+  if (!Number.isInteger(shards) || shards < 1 || !Number.isInteger(shard) || shard < 0 || shard >= shards) {
+    throw new NonRetryableBatchError(`shard ${shard} of ${shards} is not a valid shard (0 <= shard < shards)`);
   }
 }
 
+async function readPlan(ctx: JobContext, day: string, runId: string, shards: number): Promise<DailyPlan> {
+  const plan = await getJson<DailyPlan>(ctx.s3, ctx.bucket, planKey(runId));
+  if (!plan || plan.day !== day) throw new NonRetryableBatchError(`no daily plan for ${day} under run ${runId}: run prepareDaily first`);
+  if (plan.shards !== shards) throw new NonRetryableBatchError(`run ${runId} was prepared for ${plan.shards} shards, not ${shards}`);
+  return plan;
+}
+
+/** Processed retention removed `of`'s processed events: refuse rather than compute `day` from what is left. */
+async function refuseIfProcessedGone(ctx: JobContext, day: string, of: string): Promise<void> {
+  const removed = await getJson<RawRetentionRecord>(ctx.s3, ctx.bucket, lakePaths.processedRetention(of));
+  if (removed) throw new RawInputGoneError(day, `processed retention removed the processed events of ${of} at ${removed.removedAt}`);
+}
+
+async function manifestOf(ctx: JobContext, kind: 'hourly' | 'daily', period: string): Promise<RunManifest> {
+  const m = await getJson<RunManifest>(ctx.s3, ctx.bucket, lakePaths.manifest(kind, period));
+  if (!m) throw new NonRetryableBatchError(`the ${kind} manifest of ${period} is missing`);
+  return m;
+}
+
+/** The object a manifest names for a table, with its ETag (recorded as the daily run's input). */
+async function outputOf(ctx: JobContext, manifest: RunManifest, table: string): Promise<LakeObject> {
+  const key = manifest.outputs[table];
+  if (!key) throw new NonRetryableBatchError(`the ${manifest.kind} manifest of ${manifest.period} names no ${table} output`);
+  const [o] = (await listObjects(ctx.s3, ctx.bucket, key)).filter((x) => x.key === key);
+  if (!o) throw new NonRetryableBatchError(`published object ${key} (${manifest.kind} ${manifest.period}, run ${manifest.runId}) is missing`);
+  return o;
+}

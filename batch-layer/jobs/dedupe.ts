@@ -16,8 +16,8 @@
  */
 import path from 'node:path';
 import { dayId, hourStartMs, type RunManifest } from '../../common/lake';
-import { getJson, listObjects, putDirtyMarker } from '../lake-io';
-import { DAY_MS, bucketOf, mapLimit, s3Of, type JobContext } from './context';
+import { getJson, listObjects, putDirtyMarker } from '../../common/lake-io';
+import { DAY_MS, mapLimit, type JobContext } from './context';
 import { sqlList, type Duck } from './duck';
 import { stage } from './stage';
 import { periodOfKey } from './watermark';
@@ -48,8 +48,8 @@ const indexKeyCache = new Map<string, { etag: string; key: string | null }>();
  * Hours published before the index existed name none and are not consulted until re-run.
  */
 export async function neighbourIndexes(ctx: JobContext, hour: string): Promise<NeighbourIndex[]> {
-  const s3 = s3Of(ctx);
-  const bucket = bucketOf(ctx);
+  const s3 = ctx.s3;
+  const bucket = ctx.bucket;
   const start = hourStartMs(hour);
   const horizon = ctx.cfg.batch.latenessHorizonMs;
   const days: string[] = [];
@@ -105,8 +105,8 @@ export async function markDedupeConflicts(ctx: JobContext, duck: Duck, hour: str
   const markedAt = Date.now();
   for (const h of wrong) {
     const reason = h === hour ? `another hour received first an event_id this run counted` : `${hour} received first an event_id this hour counted`;
-    await putDirtyMarker(s3Of(ctx), bucketOf(ctx), { kind: 'hourly', period: h, markedAt, reason });
-    await putDirtyMarker(s3Of(ctx), bucketOf(ctx), { kind: 'daily', period: h.slice(0, 10), markedAt, reason: `hour ${h}: ${reason}` });
+    await putDirtyMarker(ctx.s3, ctx.bucket, { kind: 'hourly', period: h, markedAt, reason });
+    await putDirtyMarker(ctx.s3, ctx.bucket, { kind: 'daily', period: h.slice(0, 10), markedAt, reason: `hour ${h}: ${reason}` });
   }
   if (wrong.length > 0) ctx.log.warn({ hour, dirty: wrong, ids: rows.length }, 'an event_id was counted in two hours: the later-received one is marked dirty');
   return wrong;

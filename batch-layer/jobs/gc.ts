@@ -12,8 +12,8 @@
  * may belong to a run still on its way to its manifest.
  */
 import { lakePaths, type PeriodKind, type RunManifest } from '../../common/lake';
-import { deleteObjects, getJson, listObjects, type LakeObject } from '../lake-io';
-import { bucketOf, checkpoint, s3Of, type JobContext } from './context';
+import { deleteObjects, getJson, listObjects, type LakeObject } from '../../common/lake-io';
+import { checkpoint, type JobContext } from './context';
 
 /** `<zone>/<table>/dt=…/[hour=HH/]` of a batch output key, and the period it belongs to. */
 const PERIOD_FOLDER = /^((?:processed|aggregated)\/[^/]+\/dt=(\d{4}-\d{2}-\d{2})\/(?:hour=(\d{2})\/)?)[^/]+$/;
@@ -76,9 +76,9 @@ export async function collectAfterPublish(ctx: JobContext, current: RunManifest,
   const supersededBy = previous ? Date.parse(previous.publishedAt) : null;
   const result: GcResult = { folders: folders.size, deleted: [], waiting: 0 };
   for (const folder of folders) {
-    const { gone, waiting } = collectable(await listObjects(s3Of(ctx), bucketOf(ctx), folder), keep, supersededBy, now, graceMs);
+    const { gone, waiting } = collectable(await listObjects(ctx.s3, ctx.bucket, folder), keep, supersededBy, now, graceMs);
     result.waiting += waiting;
-    if (gone.length > 0) await deleteObjects(s3Of(ctx), bucketOf(ctx), gone);
+    if (gone.length > 0) await deleteObjects(ctx.s3, ctx.bucket, gone);
     result.deleted.push(...gone);
   }
   if (result.deleted.length > 0) ctx.log.info({ kind: current.kind, period: current.period, deleted: result.deleted.length }, 'superseded run objects removed');
@@ -93,8 +93,8 @@ export async function collectAfterPublish(ctx: JobContext, current: RunManifest,
 export async function collectSupersededRuns(ctx: JobContext, opts: GcOptions = {}): Promise<GcResult> {
   const now = opts.now ?? Date.now();
   const graceMs = opts.graceMs ?? ctx.cfg.batch.supersededGraceMs;
-  const s3 = s3Of(ctx);
-  const bucket = bucketOf(ctx);
+  const s3 = ctx.s3;
+  const bucket = ctx.bucket;
   const byFolder = new Map<string, { kind: PeriodKind; period: string; objects: LakeObject[] }>();
   for (const zone of ['processed/', 'aggregated/']) {
     for (const o of await listObjects(s3, bucket, zone)) {
@@ -106,8 +106,8 @@ export async function collectSupersededRuns(ctx: JobContext, opts: GcOptions = {
     }
   }
   const published = {
-    hourly: new Set((await listObjects(s3, bucket, '_manifests/hourly/')).map((o) => o.key)),
-    daily: new Set((await listObjects(s3, bucket, '_manifests/daily/')).map((o) => o.key)),
+    hourly: new Set((await listObjects(s3, bucket, lakePaths.manifestPrefix('hourly'))).map((o) => o.key)),
+    daily: new Set((await listObjects(s3, bucket, lakePaths.manifestPrefix('daily'))).map((o) => o.key)),
   };
   const manifests = new Map<string, RunManifest | null>();
   const result: GcResult = { folders: 0, deleted: [], waiting: 0 };

@@ -4,9 +4,9 @@
  * event-id index and the hourly batch views, gated by data-quality checks.
  */
 import path from 'node:path';
-import { lakePaths, type QualityCheck, type RunManifest } from '../../common/lake';
-import { listObjects, withScratchDir } from '../lake-io';
-import { bucketOf, checkpoint, keepAlive, newRunId, parsePeriod, s3Of, type JobContext } from './context';
+import { lakePaths, lakeTables, type QualityCheck, type RunManifest, type Zone } from '../../common/lake';
+import { listObjects, withScratchDir } from '../../common/lake-io';
+import { checkpoint, keepAlive, newRunId, parsePeriod, type JobContext } from './context';
 import { Duck, emptyRawSelect, parquetColumns, rawColumnsSelect, sqlList } from './duck';
 import { declareIndexes, markDedupeConflicts, neighbourIndexes } from './dedupe';
 import { publish } from './publish';
@@ -14,17 +14,8 @@ import { computeWatermark } from './watermark';
 import { assertRawComplete } from './raw-guard';
 import { blameCorrupt, stage, verifyParquet } from './stage';
 
-/**
- * Output tables of the hourly job and their SQL files, in the order they are computed
- * (each reads the ones before; `hour_firsts`, the hour's first copies, comes first).
- */
-export const HOURLY_TABLES = [
-  { table: 'events', zone: 'processed', sql: 'events_across_hours' },
-  { table: 'event_ids', zone: 'processed', sql: 'event_ids' },
-  { table: 'hourly_events', zone: 'aggregated', sql: 'hourly_events' },
-  { table: 'hourly_users', zone: 'aggregated', sql: 'hourly_users' },
-  { table: 'hourly_playback', zone: 'aggregated', sql: 'hourly_playback' },
-] as const;
+/** Output tables of the hourly job, in computing order (after `hour_firsts`, the hour's first copies). */
+export const HOURLY_TABLES = lakeTables('hourly');
 
 export interface RunOptions {
   /** Give one to make the staging prefix predictable (a Temporal activity passes its workflow's). */
@@ -38,7 +29,7 @@ export async function runHourly(ctx: JobContext, hour: string, opts: RunOptions 
   const startedAt = new Date().toISOString();
   const runId = opts.runId ?? newRunId('hourly', hour);
   const log = ctx.log.child({ job: 'hourly', hour, runId });
-  const inputs = (await listObjects(s3Of(ctx), bucketOf(ctx), lakePaths.rawHourPrefix(hour))).filter((o) => o.key.endsWith('.parquet'));
+  const inputs = (await listObjects(ctx.s3, ctx.bucket, lakePaths.rawHourPrefix(hour))).filter((o) => o.key.endsWith('.parquet'));
   await assertRawComplete(ctx, hour, inputs);
   log.info({ objects: inputs.length, bytes: inputs.reduce((n, o) => n + o.size, 0) }, 'hourly run started');
   checkpoint(ctx, { step: 'list', objects: inputs.length });
@@ -66,7 +57,7 @@ export async function runHourly(ctx: JobContext, hour: string, opts: RunOptions 
         rowCounts.raw_events = await duck.scalar('SELECT count(*) FROM raw_events');
         await duck.materialize('hour_firsts', 'events');
         for (const t of HOURLY_TABLES) {
-          rowCounts[t.table] = await duck.materialize(t.table, t.sql);
+          rowCounts[t.table] = await duck.materialize(t.table, t.sql ?? t.table);
           checkpoint(ctx, { step: 'compute', table: t.table });
         }
       });
@@ -76,7 +67,7 @@ export async function runHourly(ctx: JobContext, hour: string, opts: RunOptions 
       const duplicates = { natural: Number(dups.natural) + Number(across.natural), synthetic: Number(dups.synthetic) + Number(across.synthetic) };
       const checks = (await duck.select('quality_hourly')) as unknown as QualityCheck[];
 
-      const outputs: Record<string, { zone: (typeof HOURLY_TABLES)[number]['zone']; file: string }> = {};
+      const outputs: Record<string, { zone: Zone; file: string }> = {};
       for (const t of HOURLY_TABLES) {
         const file = path.join(dir, 'out', `${t.table}.parquet`);
         await duck.writeParquet(t.table, file);

@@ -1,11 +1,11 @@
 /**
  * The batch layer's API, shaped for Temporal activities: every function takes a
- * JobContext (config, logger, optional heartbeat and AbortSignal), is a function
- * of a period, and is idempotent. Errors that retrying cannot fix extend
- * NonRetryableBatchError.
+ * JobContext (`jobContext(cfg, log, …)`: config, logger, the lake's S3 client,
+ * optional heartbeat and AbortSignal), is a function of a period, and is
+ * idempotent. Errors that retrying cannot fix extend NonRetryableBatchError.
  */
 export type { JobContext, Period } from './context';
-export { parsePeriod, hoursOfDay, newRunId } from './context';
+export { jobContext, parsePeriod, hoursOfDay, newRunId } from './context';
 export {
   NonRetryableBatchError,
   CorruptObjectError,

@@ -7,9 +7,9 @@
  * later. Then: remove the staging prefix, clear the dirty marker the run made
  * obsolete, move the watermark, and collect runs superseded long enough ago.
  */
-import { clearDirtyMarker, deleteObjects, getJson, listObjects, putJson, uploadFile } from '../lake-io';
+import { clearDirtyMarker, deleteObjects, getJson, listObjects, putJson, uploadFile } from '../../common/lake-io';
 import { lakePaths, type PeriodKind, type QualityCheck, type RunManifest, type Zone } from '../../common/lake';
-import { bucketOf, checkpoint, mapLimit, s3Of, type JobContext } from './context';
+import { checkpoint, mapLimit, type JobContext } from './context';
 import { QualityCheckError } from './errors';
 import { collectAfterPublish } from './gc';
 import { computeWatermark } from './watermark';
@@ -34,8 +34,8 @@ export function stagingPrefix(runId: string): string {
 }
 
 export async function discardStaging(ctx: JobContext, runId: string): Promise<void> {
-  const keys = (await listObjects(s3Of(ctx), bucketOf(ctx), stagingPrefix(runId))).map((o) => o.key);
-  if (keys.length > 0) await deleteObjects(s3Of(ctx), bucketOf(ctx), keys);
+  const keys = (await listObjects(ctx.s3, ctx.bucket, stagingPrefix(runId))).map((o) => o.key);
+  if (keys.length > 0) await deleteObjects(ctx.s3, ctx.bucket, keys);
 }
 
 export async function publish(ctx: JobContext, input: PublishInput): Promise<RunManifest> {
@@ -46,13 +46,13 @@ export async function publish(ctx: JobContext, input: PublishInput): Promise<Run
     throw new QualityCheckError(input.period, input.checks);
   }
   const manifestKey = lakePaths.manifest(input.kind, input.period);
-  const previous = await getJson<RunManifest>(s3Of(ctx), bucketOf(ctx), manifestKey);
+  const previous = await getJson<RunManifest>(ctx.s3, ctx.bucket, manifestKey);
   // A retry of a run that already published (it failed after its manifest) must not
   // rewrite the objects that manifest names while readers may be fetching them.
   const outputId = previous?.runId === input.runId ? `${input.runId}.${Date.now()}` : input.runId;
   const tables = Object.entries(input.outputs).map(([table, o]) => ({ table, file: o.file, key: lakePaths.table(o.zone, table, input.period, outputId) }));
   await mapLimit(tables, ctx.cfg.batch.ioConcurrency, async (t) => {
-    await uploadFile(s3Of(ctx), bucketOf(ctx), t.key, t.file);
+    await uploadFile(ctx.s3, ctx.bucket, t.key, t.file);
     checkpoint(ctx, { step: 'publish', key: t.key });
   });
   const manifest: RunManifest = {
@@ -69,7 +69,7 @@ export async function publish(ctx: JobContext, input: PublishInput): Promise<Run
     ...(input.shards !== undefined ? { shards: input.shards } : {}),
     ...(input.activeUsersDigest !== undefined ? { activeUsersDigest: input.activeUsersDigest } : {}),
   };
-  await putJson(s3Of(ctx), bucketOf(ctx), manifestKey, manifest);
+  await putJson(ctx.s3, ctx.bucket, manifestKey, manifest);
   await discardStaging(ctx, input.runId);
   await clearDirty(ctx, input.kind, input.period, Date.parse(input.startedAt), input.runId);
   await computeWatermark(ctx);
@@ -86,7 +86,7 @@ export async function publish(ctx: JobContext, input: PublishInput): Promise<Run
  * The clear is a conditional tombstone write, so a marker rewritten meanwhile is never lost.
  */
 async function clearDirty(ctx: JobContext, kind: PeriodKind, period: string, startedAtMs: number, runId: string): Promise<void> {
-  const { outcome, marker } = await clearDirtyMarker(s3Of(ctx), bucketOf(ctx), kind, period, startedAtMs, runId);
+  const { outcome, marker } = await clearDirtyMarker(ctx.s3, ctx.bucket, kind, period, startedAtMs, runId);
   if (outcome === 'cleared') ctx.log.info({ kind, period, markedAt: marker!.markedAt }, 'dirty marker cleared');
   else if (outcome === 'kept') ctx.log.warn({ kind, period, markedAt: marker!.markedAt, startedAt: startedAtMs }, 'late data arrived during the run; the period stays dirty');
 }

@@ -5,9 +5,9 @@
  * views with a one-event subset.
  */
 import { lakePaths, type RawRetentionRecord, type RunManifest } from '../../common/lake';
-import { getJson, type LakeObject } from '../lake-io';
+import { getJson, type LakeObject } from '../../common/lake-io';
 import type { CompactionManifest } from './compaction';
-import { bucketOf, s3Of, type JobContext } from './context';
+import { type JobContext } from './context';
 import { RawInputGoneError } from './errors';
 
 /**
@@ -16,8 +16,8 @@ import { RawInputGoneError } from './errors';
  * (beyond those compaction merged into objects that are still there).
  */
 export async function assertRawComplete(ctx: JobContext, hour: string, present: readonly LakeObject[]): Promise<void> {
-  const s3 = s3Of(ctx);
-  const bucket = bucketOf(ctx);
+  const s3 = ctx.s3;
+  const bucket = ctx.bucket;
   const day = hour.slice(0, 10);
   const retention = await getJson<RawRetentionRecord>(s3, bucket, lakePaths.rawRetention(day));
   if (retention) {

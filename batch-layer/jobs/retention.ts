@@ -13,8 +13,8 @@
  * first_seen history) and the manifests are kept.
  */
 import { lakePaths, type RawRetentionRecord } from '../../common/lake';
-import { deleteObjects, getJson, listObjects, putJson } from '../lake-io';
-import { DAY_MS, bucketOf, checkpoint, s3Of, type JobContext } from './context';
+import { deleteObjects, getJson, listObjects, putJson } from '../../common/lake-io';
+import { DAY_MS, checkpoint, type JobContext } from './context';
 import { NonRetryableBatchError } from './errors';
 import { listDirty, listPublished } from './watermark';
 
@@ -71,10 +71,10 @@ function byDayBefore(keys: readonly string[], cutoffDay: string): Map<string, st
 /** Dead letters are nobody's input: they go by age of arrival alone. */
 async function expireDlq(ctx: JobContext, maxAge: number, now: number): Promise<ZoneRetention> {
   const cutoffDay = cutoffOf(now, maxAge);
-  const keys = (await listObjects(s3Of(ctx), bucketOf(ctx), lakePaths.rawDlqPrefix)).map((o) => o.key);
+  const keys = (await listObjects(ctx.s3, ctx.bucket, lakePaths.rawDlqPrefix)).map((o) => o.key);
   const out: ZoneRetention = { cutoffDay, deletedDays: [], deletedObjects: 0, skipped: [] };
   for (const [day, dayKeys] of [...byDayBefore(keys, cutoffDay)].sort(([a], [b]) => a.localeCompare(b))) {
-    await deleteObjects(s3Of(ctx), bucketOf(ctx), dayKeys);
+    await deleteObjects(ctx.s3, ctx.bucket, dayKeys);
     out.deletedDays.push(day);
     out.deletedObjects += dayKeys.length;
     checkpoint(ctx, { step: 'retention', zone: 'dlq', day });
@@ -92,15 +92,15 @@ async function expireProcessed(ctx: JobContext, maxAge: number, now: number): Pr
   const cutoffDay = cutoffOf(now, maxAge);
   const out: ZoneRetention = { cutoffDay, deletedDays: [], deletedObjects: 0, skipped: [] };
   const keys: string[] = [];
-  for (const table of PROCESSED_EXPIRING_TABLES) keys.push(...(await listObjects(s3Of(ctx), bucketOf(ctx), `processed/${table}/`)).map((o) => o.key));
+  for (const table of PROCESSED_EXPIRING_TABLES) keys.push(...(await listObjects(ctx.s3, ctx.bucket, lakePaths.tableRoot('processed', table))).map((o) => o.key));
   for (const [day, dayKeys] of [...byDayBefore(keys, cutoffDay)].sort(([a], [b]) => a.localeCompare(b))) {
-    if (!(await getJson<RawRetentionRecord>(s3Of(ctx), bucketOf(ctx), lakePaths.rawRetention(day)))) {
+    if (!(await getJson<RawRetentionRecord>(ctx.s3, ctx.bucket, lakePaths.rawRetention(day)))) {
       out.skipped.push({ day, reason: 'raw of the day is not removed yet' });
       continue;
     }
     const record: RawRetentionRecord = { zone: 'processed', day, removedAt: new Date().toISOString(), objects: dayKeys.length, maxAgeDays: maxAge };
-    await putJson(s3Of(ctx), bucketOf(ctx), lakePaths.processedRetention(day), record);
-    await deleteObjects(s3Of(ctx), bucketOf(ctx), dayKeys);
+    await putJson(ctx.s3, ctx.bucket, lakePaths.processedRetention(day), record);
+    await deleteObjects(ctx.s3, ctx.bucket, dayKeys);
     out.deletedDays.push(day);
     out.deletedObjects += dayKeys.length;
     checkpoint(ctx, { step: 'retention', zone: 'processed', day });
@@ -118,15 +118,15 @@ async function expireProcessed(ctx: JobContext, maxAge: number, now: number): Pr
 async function expireAggregated(ctx: JobContext, maxAge: number, now: number): Promise<ZoneRetention> {
   const cutoffDay = cutoffOf(now, maxAge);
   const out: ZoneRetention = { cutoffDay, deletedDays: [], deletedObjects: 0, skipped: [] };
-  const keys = (await listObjects(s3Of(ctx), bucketOf(ctx), 'aggregated/')).map((o) => o.key);
+  const keys = (await listObjects(ctx.s3, ctx.bucket, 'aggregated/')).map((o) => o.key);
   for (const [day, dayKeys] of [...byDayBefore(keys, cutoffDay)].sort(([a], [b]) => a.localeCompare(b))) {
-    if (!(await getJson<RawRetentionRecord>(s3Of(ctx), bucketOf(ctx), lakePaths.processedRetention(day)))) {
+    if (!(await getJson<RawRetentionRecord>(ctx.s3, ctx.bucket, lakePaths.processedRetention(day)))) {
       out.skipped.push({ day, reason: 'processed input of the day is not removed yet' });
       continue;
     }
     const record: RawRetentionRecord = { zone: 'aggregated', day, removedAt: new Date().toISOString(), objects: dayKeys.length, maxAgeDays: maxAge };
-    await putJson(s3Of(ctx), bucketOf(ctx), lakePaths.aggregatedRetention(day), record);
-    await deleteObjects(s3Of(ctx), bucketOf(ctx), dayKeys);
+    await putJson(ctx.s3, ctx.bucket, lakePaths.aggregatedRetention(day), record);
+    await deleteObjects(ctx.s3, ctx.bucket, dayKeys);
     out.deletedDays.push(day);
     out.deletedObjects += dayKeys.length;
     checkpoint(ctx, { step: 'retention', zone: 'aggregated', day });
@@ -151,7 +151,7 @@ export async function applyRetention(ctx: JobContext, opts: RetentionOptions = {
   }
   const now = opts.now ?? Date.now();
   const cutoffDay = new Date(Math.floor(now / DAY_MS) * DAY_MS - maxAge * DAY_MS).toISOString().slice(0, 10);
-  const raw = await listObjects(s3Of(ctx), bucketOf(ctx), lakePaths.rawEventsPrefix);
+  const raw = await listObjects(ctx.s3, ctx.bucket, lakePaths.rawEventsPrefix);
   const byDay = new Map<string, string[]>();
   for (const o of raw) {
     const m = /dt=(\d{4}-\d{2}-\d{2})\//.exec(o.key);
@@ -168,8 +168,8 @@ export async function applyRetention(ctx: JobContext, opts: RetentionOptions = {
     else {
       // Recorded before the delete: from here on the day's periods refuse to recompute (see raw-guard.ts).
       const record: RawRetentionRecord = { zone: 'raw', day, removedAt: new Date().toISOString(), objects: keys.length, maxAgeDays: maxAge };
-      await putJson(s3Of(ctx), bucketOf(ctx), lakePaths.rawRetention(day), record);
-      await deleteObjects(s3Of(ctx), bucketOf(ctx), keys);
+      await putJson(ctx.s3, ctx.bucket, lakePaths.rawRetention(day), record);
+      await deleteObjects(ctx.s3, ctx.bucket, keys);
       result.deletedDays.push(day);
       result.deletedObjects += keys.length;
       checkpoint(ctx, { step: 'retention', day });

@@ -1,7 +1,7 @@
 /** Staging lake objects into a scratch dir and proving DuckDB can read them, naming the object that it cannot. */
-import type { LakeObject } from '../lake-io';
-import { stageObjects, uploadFile } from '../lake-io';
-import { bucketOf, checkpoint, mapLimit, s3Of, type JobContext } from './context';
+import type { LakeObject } from '../../common/lake-io';
+import { stageObjects, uploadFile } from '../../common/lake-io';
+import { checkpoint, mapLimit, type JobContext } from './context';
 import { Duck, sqlString } from './duck';
 import { CorruptObjectError } from './errors';
 
@@ -14,7 +14,7 @@ export interface StagedObject {
 
 export async function stage(ctx: JobContext, objects: readonly LakeObject[] | readonly { key: string; etag: string; size: number }[], dir: string, step: string): Promise<StagedObject[]> {
   if (objects.length === 0) return [];
-  const files = await stageObjects(s3Of(ctx), bucketOf(ctx), objects.map((o) => o.key), dir, {
+  const files = await stageObjects(ctx.s3, ctx.bucket, objects.map((o) => o.key), dir, {
     concurrency: ctx.cfg.batch.ioConcurrency,
     onProgress: (done, total) => checkpoint(ctx, { step, staged: done, total }),
   });
@@ -67,7 +67,7 @@ export function firstLine(err: unknown): string {
 export async function uploadAll(ctx: JobContext, files: readonly { key: string; file: string }[], step: string): Promise<void> {
   let done = 0;
   await mapLimit(files, ctx.cfg.batch.ioConcurrency, async (f) => {
-    await uploadFile(s3Of(ctx), bucketOf(ctx), f.key, f.file);
+    await uploadFile(ctx.s3, ctx.bucket, f.key, f.file);
     done += 1;
     checkpoint(ctx, { step, uploaded: done, total: files.length });
   });

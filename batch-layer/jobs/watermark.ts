@@ -8,8 +8,8 @@
  * other's update. The operator's pin is a separate object (`_manifests/pin.json`)
  * that only the pin endpoint writes.
  */
-import { HOUR_MS, DAY_MS, bucketOf, s3Of, type JobContext } from './context';
-import { getJson, getJsonWithEtag, isOpenMarker, listObjects, putJsonIf } from '../lake-io';
+import { HOUR_MS, DAY_MS, type JobContext } from './context';
+import { getJson, getJsonWithEtag, isOpenMarker, listObjects, putJsonIf } from '../../common/lake-io';
 import { dayStartMs, hourStartMs, lakePaths, latestCleanRun, type DirtyMarker, type PeriodKind, type Pin, type Watermark } from '../../common/lake';
 
 const MANIFEST_RE = {
@@ -24,13 +24,9 @@ export function periodOfKey(kind: PeriodKind, key: string): string | null {
   return kind === 'hourly' ? `${m[1]}T${m[2]}` : m[1];
 }
 
-export function manifestPrefix(kind: PeriodKind): string {
-  return lakePaths.manifest(kind, kind === 'hourly' ? '2000-01-01T00' : '2000-01-01').replace(/dt=.*$/, '');
-}
-
 /** Periods with a published manifest, ascending. */
 export async function listPublished(ctx: JobContext, kind: PeriodKind): Promise<string[]> {
-  const objects = await listObjects(s3Of(ctx), bucketOf(ctx), manifestPrefix(kind));
+  const objects = await listObjects(ctx.s3, ctx.bucket, lakePaths.manifestPrefix(kind));
   return objects
     .map((o) => periodOfKey(kind, o.key))
     .filter((p): p is string => p !== null)
@@ -47,9 +43,9 @@ const markerCache = new Map<string, { etag: string; marker: DirtyMarker | null }
 /** Every open dirty marker (tombstones of cleared ones left out), hourly then daily, each ascending by period. */
 export async function listDirty(ctx: JobContext): Promise<DirtyMarker[]> {
   const out: DirtyMarker[] = [];
-  const bucket = bucketOf(ctx);
+  const bucket = ctx.bucket;
   for (const kind of ['hourly', 'daily'] as const) {
-    const objects = (await listObjects(s3Of(ctx), bucket, lakePaths.dirtyPrefix(kind)))
+    const objects = (await listObjects(ctx.s3, bucket, lakePaths.dirtyPrefix(kind)))
       .map((o) => ({ ...o, period: periodOfKey(kind, o.key) }))
       .filter((o): o is typeof o & { period: string } => o.period !== null)
       .sort((a, b) => a.period.localeCompare(b.period));
@@ -57,7 +53,7 @@ export async function listDirty(ctx: JobContext): Promise<DirtyMarker[]> {
       const id = `${bucket}/${o.key}`;
       let cached = markerCache.get(id);
       if (cached?.etag !== o.etag) {
-        const got = await getJsonWithEtag<DirtyMarker>(s3Of(ctx), bucket, o.key);
+        const got = await getJsonWithEtag<DirtyMarker>(ctx.s3, bucket, o.key);
         cached = { etag: got?.etag ?? o.etag, marker: got?.value ?? null };
         // Cache only what matches the listing: a marker rewritten in between is read again next time.
         if (got && got.etag === o.etag) markerCache.set(id, cached);
@@ -71,9 +67,9 @@ export async function listDirty(ctx: JobContext): Promise<DirtyMarker[]> {
 
 /** The operator's pin, or null. A pin written by an older version inside watermark.json is still honoured. */
 export async function readPin(ctx: JobContext): Promise<number | null> {
-  const pin = await getJson<Pin>(s3Of(ctx), bucketOf(ctx), lakePaths.pin);
+  const pin = await getJson<Pin>(ctx.s3, ctx.bucket, lakePaths.pin);
   if (pin) return pin.pinnedEnd;
-  return (await getJson<Watermark>(s3Of(ctx), bucketOf(ctx), lakePaths.watermark))?.pinnedEnd ?? null;
+  return (await getJson<Watermark>(ctx.s3, ctx.bucket, lakePaths.watermark))?.pinnedEnd ?? null;
 }
 
 function runOf(published: readonly string[], dirty: ReadonlySet<string>, startOf: (p: string) => number, size: number) {
@@ -86,8 +82,8 @@ function runOf(published: readonly string[], dirty: ReadonlySet<string>, startOf
 
 /** Recomputes and writes `_manifests/watermark.json` (conditionally; see the module comment). */
 export async function computeWatermark(ctx: JobContext): Promise<Watermark> {
-  const s3 = s3Of(ctx);
-  const bucket = bucketOf(ctx);
+  const s3 = ctx.s3;
+  const bucket = ctx.bucket;
   for (let attempt = 0; ; attempt++) {
     // Read first: a listing made after this read includes everything the version we replace was computed from.
     const previous = await getJsonWithEtag<Watermark>(s3, bucket, lakePaths.watermark);

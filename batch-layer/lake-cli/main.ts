@@ -9,8 +9,8 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { s3Client } from '../../common/clients';
 import { config } from '../../common/config';
 import { DAY_RE } from '../../common/lake';
-import { withScratchDir } from '../lake-io';
-import { LAKE_VIEWS, LakeCliError, LakeSession, type DayRange, type StageProgress, type LakeView } from './catalog';
+import { withScratchDir } from '../../common/lake-io';
+import { LAKE_VIEWS, LakeCliError, LakeSession, type DayRange, type StageProgress, type LakeView } from '../../common/lake-views';
 import { OUTPUT_FORMATS, emit, renderCsv, renderTable, runQuery, writeParquet, type OutputFormat } from './output';
 
 interface CommonOptions {

@@ -26,7 +26,7 @@ import type { Config } from '../../common/config';
 import { decodeRecord, DLQ_REASONS, isEpochMs, RejectedRecord, type DeadLetter } from '../../common/contract';
 import { dayId, type DirtyMarker } from '../../common/lake';
 import { logger } from '../../common/log';
-import { putDirtyMarker, uploadFile } from '../lake-io';
+import { putDirtyMarker, uploadFile } from '../../common/lake-io';
 import { PartitionState, filesToRelieve, isHourClosed, objectKey, passedFiles, periodOf, shouldRoll, type FileBuffer, type RollPolicy, type StreamKind } from './buffers';
 import { lakeWriterMetrics, type LakeWriterMetrics } from './metrics';
 import { dlqLine, rawLine, writeParquetLines } from './parquet';

@@ -19,7 +19,7 @@ import { kafkaClient, s3Client } from '../../common/clients';
 import { config } from '../../common/config';
 import { DLQ_REASONS, validateEvent, type DlqReason, type EventRecord } from '../../common/contract';
 import { DAY_RE, dayId, hourId } from '../../common/lake';
-import { LAKE_VIEWS, LakeSession } from '../../batch-layer/lake-cli/catalog';
+import { LAKE_VIEWS, LakeSession } from '../../common/lake-views';
 
 const DLQ_VIEW = LAKE_VIEWS.find((v) => v.name === 'dlq')!;
 

@@ -18,7 +18,7 @@ import type { Config } from '../../common/config';
 import { validateEvent, type EventRecord } from '../../common/contract';
 import { hourId, lakePaths, type DirtyMarker, type RunManifest, type Watermark } from '../../common/lake';
 import { logger } from '../../common/log';
-import { copyObject, deleteObjects, getJson, listObjects, putDirtyMarker, stageObjects } from '../../batch-layer/lake-io';
+import { copyObject, deleteObjects, getJson, listObjects, putDirtyMarker, stageObjects } from '../../common/lake-io';
 import { writeRawParquet, type RawRow } from '../../batch-layer/lake-writer/parquet';
 import {
   CorruptObjectError,
@@ -28,6 +28,7 @@ import {
   computeWatermark,
   discardStaging,
   hoursOfDay,
+  jobContext,
   listDirty,
   newRunId,
   prepareDaily,
@@ -161,7 +162,7 @@ async function expectEqual(zone: 'processed' | 'aggregated', table: string, peri
 
 beforeAll(async () => {
   cfg = await isolatedConfig('batch', { BATCH_SHARDS: '4' });
-  ctx = { cfg, log: logger('batch-test') };
+  ctx = jobContext(cfg, logger('batch-test'));
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'batch-it-'));
   ndjson = path.join(tmp, 'sends.ndjson');
   await writeNdjson(

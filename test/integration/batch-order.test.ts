@@ -13,9 +13,9 @@ import { s3Client } from '../../common/clients';
 import type { Config } from '../../common/config';
 import { lakePaths } from '../../common/lake';
 import { logger } from '../../common/log';
-import { stageObjects, uploadFile } from '../../batch-layer/lake-io';
+import { stageObjects, uploadFile } from '../../common/lake-io';
 import { writeRawParquet } from '../../batch-layer/lake-writer/parquet';
-import { MissingPreviousDaysError, hoursOfDay, listDirty, runDaily, runHourly, type JobContext } from '../../batch-layer/jobs';
+import { MissingPreviousDaysError, hoursOfDay, jobContext, listDirty, runDaily, runHourly, type JobContext } from '../../batch-layer/jobs';
 import { Duck } from '../../batch-layer/jobs/duck';
 import { validateEvent, type EventRecord } from '../../common/contract';
 import { isolatedConfig } from '../support/isolated';
@@ -35,7 +35,7 @@ function event(id: string, user: string, ts: number): EventRecord {
 
 beforeAll(async () => {
   cfg = await isolatedConfig('batchorder');
-  ctx = { cfg, log: logger('test') };
+  ctx = jobContext(cfg, logger('test'));
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'order-'));
   // Users a and b arrive on day 1; on day 2 a comes back and c is new. One event every hour keeps every hour non-empty.
   let offset = 0;

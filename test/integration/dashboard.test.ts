@@ -15,7 +15,7 @@ import { redisClient } from '../../common/clients';
 import { REPO_ROOT, type Config } from '../../common/config';
 import { BUCKET_MS, bucketStart, dayOf, type EventRecord } from '../../common/contract';
 import { logger } from '../../common/log';
-import { hoursOfDay, runDaily } from '../../batch-layer/jobs';
+import { hoursOfDay, jobContext, runDaily } from '../../batch-layer/jobs';
 import { startSpeedLayer, type SpeedLayer } from '../../speed-layer/service';
 import { startServing, type Serving } from '../../serving-layer/service';
 import { dropIsolated, isolatedConfig } from '../support/isolated';
@@ -60,7 +60,7 @@ function recentEvents(n: number): EventRecord[] {
 beforeAll(async () => {
   cfg = await isolatedConfig('dashboard', { SPEED_PORT: '0', BATCH_SHARDS: '1' });
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'dashboard-it-'));
-  const ctx = { cfg, log: logger('dashboard-test') };
+  const ctx = jobContext(cfg, logger('dashboard-test'));
   const fixture = lambdaFixture(cfg, ctx, tmp, { seed: 11, users: 30, startMs: D, endMs: D + DAY + 3 * 3_600_000, now: NOW });
   redis = redisClient(cfg);
   speed = await startSpeedLayer(cfg, { alerts: false });

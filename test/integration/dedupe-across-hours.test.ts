@@ -17,9 +17,9 @@ import { REPO_ROOT, type Config } from '../../common/config';
 import { validateEvent, type EventRecord } from '../../common/contract';
 import { lakePaths, type RunManifest } from '../../common/lake';
 import { logger } from '../../common/log';
-import { deleteObjects, getJson, listObjects, stageObjects, uploadFile } from '../../batch-layer/lake-io';
+import { deleteObjects, getJson, listObjects, stageObjects, uploadFile } from '../../common/lake-io';
 import { writeRawParquet } from '../../batch-layer/lake-writer/parquet';
-import { listDirty, runHourly, type JobContext } from '../../batch-layer/jobs';
+import { jobContext, listDirty, runHourly, type JobContext } from '../../batch-layer/jobs';
 import { isolatedConfig } from '../support/isolated';
 
 const T = (iso: string) => Date.parse(iso);
@@ -59,7 +59,7 @@ async function processedIds(m: RunManifest): Promise<string[]> {
 
 beforeAll(async () => {
   cfg = await isolatedConfig('dedupe-hours');
-  ctx = { cfg, log: logger('dedupe-hours-test') };
+  ctx = jobContext(cfg, logger('dedupe-hours-test'));
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'dedupe-hours-'));
 }, 60_000);
 

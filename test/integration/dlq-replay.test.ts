@@ -14,7 +14,7 @@ import { kafkaClient, s3Client } from '../../common/clients';
 import type { Config } from '../../common/config';
 import type { DeadLetter } from '../../common/contract';
 import { dayId, lakePaths } from '../../common/lake';
-import { uploadFile } from '../../batch-layer/lake-io';
+import { uploadFile } from '../../common/lake-io';
 import { writeDlqParquet } from '../../batch-layer/lake-writer/parquet';
 import { buildCollector, type Collector } from '../../ingestion/collector/server';
 import { isolatedConfig } from '../support/isolated';

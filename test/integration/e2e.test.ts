@@ -30,7 +30,7 @@ import { BUCKET_MS, bucketStart, dayOf } from '../../common/contract';
 import { hourId, lakePaths } from '../../common/lake';
 import { hoursOfDay } from '../../batch-layer/jobs';
 import { Duck, sqlList, type Row } from '../../batch-layer/jobs/duck';
-import { listObjects, stageObjects } from '../../batch-layer/lake-io';
+import { listObjects, stageObjects } from '../../common/lake-io';
 import { startLakeWriter, type LakeWriterService as LakeWriter } from '../../batch-layer/lake-writer/service';
 import { buildCollector, type Collector } from '../../ingestion/collector/server';
 import { writeNdjson, type SimulatedSend } from '../../ingestion/simulator/generate';

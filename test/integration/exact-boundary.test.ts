@@ -18,9 +18,8 @@ import { REPO_ROOT, type Config } from '../../common/config';
 import type { EventRecord } from '../../common/contract';
 import { dayId, dayStartMs, lakePaths, type DirtyMarker, type RunManifest } from '../../common/lake';
 import { logger } from '../../common/log';
-import { applyRetention, computeWatermark, hoursOfDay, listDirty, runDaily, runHourly, type JobContext } from '../../batch-layer/jobs';
-import { s3Of } from '../../batch-layer/jobs/context';
-import { deleteObjects, getJson, listObjects, putDirtyMarker, putJson, stageObjects, uploadFile, withScratchDir } from '../../batch-layer/lake-io';
+import { applyRetention, computeWatermark, hoursOfDay, jobContext, listDirty, runDaily, runHourly, type JobContext } from '../../batch-layer/jobs';
+import { deleteObjects, getJson, listObjects, putDirtyMarker, putJson, stageObjects, uploadFile, withScratchDir } from '../../common/lake-io';
 import { Duck } from '../../batch-layer/jobs/duck';
 import { writeDlqParquet } from '../../batch-layer/lake-writer/parquet';
 import { buildCollector, type Collector } from '../../ingestion/collector/server';
@@ -107,7 +106,7 @@ describe('point 1: device clocks and old periods', () => {
 
   beforeAll(async () => {
     cfg = await isolatedConfig('exact1', { COLLECTOR_HOST: '127.0.0.1', COLLECTOR_PORT: '0', BATCH_DIRTY_POLL_MS: '500' });
-    ctx = { cfg, log };
+    ctx = jobContext(cfg, log);
     await seedRaw(cfg, { seed: 11, users: 4, startMs: RECENT_START, endMs: RECENT_END });
     await seedRaw(cfg, { seed: 12, users: 2, startMs: Date.parse(`${ANCIENT}:00:00Z`), endMs: Date.parse(`${ANCIENT}:00:00Z`) + H, offsetBase: 500_000 });
     for (const hour of RECENT) await runHourly(ctx, hour);
@@ -226,7 +225,7 @@ describe('point 1: device clocks and old periods', () => {
 describe('the raw contract can grow a column (device_ts, sent_at) without rewriting the master dataset', () => {
   it('an hour whose objects all predate a column reads it as NULL', async () => {
     const cfg = await isolatedConfig('exactcols');
-    const ctx: JobContext = { cfg, log };
+    const ctx: JobContext = jobContext(cfg, log);
     const hour = RECENT[0];
     const seeded = await seedRaw(cfg, { seed: 31, users: 4, startMs: RECENT_START, endMs: RECENT_START + H, partitions: 2 });
     // Rewrite the hour's objects as a writer from before `ip_address` joined the contract would have written them.
@@ -258,7 +257,7 @@ describe('point 2: raw older than retention is never recomputed from a subset', 
 
   beforeAll(async () => {
     cfg = await isolatedConfig('exact2');
-    ctx = { cfg, log };
+    ctx = jobContext(cfg, log);
     await seedRaw(cfg, { seed: 21, users: 3, startMs: OLD_START, endMs: OLD_START + D });
     for (const hour of hoursOfDay(OLD)) await runHourly(ctx, hour);
     await runDaily(ctx, OLD, { shards: 1 });
@@ -306,7 +305,7 @@ describe('point 8: every zone has a retention, guarded like raw', () => {
 
   beforeAll(async () => {
     cfg = await isolatedConfig('exact8r');
-    ctx = { cfg, log };
+    ctx = jobContext(cfg, log);
     await seedRaw(cfg, { seed: 81, users: 3, startMs: OLD_START, endMs: OLD_START + D });
     for (const hour of hoursOfDay(OLD)) await runHourly(ctx, hour);
     await runDaily(ctx, OLD, { shards: 1 });
@@ -388,7 +387,7 @@ describe('point 8: compaction runs on a schedule and from the CLI', () => {
     quietTemporalRuntime();
     const overrides = orchestrationOverrides('exact8c');
     cfg = await isolatedConfig('exact8c', overrides);
-    ctx = { cfg, log };
+    ctx = jobContext(cfg, log);
     env = { ...process.env, ...overrides, S3_BUCKET: cfg.s3.bucket, TEMPORAL_TASK_QUEUE: cfg.temporal.taskQueue, LOG_LEVEL: 'warn' };
     for (const [i, day] of [YESTERDAY, BEFORE].entries()) {
       const start = Date.parse(`${hoursOf(day)[0]}:00:00Z`);
@@ -434,7 +433,7 @@ describe('point 4: no lost updates on the pin, the watermark and dirty markers',
 
   beforeAll(async () => {
     cfg = await isolatedConfig('exact4');
-    ctx = { cfg, log };
+    ctx = jobContext(cfg, log);
     await seedRaw(cfg, { seed: 41, users: 4, startMs: RECENT_START, endMs: RECENT_END + H });
     for (const hour of RECENT) await runHourly(ctx, hour);
     store = await BatchStore.open(cfg, s3Client(cfg), log);
@@ -500,9 +499,9 @@ describe('point 4: no lost updates on the pin, the watermark and dirty markers',
   it('a publish that lands while another computes the watermark is not overwritten by the older computation', async () => {
     const next = `${DAY}T${String(new Date(RECENT_END).getUTCHours()).padStart(2, '0')}`;
     // A computation with its own S3 client, so only its requests are intercepted.
-    const ctxA: JobContext = { cfg: { ...cfg }, log };
+    const ctxA: JobContext = jobContext({ ...cfg }, log);
     let armed = true;
-    s3Of(ctxA).middlewareStack.add(
+    ctxA.s3.middlewareStack.add(
       (nextHandler, context) => async (args) => {
         const out = await nextHandler(args);
         if (armed && context.commandName === 'GetObjectCommand' && (args.input as { Key?: string }).Key === lakePaths.watermark) {
@@ -527,7 +526,7 @@ describe('point 4: no lost updates on the pin, the watermark and dirty markers',
     // The lake writer lands more late data right after the run read the marker it is about to clear.
     let armed = true;
     let rewrote = 0;
-    s3Of(ctx).middlewareStack.add(
+    ctx.s3.middlewareStack.add(
       (next, context) => async (args) => {
         const out = await next(args);
         if (armed && context.commandName === 'GetObjectCommand' && (args.input as { Key?: string }).Key === key) {
@@ -542,7 +541,7 @@ describe('point 4: no lost updates on the pin, the watermark and dirty markers',
     try {
       await runHourly(ctx, hour);
     } finally {
-      s3Of(ctx).middlewareStack.remove('lateWriterDuringClear');
+      ctx.s3.middlewareStack.remove('lateWriterDuringClear');
     }
     expect(rewrote).toBe(1);
     const open = await listDirty(ctx);

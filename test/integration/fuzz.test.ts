@@ -16,6 +16,7 @@ import { config, type Config } from '../../common/config';
 import { BUCKET_MS, bucketStart } from '../../common/contract';
 import { hourId } from '../../common/lake';
 import { ensureSchemathesis } from '../../infra/schemathesis';
+import { jobContext } from '../../batch-layer/jobs';
 import { buildCollector, type Collector } from '../../ingestion/collector/server';
 import { startServing, type Serving } from '../../serving-layer/service';
 import { dropIsolated, isolatedConfig } from '../support/isolated';
@@ -55,7 +56,7 @@ describe('fuzzing from the OpenAPI documents', () => {
     // Published batch views, so generated queries reach DuckDB and not only empty tables.
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fuzz-'));
     const start = bucketStart(Date.now(), 'day') - BUCKET_MS.day;
-    const fixture = lambdaFixture(cfg, { cfg, log: pino({ level: 'silent' }) }, tmp, { seed: 11, users: 12, startMs: start, endMs: start + 2 * BUCKET_MS.hour, now: Date.now() });
+    const fixture = lambdaFixture(cfg, jobContext(cfg, pino({ level: 'silent' })), tmp, { seed: 11, users: 12, startMs: start, endMs: start + 2 * BUCKET_MS.hour, now: Date.now() });
     for (const t of [start, start + BUCKET_MS.hour]) await fixture.publishHour(hourId(t));
     serving = await startServing(cfg, { port: 0, host: '127.0.0.1', log: pino({ level: 'silent' }) });
     expect(serving.store.watermark().hourly.end).toBe(start + 2 * BUCKET_MS.hour);

@@ -15,7 +15,7 @@ import { kafkaClient, redisClient, s3Client } from '../../common/clients';
 import { REPO_ROOT, type Config } from '../../common/config';
 import { keyIdOf } from '../../common/http/auth';
 import { buildCollector, type Collector } from '../../ingestion/collector/server';
-import { listObjects } from '../../batch-layer/lake-io';
+import { listObjects } from '../../common/lake-io';
 import { BatchStore } from '../../serving-layer/batch-store';
 import { buildServer } from '../../serving-layer/server';
 import { startServing, type Serving } from '../../serving-layer/service';
@@ -195,7 +195,7 @@ describe('serving layer: authorization is decided on the matched route', () => {
       const objects = await listObjects(s3Client(cfg), cfg.s3.bucket, '_manifests/');
       const records = objects.filter((o) => o.key.includes('audit'));
       expect(records.length).toBe(1);
-      const { getJson } = await import('../../batch-layer/lake-io');
+      const { getJson } = await import('../../common/lake-io');
       const rec = await getJson<Record<string, unknown>>(s3Client(cfg), cfg.s3.bucket, records[0].key);
       expect(JSON.stringify(rec)).toContain(keyIdOf(ADMIN));
       expect(JSON.stringify(rec)).toContain('audit-test-1');

@@ -11,7 +11,7 @@ import { s3Client } from '../../common/clients';
 import { REPO_ROOT, type Config } from '../../common/config';
 import { validateEvent, type EventRecord } from '../../common/contract';
 import { hourId, lakePaths, type RunManifest } from '../../common/lake';
-import { putJson, uploadFile, withScratchDir } from '../../batch-layer/lake-io';
+import { putJson, uploadFile, withScratchDir } from '../../common/lake-io';
 import { writeDlqParquet, writeRawParquet } from '../../batch-layer/lake-writer/parquet';
 import { isolatedConfig } from '../support/isolated';
 

@@ -6,7 +6,7 @@ import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { s3Client } from '../../common/clients';
 import type { Config } from '../../common/config';
-import { copyObject, deleteObjects, getJson, listObjects, putJson, stageObjects, uploadFile, withScratchDir } from '../../batch-layer/lake-io';
+import { copyObject, deleteObjects, getJson, listObjects, putJson, stageObjects, uploadFile, withScratchDir } from '../../common/lake-io';
 import { isolatedConfig } from '../support/isolated';
 
 let cfg: Config;

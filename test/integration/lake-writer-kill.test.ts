@@ -16,9 +16,9 @@ import type { Config } from '../../common/config';
 import { validateEvent, type EventRecord } from '../../common/contract';
 import { hourId, lakePaths } from '../../common/lake';
 import { logger } from '../../common/log';
-import { runHourly } from '../../batch-layer/jobs';
+import { jobContext, runHourly } from '../../batch-layer/jobs';
 import { simulate } from '../../ingestion/simulator/generate';
-import { listObjects, stageObjects, withScratchDir } from '../../batch-layer/lake-io';
+import { listObjects, stageObjects, withScratchDir } from '../../common/lake-io';
 import { isolatedConfig } from '../support/isolated';
 import { spawnLakeWriter } from './lake-writer-support';
 
@@ -177,7 +177,7 @@ describe('lake writer crash safety', () => {
 
     // The batch layer turns "as received" into exactly once.
     const hours = [...new Set(records.map((r) => hourId(r.ts)))].sort();
-    const ctx = { cfg, log: logger('lake-kill-test') };
+    const ctx = jobContext(cfg, logger('lake-kill-test'));
     const processedKeys: string[] = [];
     for (const hour of hours) processedKeys.push((await runHourly(ctx, hour)).outputs.events);
     const processed = await readParquet<{ event_id: string; n: number }>(

@@ -13,7 +13,7 @@ import { kafkaClient, s3Client } from '../../common/clients';
 import type { Config } from '../../common/config';
 import { validateEvent, type DeadLetter, type EventRecord } from '../../common/contract';
 import { hourId, lakePaths, type DirtyMarker } from '../../common/lake';
-import { getJson, listObjects, stageObjects, withScratchDir } from '../../batch-layer/lake-io';
+import { getJson, listObjects, stageObjects, withScratchDir } from '../../common/lake-io';
 import { startLakeWriter, type LakeWriterService as LakeWriter } from '../../batch-layer/lake-writer/service';
 import { isolatedConfig } from '../support/isolated';
 

@@ -19,10 +19,10 @@ import { REPO_ROOT, type Config } from '../../common/config';
 import { validateEvent, type EventRecord } from '../../common/contract';
 import { lakePaths, type RunManifest } from '../../common/lake';
 import { logger } from '../../common/log';
-import { deleteObjects, getJson, listObjects, stageObjects, uploadFile } from '../../batch-layer/lake-io';
+import { deleteObjects, getJson, listObjects, stageObjects, uploadFile } from '../../common/lake-io';
 import { writeRawParquet } from '../../batch-layer/lake-writer/parquet';
-import { collectSupersededRuns, hoursOfDay, runDaily, runHourly, type JobContext } from '../../batch-layer/jobs';
-import { LakeSession } from '../../batch-layer/lake-cli/catalog';
+import { collectSupersededRuns, hoursOfDay, jobContext, runDaily, runHourly, type JobContext } from '../../batch-layer/jobs';
+import { LakeSession } from '../../common/lake-views';
 import { BatchStore } from '../../serving-layer/batch-store';
 import { isolatedConfig } from '../support/isolated';
 
@@ -187,7 +187,7 @@ async function hourManifest(): Promise<RunManifest> {
 
 beforeAll(async () => {
   cfg = await isolatedConfig('publish-kill');
-  ctx = { cfg, log: logger('publish-kill-test') };
+  ctx = jobContext(cfg, logger('publish-kill-test'));
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'publish-kill-'));
 }, 60_000);
 

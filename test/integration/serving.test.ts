@@ -18,8 +18,8 @@ import { BUCKET_MS, bucketStart, dayOf, type EventRecord } from '../../common/co
 import { hourId, lakePaths, type RunManifest } from '../../common/lake';
 import { hllErrorBound, speedKeys } from '../../common/speed-keys';
 import { logger } from '../../common/log';
-import { getJson, stageObjects } from '../../batch-layer/lake-io';
-import { hoursOfDay, runDaily, type JobContext } from '../../batch-layer/jobs';
+import { getJson, stageObjects } from '../../common/lake-io';
+import { hoursOfDay, jobContext, runDaily, type JobContext } from '../../batch-layer/jobs';
 import { Duck, sqlList } from '../../batch-layer/jobs/duck';
 import { startSpeedLayer, type SpeedLayer } from '../../speed-layer/service';
 import { startServing, type Serving } from '../../serving-layer/service';
@@ -60,7 +60,7 @@ let publishHour: (hour: string) => Promise<void>;
 
 beforeAll(async () => {
   cfg = await isolatedConfig('serving', { SPEED_PORT: '0', SERVING_SYNC_INTERVAL_MS: '600000', BATCH_SHARDS: '1' });
-  ctx = { cfg, log: logger('serving-test') };
+  ctx = jobContext(cfg, logger('serving-test'));
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'serving-it-'));
   const fixture = lambdaFixture(cfg, ctx, tmp, { seed: 7, users: 25, startMs: D, endMs: END, now: NOW });
   ({ distinct, publishHour } = fixture);

@@ -12,7 +12,7 @@ import { kafkaClient, s3Client } from '../../common/clients';
 import type { Config } from '../../common/config';
 import type { EventRecord } from '../../common/contract';
 import { lakePaths } from '../../common/lake';
-import { deleteObjects, listObjects, stageObjects, withScratchDir } from '../../batch-layer/lake-io';
+import { deleteObjects, listObjects, stageObjects, withScratchDir } from '../../common/lake-io';
 import { isolatedConfig } from '../support/isolated';
 import { spawnLakeWriter } from './lake-writer-support';
 import { catchupBacklog, CATCHUP_RETENTION_MS, exited, freePort, metricSum, produceFast, samplePeak, type Child } from './speed-catchup-support';

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { s3Client } from '../../common/clients';
 import type { Config } from '../../common/config';
 import { lakePaths, type RunManifest } from '../../common/lake';
-import { getJson, listObjects } from '../../batch-layer/lake-io';
+import { getJson, listObjects } from '../../common/lake-io';
 import { failuresOf, startBackfill } from '../../workflows/cli/backfill';
 import { periodWorkflowId } from '../../workflows/ids';
 import type { BackfillProgress } from '../../workflows/types';

@@ -13,7 +13,7 @@ import { redisClient, s3Client } from '../../common/clients';
 import type { Config } from '../../common/config';
 import { lakePaths, type RunManifest, type Watermark } from '../../common/lake';
 import { DAILY_TABLES, HOURLY_TABLES } from '../../batch-layer/jobs';
-import { getJson, listObjects } from '../../batch-layer/lake-io';
+import { getJson, listObjects } from '../../common/lake-io';
 import { periodWorkflowId } from '../../workflows/ids';
 import { batchAttributes } from '../../workflows/search-attributes';
 import { buildWorkflowBundle } from '../../workflows/service';

@@ -12,7 +12,7 @@ import { s3Client } from '../../common/clients';
 import type { Config } from '../../common/config';
 import { validateEvent, type EventRecord } from '../../common/contract';
 import { hourId, lakePaths, type DirtyMarker } from '../../common/lake';
-import { putDirtyMarker, uploadFile } from '../../batch-layer/lake-io';
+import { putDirtyMarker, uploadFile } from '../../common/lake-io';
 import { writeRawParquet, type RawRow } from '../../batch-layer/lake-writer/parquet';
 import { simulate } from '../../ingestion/simulator/generate';
 import { NativeConnection, Worker, type WorkflowBundle } from '@temporalio/worker';

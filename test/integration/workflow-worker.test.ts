@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { s3Client } from '../../common/clients';
 import { REPO_ROOT, type Config } from '../../common/config';
 import { lakePaths, type RunManifest } from '../../common/lake';
-import { getJson } from '../../batch-layer/lake-io';
+import { getJson } from '../../common/lake-io';
 import { startBackfill } from '../../workflows/cli/backfill';
 import { listRuns } from '../../workflows/cli/runs';
 import { resolveScheduleId, triggerSchedule } from '../../workflows/cli/schedules';

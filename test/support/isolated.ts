@@ -7,7 +7,7 @@ import { loadConfig, type Config } from '../../common/config';
 import { kafkaClient, s3Client } from '../../common/clients';
 import { ensureBucket, ensureTopics } from '../../common/topics';
 import type { Redis } from 'ioredis';
-import { deleteObjects, listObjects } from '../../batch-layer/lake-io';
+import { deleteObjects, listObjects } from '../../common/lake-io';
 import { speedKeys } from '../../common/speed-keys';
 
 export async function isolatedConfig(label: string, overrides: Record<string, string> = {}): Promise<Config> {

@@ -1,5 +1,6 @@
 /**
- * The views a data scientist queries, each over one prefix of the lake, and
+ * The views a data scientist queries (`npm run lake`; the DLQ tool reads `dlq`
+ * through the same session), each over one prefix of the lake, and
  * the session that stages their objects into a scratch dir and declares them
  * in an embedded DuckDB (httpfs cannot be downloaded here, see STACK-NOTES).
  * Raw views read every object under their prefix; batch views only the objects
@@ -11,8 +12,8 @@ import path from 'node:path';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
 import fsp from 'node:fs/promises';
-import { lakePaths, type PeriodKind, type RunManifest } from '../../common/lake';
-import { getJson, listObjects, stageObjects } from '../lake-io';
+import { LAKE_TABLES, lakePaths, type PeriodKind, type RunManifest } from './lake';
+import { getJson, listObjects, stageObjects } from './lake-io';
 
 export interface LakeView {
   name: string;
@@ -24,22 +25,17 @@ export interface LakeView {
   published?: { kind: PeriodKind; table: string };
 }
 
+/** The raw zone's views, then one per batch table of the catalog (`LAKE_TABLES`). */
 export const LAKE_VIEWS: readonly LakeView[] = [
   { name: 'raw_events', prefix: lakePaths.rawEventsPrefix, hourly: true, description: 'the master dataset: every event as received, duplicates included' },
   { name: 'dlq', prefix: lakePaths.rawDlqPrefix, hourly: false, description: 'dead letters: rejected events with their reason and original bytes' },
-  { name: 'events', prefix: 'processed/events/', hourly: true, description: 'valid events de-duplicated by event_id, per hour', published: { kind: 'hourly', table: 'events' } },
-  { name: 'sessions', prefix: 'processed/sessions/', hourly: false, description: 'sessions per METRICS.md (30-minute gap, split at midnight)', published: { kind: 'daily', table: 'sessions' } },
-  { name: 'user_daily_activity', prefix: 'processed/user_daily_activity/', hourly: false, description: 'one row per user and active day', published: { kind: 'daily', table: 'user_daily_activity' } },
-  { name: 'hourly_events', prefix: 'aggregated/hourly_events/', hourly: true, description: 'event counts per hour x type x device x country x app version, with ALL roll-ups', published: { kind: 'hourly', table: 'hourly_events' } },
-  { name: 'hourly_users', prefix: 'aggregated/hourly_users/', hourly: true, description: 'exact distinct users per hour, overall and per device', published: { kind: 'hourly', table: 'hourly_users' } },
-  { name: 'hourly_playback', prefix: 'aggregated/hourly_playback/', hourly: true, description: 'plays, pauses, completes, rebuffers per hour and content', published: { kind: 'hourly', table: 'hourly_playback' } },
-  { name: 'daily_sessions', prefix: 'aggregated/daily_sessions/', hourly: false, description: 'daily session metrics by device of the first event', published: { kind: 'daily', table: 'daily_sessions' } },
-  { name: 'daily_obt', prefix: 'aggregated/daily_aggregates_with_dimensions/', hourly: false, description: 'the one big table: day x device x app version x country with ALL rows', published: { kind: 'daily', table: 'daily_aggregates_with_dimensions' } },
-  { name: 'retention_cohorts', prefix: 'aggregated/retention_cohorts/', hourly: false, description: 'd1/d7/d14/d28 retention and churn per cohort day, as of each day', published: { kind: 'daily', table: 'retention_cohorts' } },
-  { name: 'clicks_to_play', prefix: 'aggregated/clicks_to_play/', hourly: false, description: 'histogram of navigation events before the first play', published: { kind: 'daily', table: 'clicks_to_play' } },
-  { name: 'top_paths', prefix: 'aggregated/top_paths/', hourly: false, description: 'the 20 most frequent paths to a first play per day', published: { kind: 'daily', table: 'top_paths' } },
-  { name: 'binge_users', prefix: 'aggregated/binge_users/', hourly: false, description: 'users with 3 completes within 4 hours, per day', published: { kind: 'daily', table: 'binge_users' } },
-  { name: 'event_ids', prefix: 'processed/event_ids/', hourly: true, description: "each hour's de-duplication index: where an id's first copy was received, whether the hour counted it", published: { kind: 'hourly', table: 'event_ids' } },
+  ...LAKE_TABLES.map((t) => ({
+    name: t.view ?? t.table,
+    prefix: lakePaths.tableRoot(t.zone, t.table),
+    hourly: t.period === 'hourly',
+    description: t.description,
+    published: { kind: t.period, table: t.table },
+  })),
 ];
 
 export class LakeCliError extends Error {
@@ -158,7 +154,7 @@ export class LakeSession {
   private manifestKeys(kind: PeriodKind): Promise<string[]> {
     let p = this.listedManifests.get(kind);
     if (!p) {
-      p = listObjects(this.s3, this.bucket, `_manifests/${kind}/`).then((os) => os.map((o) => o.key).filter((k) => k.endsWith('.json')));
+      p = listObjects(this.s3, this.bucket, lakePaths.manifestPrefix(kind)).then((os) => os.map((o) => o.key).filter((k) => k.endsWith('.json')));
       this.listedManifests.set(kind, p);
     }
     return p;

@@ -1,5 +1,6 @@
 /**
- * S3 helpers every batch component uses. DuckDB's httpfs cannot be downloaded
+ * S3 helpers every reader and writer of the lake uses (lake writer, batch jobs,
+ * serving sync, lake CLI, DLQ tool). DuckDB's httpfs cannot be downloaded
  * on these machines, so lake objects are staged to local files through the AWS
  * SDK, read with read_parquet, and results are written locally and uploaded.
  */
@@ -18,8 +19,8 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import type { Config } from '../common/config';
-import { lakePaths, type DirtyMarker } from '../common/lake';
+import type { Config } from './config';
+import { lakePaths, type DirtyMarker } from './lake';
 
 export interface LakeObject {
   key: string;
