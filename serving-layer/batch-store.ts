@@ -29,6 +29,7 @@ import { getJson, isOpenMarker, listObjects, putJson, putJsonIf, stageObjects } 
 import type { Config } from '../common/config';
 import { dayStartMs, hourStartMs, lakePaths, lakeTables, type DirtyMarker, type PeriodKind, type Pin, type PinAudit, type RunManifest, type Watermark } from '../common/lake';
 import type { Logger } from '../common/log';
+import { speedKeys } from '../common/speed-keys';
 import type { PeriodState, WatermarkView } from './merge';
 
 const servedOf = (kind: PeriodKind): string[] => lakeTables(kind).filter((t) => t.served).map((t) => t.table);
@@ -127,7 +128,7 @@ export class BatchStore {
     this.dirtyTimer.unref();
     if (subscriber) {
       this.sub = subscriber;
-      const channel = `${this.cfg.redis.keyPrefix}watermark`;
+      const channel = speedKeys(this.cfg).watermarkChannel();
       subscriber.on('message', (ch: string) => {
         if (ch === channel) void this.sync().catch(() => undefined);
       });
