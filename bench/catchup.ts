@@ -29,7 +29,7 @@ import { readOffsets, speedKeys } from '../common/speed-keys';
 import { ensureBucket, ensureTopics } from '../common/topics';
 import { deleteObjects, listObjects } from '../common/lake-io';
 import { simulate } from '../ingestion/simulator/generate';
-import { envPairs, findPid, freePort } from './support';
+import { envPairs, findPid, freePort, isolationEnv } from './support';
 
 const DAY = 86_400_000;
 const TICKS = 100; // getconf CLK_TCK on Linux
@@ -212,13 +212,7 @@ async function timeDrain(child: ChildProcess, total: number, timeoutSec: number,
 async function run(f: Flags): Promise<void> {
   const id = `bench.cu${randomBytes(3).toString('hex')}`;
   const env: Record<string, string> = {
-    TOPIC_RAW: `${id}.events.raw`,
-    TOPIC_DLQ: `${id}.events.dlq`,
-    TOPIC_RAW_PARTITIONS: String(f.partitions),
-    SPEED_GROUP: `${id}.speed`,
-    LAKE_GROUP: `${id}.lake`,
-    REDIS_KEY_PREFIX: `${id.replace('.', ':')}:`,
-    S3_BUCKET: id.replace('.', '-'),
+    ...isolationEnv(id, f.partitions),
     // Every day of the backlog is inside the speed retention (nothing is dropped as late).
     SPEED_RETENTION_MS: String(Math.ceil(f.days + 1) * DAY),
   };

@@ -36,7 +36,7 @@ import { loadConfig, REPO_ROOT, type Config } from '../common/config';
 import { speedKeys } from '../common/speed-keys';
 import { ensureBucket, ensureTopics } from '../common/topics';
 import { simulate } from '../ingestion/simulator/generate';
-import { envPairs, freePort, groupLags, removeBucket, stackPids } from './support';
+import { envPairs, freePort, groupLags, isolationEnv, removeBucket, stackPids } from './support';
 
 const SELF = fileURLToPath(import.meta.url);
 const DAY = 86_400_000;
@@ -616,15 +616,7 @@ async function dedupeMemory(redis: Redis, cfg: Config): Promise<{ keys: number; 
 async function runLadder(f: RunFlags): Promise<void> {
   const id = `bench.${randomBytes(3).toString('hex')}`;
   const lake = f.lake && !f.catchup;
-  const benchEnv: Record<string, string> = {
-    TOPIC_RAW: `${id}.events.raw`,
-    TOPIC_DLQ: `${id}.events.dlq`,
-    TOPIC_RAW_PARTITIONS: String(f.partitions),
-    SPEED_GROUP: `${id}.speed`,
-    LAKE_GROUP: `${id}.lake`,
-    REDIS_KEY_PREFIX: `${id.replace('.', ':')}:`,
-    S3_BUCKET: id.replace('.', '-'),
-  };
+  const benchEnv = isolationEnv(id, f.partitions);
   const cfg: Config = loadConfig({ ...process.env, ...benchEnv });
   const lakeCfg: Config = loadConfig({ ...process.env, ...benchEnv, ...envPairs(f.lakeEnv) });
   const lakeHoldBackSec = lakeCfg.lake.rollAgeSec + LAKE_UPLOAD_SLACK_SEC;

@@ -65,3 +65,16 @@ export async function removeBucket(s3: S3Client, bucket: string): Promise<number
   await s3.send(new DeleteBucketCommand({ Bucket: bucket }));
   return removed;
 }
+
+/** The settings that give a bench run (`bench.<id>`) its own topics, consumer groups, Redis key prefix and bucket. */
+export function isolationEnv(id: string, partitions: number): Record<string, string> {
+  return {
+    TOPIC_RAW: `${id}.events.raw`,
+    TOPIC_DLQ: `${id}.events.dlq`,
+    TOPIC_RAW_PARTITIONS: String(partitions),
+    SPEED_GROUP: `${id}.speed`,
+    LAKE_GROUP: `${id}.lake`,
+    REDIS_KEY_PREFIX: `${id.replace('.', ':')}:`,
+    S3_BUCKET: id.replace('.', '-'),
+  };
+}

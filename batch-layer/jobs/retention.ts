@@ -68,18 +68,47 @@ function byDayBefore(keys: readonly string[], cutoffDay: string): Map<string, st
   return byDay;
 }
 
-/** Dead letters are nobody's input: they go by age of arrival alone. */
-async function expireDlq(ctx: JobContext, maxAge: number, now: number): Promise<ZoneRetention> {
-  const cutoffDay = cutoffOf(now, maxAge);
-  const keys = (await listObjects(ctx.s3, ctx.bucket, lakePaths.rawDlqPrefix)).map((o) => o.key);
+type Zone = 'raw' | 'dlq' | 'processed' | 'aggregated';
+
+interface ZoneRule {
+  zone: Zone;
+  maxAgeDays: number;
+  /** The zone's objects; only those under a `dt=` day before the cutoff are candidates. */
+  keys: string[];
+  /** Why a day must stay, or null when it may go. */
+  keep?(day: string): Promise<string | null>;
+  /** Where the day's removal is recorded, before the delete (none for dead letters: nobody's input). */
+  record?(day: string): string;
+}
+
+/** Removes a zone's days before its cutoff, oldest first, each recorded (where the zone has a record) before its delete. */
+async function expireZone(ctx: JobContext, now: number, rule: ZoneRule): Promise<ZoneRetention> {
+  const cutoffDay = cutoffOf(now, rule.maxAgeDays);
   const out: ZoneRetention = { cutoffDay, deletedDays: [], deletedObjects: 0, skipped: [] };
-  for (const [day, dayKeys] of [...byDayBefore(keys, cutoffDay)].sort(([a], [b]) => a.localeCompare(b))) {
+  for (const [day, dayKeys] of [...byDayBefore(rule.keys, cutoffDay)].sort(([a], [b]) => a.localeCompare(b))) {
+    const reason = (await rule.keep?.(day)) ?? null;
+    if (reason !== null) {
+      out.skipped.push({ day, reason });
+      continue;
+    }
+    if (rule.record && rule.zone !== 'dlq') {
+      const record: RawRetentionRecord = { zone: rule.zone, day, removedAt: new Date().toISOString(), objects: dayKeys.length, maxAgeDays: rule.maxAgeDays };
+      await putJson(ctx.s3, ctx.bucket, rule.record(day), record);
+    }
     await deleteObjects(ctx.s3, ctx.bucket, dayKeys);
     out.deletedDays.push(day);
     out.deletedObjects += dayKeys.length;
-    checkpoint(ctx, { step: 'retention', zone: 'dlq', day });
+    checkpoint(ctx, { step: 'retention', zone: rule.zone, day });
   }
   return out;
+}
+
+const keysUnder = async (ctx: JobContext, prefix: string): Promise<string[]> => (await listObjects(ctx.s3, ctx.bucket, prefix)).map((o) => o.key);
+const hasRecord = (ctx: JobContext, key: string): Promise<boolean> => getJson<RawRetentionRecord>(ctx.s3, ctx.bucket, key).then((r) => r !== null);
+
+/** Dead letters are nobody's input: they go by age of arrival alone. */
+async function expireDlq(ctx: JobContext, maxAgeDays: number, now: number): Promise<ZoneRetention> {
+  return expireZone(ctx, now, { zone: 'dlq', maxAgeDays, keys: await keysUnder(ctx, lakePaths.rawDlqPrefix) });
 }
 
 /**
@@ -88,24 +117,16 @@ async function expireDlq(ctx: JobContext, maxAge: number, now: number): Promise<
  * could recompute them anyway), after a record that makes a re-run of the day, or of the
  * next day, refuse (RawInputGoneError) instead of computing from a subset.
  */
-async function expireProcessed(ctx: JobContext, maxAge: number, now: number): Promise<ZoneRetention> {
-  const cutoffDay = cutoffOf(now, maxAge);
-  const out: ZoneRetention = { cutoffDay, deletedDays: [], deletedObjects: 0, skipped: [] };
+async function expireProcessed(ctx: JobContext, maxAgeDays: number, now: number): Promise<ZoneRetention> {
   const keys: string[] = [];
-  for (const table of PROCESSED_EXPIRING_TABLES) keys.push(...(await listObjects(ctx.s3, ctx.bucket, lakePaths.tableRoot('processed', table))).map((o) => o.key));
-  for (const [day, dayKeys] of [...byDayBefore(keys, cutoffDay)].sort(([a], [b]) => a.localeCompare(b))) {
-    if (!(await getJson<RawRetentionRecord>(ctx.s3, ctx.bucket, lakePaths.rawRetention(day)))) {
-      out.skipped.push({ day, reason: 'raw of the day is not removed yet' });
-      continue;
-    }
-    const record: RawRetentionRecord = { zone: 'processed', day, removedAt: new Date().toISOString(), objects: dayKeys.length, maxAgeDays: maxAge };
-    await putJson(ctx.s3, ctx.bucket, lakePaths.processedRetention(day), record);
-    await deleteObjects(ctx.s3, ctx.bucket, dayKeys);
-    out.deletedDays.push(day);
-    out.deletedObjects += dayKeys.length;
-    checkpoint(ctx, { step: 'retention', zone: 'processed', day });
-  }
-  return out;
+  for (const table of PROCESSED_EXPIRING_TABLES) keys.push(...(await keysUnder(ctx, lakePaths.tableRoot('processed', table))));
+  return expireZone(ctx, now, {
+    zone: 'processed',
+    maxAgeDays,
+    keys,
+    keep: async (day) => ((await hasRecord(ctx, lakePaths.rawRetention(day))) ? null : 'raw of the day is not removed yet'),
+    record: (day) => lakePaths.processedRetention(day),
+  });
 }
 
 /**
@@ -115,23 +136,14 @@ async function expireProcessed(ctx: JobContext, maxAge: number, now: number): Pr
  * the speed layer or `none`), and the manifests stay, because later days read the
  * day's user activity (first_seen) through them.
  */
-async function expireAggregated(ctx: JobContext, maxAge: number, now: number): Promise<ZoneRetention> {
-  const cutoffDay = cutoffOf(now, maxAge);
-  const out: ZoneRetention = { cutoffDay, deletedDays: [], deletedObjects: 0, skipped: [] };
-  const keys = (await listObjects(ctx.s3, ctx.bucket, 'aggregated/')).map((o) => o.key);
-  for (const [day, dayKeys] of [...byDayBefore(keys, cutoffDay)].sort(([a], [b]) => a.localeCompare(b))) {
-    if (!(await getJson<RawRetentionRecord>(ctx.s3, ctx.bucket, lakePaths.processedRetention(day)))) {
-      out.skipped.push({ day, reason: 'processed input of the day is not removed yet' });
-      continue;
-    }
-    const record: RawRetentionRecord = { zone: 'aggregated', day, removedAt: new Date().toISOString(), objects: dayKeys.length, maxAgeDays: maxAge };
-    await putJson(ctx.s3, ctx.bucket, lakePaths.aggregatedRetention(day), record);
-    await deleteObjects(ctx.s3, ctx.bucket, dayKeys);
-    out.deletedDays.push(day);
-    out.deletedObjects += dayKeys.length;
-    checkpoint(ctx, { step: 'retention', zone: 'aggregated', day });
-  }
-  return out;
+async function expireAggregated(ctx: JobContext, maxAgeDays: number, now: number): Promise<ZoneRetention> {
+  return expireZone(ctx, now, {
+    zone: 'aggregated',
+    maxAgeDays,
+    keys: await keysUnder(ctx, 'aggregated/'),
+    keep: async (day) => ((await hasRecord(ctx, lakePaths.processedRetention(day))) ? null : 'processed input of the day is not removed yet'),
+    record: (day) => lakePaths.aggregatedRetention(day),
+  });
 }
 
 export async function applyRetention(ctx: JobContext, opts: RetentionOptions = {}): Promise<RetentionResult> {
@@ -150,31 +162,22 @@ export async function applyRetention(ctx: JobContext, opts: RetentionOptions = {
     );
   }
   const now = opts.now ?? Date.now();
-  const cutoffDay = new Date(Math.floor(now / DAY_MS) * DAY_MS - maxAge * DAY_MS).toISOString().slice(0, 10);
-  const raw = await listObjects(ctx.s3, ctx.bucket, lakePaths.rawEventsPrefix);
-  const byDay = new Map<string, string[]>();
-  for (const o of raw) {
-    const m = /dt=(\d{4}-\d{2}-\d{2})\//.exec(o.key);
-    if (!m || m[1] >= cutoffDay) continue;
-    byDay.set(m[1], [...(byDay.get(m[1]) ?? []), o.key]);
-  }
   const published = new Set(await listPublished(ctx, 'daily'));
   const dirty = await listDirty(ctx);
-  const result: RetentionResult = { cutoffDay, deletedDays: [], deletedObjects: 0, skipped: [] };
-  for (const [day, keys] of [...byDay].sort(([a], [b]) => a.localeCompare(b))) {
-    const dirtyHere = dirty.filter((d) => d.period.slice(0, 10) === day);
-    if (!published.has(day)) result.skipped.push({ day, reason: 'daily run not published' });
-    else if (dirtyHere.length > 0) result.skipped.push({ day, reason: `dirty: ${dirtyHere.map((d) => d.period).join(', ')}` });
-    else {
-      // Recorded before the delete: from here on the day's periods refuse to recompute (see raw-guard.ts).
-      const record: RawRetentionRecord = { zone: 'raw', day, removedAt: new Date().toISOString(), objects: keys.length, maxAgeDays: maxAge };
-      await putJson(ctx.s3, ctx.bucket, lakePaths.rawRetention(day), record);
-      await deleteObjects(ctx.s3, ctx.bucket, keys);
-      result.deletedDays.push(day);
-      result.deletedObjects += keys.length;
-      checkpoint(ctx, { step: 'retention', day });
-    }
-  }
+  const raw = await expireZone(ctx, now, {
+    zone: 'raw',
+    maxAgeDays: maxAge,
+    keys: await keysUnder(ctx, lakePaths.rawEventsPrefix),
+    keep: async (day) => {
+      if (!published.has(day)) return 'daily run not published';
+      const dirtyHere = dirty.filter((d) => d.period.slice(0, 10) === day);
+      return dirtyHere.length > 0 ? `dirty: ${dirtyHere.map((d) => d.period).join(', ')}` : null;
+    },
+    // Recorded before the delete: from here on the day's periods refuse to recompute (see raw-guard.ts).
+    record: (day) => lakePaths.rawRetention(day),
+  });
+  const { cutoffDay } = raw;
+  const result: RetentionResult = { ...raw };
   ctx.log.info({ cutoffDay, deletedDays: result.deletedDays.length, deletedObjects: result.deletedObjects, skipped: result.skipped.length }, 'raw retention applied');
 
   if (dlqAge > 0) {
