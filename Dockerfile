@@ -1,6 +1,6 @@
 # One image for every app service (collector, speed layer, lake writer, Temporal
 # worker, serving layer, simulator); docker-compose.yml picks the command.
-FROM node:20-bookworm-slim
+FROM node:22-bookworm-slim
 WORKDIR /app
 ENV NODE_ENV=production
 COPY package.json package-lock.json ./

@@ -36,7 +36,7 @@ export function kafkaClient(cfg: Config = config(), clientId = cfg.kafka.clientI
 }
 
 export function s3Client(cfg: Config = config()): S3Client {
-  // The project runs on Node 20 by choice (see README); the SDK's notice about its 2027 releases is not actionable per call.
+  // The SDK's notice about Node versions it will drop is not actionable per call (the project runs on Node 22, see README).
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   return new S3Client({
     endpoint: cfg.s3.endpoint,
