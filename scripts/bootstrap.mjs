@@ -29,6 +29,15 @@ if (stale) {
   }
 }
 
+// npm scripts run on the Node of the `node` dev dependency (node_modules/.bin comes first on their
+// PATH). Its binary comes from its install script, which package.json's allowScripts permits.
+const bundledNode = path.join(root, 'node_modules', '.bin', 'node');
+const probe = spawnSync(bundledNode, ['-v'], { encoding: 'utf8' });
+if (probe.status !== 0) {
+  console.error(`bootstrap: ${bundledNode} does not run (its install script did not fetch the binary?); try: npm rebuild node`);
+  process.exit(1);
+}
+
 // The dashboard's page test drives Debian's Chromium through playwright-core (no browser download).
 if (!fs.existsSync('/usr/bin/chromium')) {
   if (process.getuid?.() === 0) {
