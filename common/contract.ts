@@ -6,6 +6,7 @@
  * field list.
  */
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import { dayId } from './lake';
 
 export const EVENT_TYPES = [
   'page_view',
@@ -365,7 +366,7 @@ export function bucketsIn(from: number, to: number, unit: Granularity): number[]
 
 /** `YYYY-MM-DD` of an epoch-ms timestamp (UTC). */
 export function dayOf(ts: number): string {
-  return new Date(ts).toISOString().slice(0, 10);
+  return dayId(ts);
 }
 
 /** Two-digit UTC hour of an epoch-ms timestamp. */

@@ -31,12 +31,28 @@ export type PeriodKind = 'hourly' | 'daily';
 export const HOUR_RE = /^\d{4}-\d{2}-\d{2}T\d{2}$/;
 export const DAY_RE = /^\d{4}-\d{2}-\d{2}$/;
 
-export function hourId(ts: number): string {
-  return new Date(ts).toISOString().slice(0, 13);
+/**
+ * The id of the bucket a timestamp falls in, remembering the last bucket's: the consumers ask per
+ * event, events come mostly in time order, and a Date plus its ISO string per event was 4 % of the
+ * lake writer's CPU. An invalid timestamp still throws (NaN never equals the remembered bucket).
+ */
+function bucketIdOf(size: number, length: number): (ts: number) => string {
+  let bucket = NaN;
+  let id = '';
+  return (ts) => {
+    const b = Math.floor(ts / size);
+    if (b !== bucket) {
+      id = new Date(b * size).toISOString().slice(0, length);
+      bucket = b;
+    }
+    return id;
+  };
 }
-export function dayId(ts: number): string {
-  return new Date(ts).toISOString().slice(0, 10);
-}
+
+/** `YYYY-MM-DDTHH` (UTC) of an epoch-ms timestamp. */
+export const hourId: (ts: number) => string = bucketIdOf(3_600_000, 13);
+/** `YYYY-MM-DD` (UTC) of an epoch-ms timestamp. */
+export const dayId: (ts: number) => string = bucketIdOf(86_400_000, 10);
 export function hourStartMs(hour: string): number {
   if (!HOUR_RE.test(hour)) throw new RangeError(`not an hour (YYYY-MM-DDTHH): ${hour}`);
   return Date.parse(`${hour}:00:00Z`);
