@@ -200,6 +200,12 @@ export interface LakeTable {
   sql?: string;
   /** Its view in `npm run lake`, when not the table's name. */
   view?: string;
+  /**
+   * Processed tables that only their own period's re-run (and the next day's, for the binge
+   * window) reads: processed retention removes them once raw is gone. The others stay
+   * (user_daily_activity is every later day's first_seen history).
+   */
+  expires?: true;
   description: string;
 }
 
@@ -210,10 +216,10 @@ export interface LakeTable {
  * here publishes, serves and exposes it; its SQL file and definition come with it.
  */
 export const LAKE_TABLES: readonly LakeTable[] = [
-  { table: 'events', zone: 'processed', period: 'hourly', served: false, sql: 'events_across_hours', description: 'valid events de-duplicated by event_id, per hour' },
-  { table: 'sessions', zone: 'processed', period: 'daily', served: false, shard: { orderBy: 'user_id, session_idx' }, description: 'sessions per METRICS.md (30-minute gap, split at midnight)' },
+  { table: 'events', zone: 'processed', period: 'hourly', served: false, sql: 'events_across_hours', expires: true, description: 'valid events de-duplicated by event_id, per hour' },
+  { table: 'sessions', zone: 'processed', period: 'daily', served: false, shard: { orderBy: 'user_id, session_idx' }, expires: true, description: 'sessions per METRICS.md (30-minute gap, split at midnight)' },
   { table: 'user_daily_activity', zone: 'processed', period: 'daily', served: false, shard: { orderBy: 'user_id' }, description: 'one row per user and active day' },
-  { table: 'event_ids', zone: 'processed', period: 'hourly', served: false, description: "each hour's de-duplication index: where an id's first copy was received, whether the hour counted it" },
+  { table: 'event_ids', zone: 'processed', period: 'hourly', served: false, expires: true, description: "each hour's de-duplication index: where an id's first copy was received, whether the hour counted it" },
   { table: 'hourly_events', zone: 'aggregated', period: 'hourly', served: true, description: 'event counts per hour x type x device x country x app version, with ALL roll-ups' },
   { table: 'hourly_users', zone: 'aggregated', period: 'hourly', served: true, description: 'exact distinct users per hour, overall and per device' },
   { table: 'hourly_playback', zone: 'aggregated', period: 'hourly', served: true, description: 'plays, pauses, completes, rebuffers per hour and content' },

@@ -12,7 +12,7 @@
  * serving stops loading those days. user_daily_activity (every later day's
  * first_seen history) and the manifests are kept.
  */
-import { lakePaths, type RawRetentionRecord } from '../../common/lake';
+import { LAKE_TABLES, lakePaths, type RawRetentionRecord } from '../../common/lake';
 import { deleteObjects, getJson, listObjects, putJson } from '../../common/lake-io';
 import { DAY_MS, checkpoint, type JobContext } from './context';
 import { NonRetryableBatchError } from './errors';
@@ -37,11 +37,8 @@ export interface ZoneRetention {
   skipped: { day: string; reason: string }[];
 }
 
-/**
- * Processed tables that only their own day's re-run (and the next day's, for the binge
- * window) reads; event_ids only the hourly runs within the dedupe horizon (days, not months). user_daily_activity is every later day's history (first_seen) and stays.
- */
-export const PROCESSED_EXPIRING_TABLES = ['events', 'sessions', 'event_ids'] as const;
+/** The processed tables processed retention removes (the catalog's `expires`): events, sessions, event_ids. */
+const PROCESSED_EXPIRING_TABLES = LAKE_TABLES.filter((t) => t.zone === 'processed' && t.expires).map((t) => t.table);
 
 export interface RetentionResult {
   /** Raw days before this one are eligible. */
