@@ -209,6 +209,8 @@ export function loadConfig(env: Env = process.env) {
        */
       catchupLag: int(env, 'LAKE_CATCHUP_LAG', 10_000, 1),
       uploadConcurrency: int(env, 'LAKE_UPLOAD_CONCURRENCY', 2, 1),
+      /** DuckDB threads of the Parquet encoder (the writer shares the cores with the speed layer). */
+      duckdbThreads: int(env, 'LAKE_DUCKDB_THREADS', 2, 1),
       /** Multipart part size for large objects. */
       partSizeBytes: int(env, 'LAKE_PART_SIZE_BYTES', 16 * 1024 * 1024, 5 * 1024 * 1024),
       /** How long a crashed writer holds its partitions before the group hands them to another member. */

@@ -16,6 +16,7 @@ Environment (defaults in common/config.ts):
   LAKE_CATCHUP_LAG         a partition this many messages behind rolls the files its batch moved past (10000)
   LAKE_UPLOAD_CONCURRENCY  objects encoded/uploaded at once (2)
   LAKE_PART_SIZE_BYTES     multipart part size (16 MB)
+  LAKE_DUCKDB_THREADS      threads of the Parquet encoder (2)
   LAKE_WRITER_PORT         /metrics and /health (9471)
   LAKE_SESSION_TIMEOUT_MS  consumer-group session timeout (30000)
   LAKE_GROUP, TOPIC_RAW, TOPIC_DLQ, S3_BUCKET, S3_ENDPOINT, KAFKA_BROKERS`,

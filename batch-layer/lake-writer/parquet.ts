@@ -13,6 +13,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
+import { config } from '../../common/config';
 import type { DeadLetter, EventRecord } from '../../common/contract';
 import { DLQ_COLUMNS, RAW_EVENT_COLUMNS, type DlqColumn, type RawEventColumn } from '../../common/lake';
 
@@ -115,7 +116,7 @@ export function flattenDlq(row: DlqRow): Record<DlqColumn, string | number | nul
 let instance: Promise<DuckDBInstance> | undefined;
 /** One embedded DuckDB per process; each write uses its own connection. */
 function duck(): Promise<DuckDBInstance> {
-  instance ??= DuckDBInstance.create(':memory:', { threads: '2' });
+  instance ??= DuckDBInstance.create(':memory:', { threads: String(config().lake.duckdbThreads) });
   return instance;
 }
 
