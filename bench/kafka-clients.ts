@@ -165,9 +165,19 @@ async function runJob(job: Job, cfg: Config): Promise<Result> {
   }
 
   if (job.client === 'platformatic') {
-    const { Producer, Consumer, ProduceAcks, stringSerializers } = await import('@platformatic/kafka');
+    const { Producer, Consumer, ProduceAcks, stringSerializers, compatibilityPartitioner } = await import('@platformatic/kafka');
     if (job.phase === 'produce') {
-      const producer = new Producer({ clientId: 'bench-kc-produce', bootstrapBrokers: brokers, serializers: stringSerializers, idempotent: true, acks: ProduceAcks.ALL, autocreateTopics: false });
+      // Its default partitioner takes murmur2 unsigned; the compatibility one masks it as Java and
+      // kafkajs do, so a key keeps its partition (and a user's events their order) across clients.
+      const producer = new Producer({
+        clientId: 'bench-kc-produce',
+        bootstrapBrokers: brokers,
+        serializers: stringSerializers,
+        idempotent: true,
+        acks: ProduceAcks.ALL,
+        partitioner: compatibilityPartitioner,
+        autocreateTopics: false,
+      });
       // Connect and learn the topic's leaders outside the window, as kafkajs' connect() does.
       await producer.metadata({ topics: [job.topic] });
       const done = window(job.brokerPid);
