@@ -4,15 +4,17 @@
  * the local broker, with the client's and the broker's CPU per message.
  *
  *   npx tsx bench/kafka-clients.ts --help
- *   flock /tmp/itest.lock npx tsx bench/kafka-clients.ts --messages 200000 --runs 3
+ *   flock /tmp/itest.lock npx tsx bench/kafka-clients.ts --messages 300000 --runs 3
  *
  * Same for every client: the same records (the collector's serialised events, key = user_id,
  * as strings, the form the collector holds them in), sends of --batch messages with --in-flight
  * sends outstanding, acks=all, idempotent producer; consumers read Buffers in a fresh group from
  * the earliest offset, touch value and offset, commit nothing. Each measurement runs in its own
  * process (a fresh heap and JIT, and process.cpuUsage covers only that client, librdkafka's
- * threads included); rounds alternate the clients' order. One topic per produce run
- * (bench.kc-<id>.<client>.<run>, 6 partitions), all deleted at the end.
+ * threads included) from connect to the last ack or message, a consumer's group join included;
+ * messages/s counts from the first send, or from the consumer's assignment. Rounds rotate the
+ * clients' order. One topic per produce run (bench.kc-<id>.<client>.<run>, 6 partitions), all
+ * deleted at the end.
  */
 import '../ingestion/collector/kafkajs-linear-grouping'; // first: the collector's kafkajs, fixed the collector's way
 import { fork } from 'node:child_process';
@@ -22,7 +24,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { Partitioners } from 'kafkajs';
 import { kafkaClient } from '../common/clients';
 import { loadConfig, type Config } from '../common/config';
@@ -342,11 +344,11 @@ async function main(): Promise<void> {
   const program = new Command('bench-kafka-clients')
     .description('Produce and consume the same records through each Kafka client on the local broker; messages/s and CPU µs per message (client and broker), median of --runs.')
     .option('--messages <n>', 'messages per measurement', int('--messages'), 200_000)
-    .option('--batch <n>', 'messages per send (the collector flushes a few hundred per lane at these rates)', int('--batch'), 400)
+    .option('--batch <n>', 'messages per send (the collector\'s flushes hold a few hundred)', int('--batch'), 400)
     .option('--in-flight <n>', 'sends outstanding at once (the collector runs 3 lanes)', int('--in-flight'), 3)
     .option('--runs <n>', 'rounds; each measures every client once, in alternating order', int('--runs'), 3)
     .option('--pool <n>', 'distinct records, repeated over --messages', int('--pool'), 20_000)
-    .option('--clients <list>', `comma-separated, of ${CLIENTS.join(', ')}`, clientList, [...CLIENTS])
+    .addOption(new Option('--clients <list>', `comma-separated, of ${CLIENTS.join(', ')}`).argParser(clientList).default([...CLIENTS], 'all'))
     .showHelpAfterError()
     .parse();
   const f = program.opts<Flags>();
