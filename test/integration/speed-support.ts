@@ -3,16 +3,16 @@
  * turned into collector records, a producer, the exact expected values computed
  * from METRICS.md's definitions, and waits on what Redis/Kafka report.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import net from 'node:net';
-import path from 'node:path';
 import type { Redis } from 'ioredis';
 import { kafkaClient } from '../../common/clients';
-import { REPO_ROOT, type Config } from '../../common/config';
+import type { Config } from '../../common/config';
 import { ALL, BINGE_WINDOW_MS, bucketStart, dayOf, validateEvent, type EventRecord } from '../../common/contract';
 import { countField, LIVE_SESSIONS_WINDOW_MS, LIVE_USERS_WINDOW_MS, readOffsets } from '../../common/speed-keys';
 import { simulate } from '../../ingestion/simulator/generate';
 import type { SpeedLayer } from '../../speed-layer/service';
+import { spawnMain } from '../support/spawn-main';
 
 export interface Message {
   key: string | null;
@@ -243,22 +243,14 @@ export async function metricValue(layer: SpeedLayer, name: string, labels: Recor
  * member leaves the group after 6 s. `env` adds or overrides settings.
  */
 export function spawnSpeedLayer(cfg: Config, env: Record<string, string> = {}): ChildProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'speed-layer/main.ts'), '--no-alerts'], {
-    cwd: REPO_ROOT,
-    env: {
-      ...process.env,
-      TOPIC_RAW: cfg.kafka.rawTopic,
-      TOPIC_DLQ: cfg.kafka.dlqTopic,
-      SPEED_GROUP: cfg.kafka.speedGroup,
-      REDIS_KEY_PREFIX: cfg.redis.keyPrefix,
-      SPEED_RETENTION_MS: String(cfg.speed.retentionMs),
-      SPEED_PORT: '0',
-      SPEED_SESSION_TIMEOUT_MS: '6000',
-      LOG_LEVEL: 'warn',
-      ...env,
-    },
-    stdio: ['ignore', 'ignore', 'pipe'],
+  return spawnMain('speed child', 'speed-layer/main.ts', ['--no-alerts'], {
+    TOPIC_RAW: cfg.kafka.rawTopic,
+    TOPIC_DLQ: cfg.kafka.dlqTopic,
+    SPEED_GROUP: cfg.kafka.speedGroup,
+    REDIS_KEY_PREFIX: cfg.redis.keyPrefix,
+    SPEED_RETENTION_MS: String(cfg.speed.retentionMs),
+    SPEED_PORT: '0',
+    SPEED_SESSION_TIMEOUT_MS: '6000',
+    ...env,
   });
-  child.stderr!.on('data', (d: Buffer) => process.stderr.write(`[speed child ${child.pid}] ${d}`));
-  return child;
 }
