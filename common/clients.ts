@@ -11,7 +11,12 @@ import { logger } from './log';
 
 const IDEMPOTENT_RETRIES_NOTICE = 'Limiting retries for the idempotent producer';
 
-export function kafkaClient(cfg: Config = config(), clientId = cfg.kafka.clientId, opts: { probe?: boolean } = {}): Kafka {
+/**
+ * `probe`: a health check, answered once and quietly. `quiet`: a caller that provokes errors on
+ * purpose and handles them (waiting for a fresh broker's partition leaders), reporting itself
+ * what stays wrong; kafkajs would log every refused request at error level.
+ */
+export function kafkaClient(cfg: Config = config(), clientId = cfg.kafka.clientId, opts: { probe?: boolean; quiet?: boolean } = {}): Kafka {
   const log = logger('kafkajs');
   // Producers key by user_id; the v2 default partitioner is the one we want, so its migration notice is noise.
   process.env.KAFKAJS_NO_PARTITIONER_WARNING ??= '1';
@@ -22,7 +27,7 @@ export function kafkaClient(cfg: Config = config(), clientId = cfg.kafka.clientI
     requestTimeout: 30000,
     // A probe (health check) answers once, quietly; services retry with backoff.
     retry: opts.probe ? { retries: 0 } : { initialRetryTime: 200, retries: 8 },
-    logLevel: opts.probe ? KafkaLogLevel.NOTHING : KafkaLogLevel.WARN,
+    logLevel: opts.probe || opts.quiet ? KafkaLogLevel.NOTHING : KafkaLogLevel.WARN,
     logCreator: () => ({ level, log: entry }) => {
       const { message, ...rest } = entry;
       // Retries are bounded on purpose: a send that runs out answers 503 and the app resends; the

@@ -195,7 +195,7 @@ function kafka(cfg: Config): Service {
         await admin.disconnect().catch(() => {});
       }
     },
-    provision: () => ensureTopics(kafkaClient(cfg, 'infra-provision'), cfg),
+    provision: () => ensureTopics(kafkaClient(cfg, 'infra-provision', { quiet: true }), cfg),
     urls: () => ({ 'Kafka bootstrap': cfg.kafka.brokers.join(',') }),
   };
 }
