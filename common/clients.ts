@@ -1,9 +1,11 @@
 /**
- * Factories for the clients of the stack's services, configured from one place.
- * The Kafka client stays behind this module so it can be swapped if a benchmark
- * proves kafkajs the bottleneck (docs/benchmarks.md has the measurements).
+ * Factories for the clients of the stack's services, configured from one place, and the only
+ * module that imports a Kafka client library. Producers are `@platformatic/kafka` (half of
+ * kafkajs' CPU per message, docs/benchmarks.md); consumers, admin and tests stay on kafkajs,
+ * which decodes as cheaply.
  */
 import { S3Client } from '@aws-sdk/client-s3';
+import { Producer as PlatformaticProducer, ProduceAcks, compatibilityPartitioner, stringSerializers } from '@platformatic/kafka';
 import { Redis } from 'ioredis';
 import { Kafka, logLevel as KafkaLogLevel } from 'kafkajs';
 import { config, type Config } from './config';
@@ -38,6 +40,69 @@ export function kafkaClient(cfg: Config = config(), clientId = cfg.kafka.clientI
       else log.debug(rest, message);
     },
   });
+}
+
+/** A record as the project produces it: strings, keyed by user. */
+export interface ProducerRecord {
+  topic: string;
+  key: string;
+  value: string;
+  /** Fixed by the caller (see `keyPartition`); otherwise taken from the key the same way. */
+  partition?: number;
+}
+
+export interface EventProducer {
+  /** Partitions per topic, from a fresh metadata request (connecting if needed). Rejects while Kafka is unreachable. */
+  partitions(topics: readonly string[]): Promise<Map<string, number>>;
+  /** Resolves once Kafka acknowledged every record (acks=all); rejects if any was not. */
+  send(records: ProducerRecord[]): Promise<void>;
+  close(): Promise<void>;
+}
+
+/**
+ * The partition of a key: murmur2 masked positive, as Java's and kafkajs' default partitioners do
+ * (platformatic's own default does not mask, and would move users to other partitions).
+ */
+export function keyPartition(key: string, partitions: number): number {
+  return compatibilityPartitioner(undefined as never, Buffer.from(key)) % partitions;
+}
+
+/**
+ * An idempotent producer (acks=all, one request in flight per broker, so per-partition order
+ * holds across retries). Retries are bounded with backoff: idempotence alone would retry without
+ * end, past the collector's produce deadline; a send that runs out answers 503 and the app resends,
+ * which the event id makes harmless downstream. `probe`: a health check, answered once (it never
+ * sends; an idempotent producer would turn `retries` 0 or 1 into endless retries).
+ */
+export function eventProducer(
+  cfg: Config = config(),
+  clientId = cfg.kafka.clientId,
+  opts: { probe?: boolean; compression?: 'none' | 'gzip' } = {},
+): EventProducer {
+  const producer = new PlatformaticProducer({
+    clientId,
+    bootstrapBrokers: cfg.kafka.brokers,
+    serializers: stringSerializers,
+    idempotent: !opts.probe,
+    acks: ProduceAcks.ALL,
+    partitioner: compatibilityPartitioner,
+    autocreateTopics: false,
+    compression: opts.compression ?? 'none',
+    connectTimeout: 3000,
+    timeout: 30_000, // for the broker's acks, as kafkajs'
+    retries: opts.probe ? 0 : 5,
+    retryDelay: (_client, _op, attempt) => Math.min(100 * 2 ** (attempt - 1), 2000),
+  });
+  return {
+    async partitions(topics) {
+      const meta = await producer.metadata({ topics: [...topics], forceUpdate: true });
+      return new Map([...meta.topics].map(([name, t]) => [name, t.partitionsCount]));
+    },
+    async send(records) {
+      await producer.send({ messages: records });
+    },
+    close: () => producer.close(),
+  };
 }
 
 export function s3Client(cfg: Config = config()): S3Client {

@@ -2,7 +2,6 @@
  * Runs the collector: `npm run collector` (settings from the COLLECTOR_* and
  * KAFKA_* environment variables, see common/config.ts).
  */
-import './kafkajs-linear-grouping'; // first: before anything loads kafkajs (see the module)
 import { runService } from '../../common/run-service';
 import { startCollector } from './service';
 

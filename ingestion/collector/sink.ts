@@ -1,15 +1,12 @@
 /**
- * Where the collector's records go: the only module of the collector that knows
- * kafkajs, so the client can be swapped if a benchmark proves it the bottleneck.
+ * Where the collector's records go, through the producer of common/clients.ts.
  *
  * The sink tracks whether Kafka is reachable. While it is not, writes fail fast
  * (the collector answers 503) and a probe retries in the background; the process
  * never exits or crash-loops because the broker is away.
  */
-import './kafkajs-linear-grouping'; // first: before kafkajs loads (see the module)
-import { CompressionTypes, Partitioners, type Admin, type Kafka, type Producer } from 'kafkajs';
 import type { Config } from '../../common/config';
-import { kafkaClient } from '../../common/clients';
+import { eventProducer, keyPartition, type EventProducer, type ProducerRecord } from '../../common/clients';
 import type { Logger } from '../../common/log';
 import { Batcher, type OutMessage } from './batcher';
 
@@ -46,19 +43,16 @@ export interface EventSink {
 export class KafkaSink implements EventSink {
   state: SinkState = 'connecting';
   onFlush: ((info: FlushInfo) => void) | undefined;
-  private readonly kafka: Kafka;
   /**
-   * One lane per producer. kafkajs' idempotent producer keeps one request in
+   * One lane per producer. An idempotent producer keeps one request in
    * flight per broker, so one producer caps throughput at (batch ÷ round trip).
    * Lanes send in parallel, each owning a fixed set of partitions (partition %
    * lanes): every partition is still written by one idempotent producer with
    * one request in flight, so per-partition order and idempotence are unchanged.
    */
-  private readonly lanes: Array<{ producer: Producer; batcher: Batcher }>;
-  private readonly partitioner = Partitioners.DefaultPartitioner();
+  private readonly lanes: Array<{ producer: EventProducer; batcher: Batcher }>;
   /** Partitions of the raw topic (from the probe's metadata); 0 until known. */
   private rawPartitions = 0;
-  private readonly compression: CompressionTypes;
   private lastEvidence = 0;
   private probing: Promise<void> | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -72,17 +66,8 @@ export class KafkaSink implements EventSink {
     if (c.compression !== 'none' && c.compression !== 'gzip') {
       throw new Error(`COLLECTOR_COMPRESSION must be none or gzip, got "${c.compression}"`);
     }
-    this.compression = c.compression === 'gzip' ? CompressionTypes.GZIP : CompressionTypes.None;
-    this.kafka = kafkaClient(cfg, `${cfg.kafka.clientId}-collector`);
-    this.lanes = Array.from({ length: c.producers }, () => {
-      const producer = this.kafka.producer({
-        idempotent: true,
-        maxInFlightRequests: 1,
-        allowAutoTopicCreation: false,
-        createPartitioner: Partitioners.DefaultPartitioner,
-        // Bounded, so a request cannot hang for minutes; the batch deadline answers 503 first anyway.
-        retry: { retries: 5, initialRetryTime: 100, maxRetryTime: 2000 },
-      });
+    this.lanes = Array.from({ length: c.producers }, (_, i) => {
+      const producer = eventProducer(cfg, `${cfg.kafka.clientId}-collector-${i}`, { compression: c.compression as 'none' | 'gzip' });
       const batcher = new Batcher((raw, dlq) => this.send(producer, raw, dlq), {
         lingerMs: c.lingerMs,
         maxBytes: c.flushMaxBytes,
@@ -106,12 +91,11 @@ export class KafkaSink implements EventSink {
     if (this.state !== 'up') return Promise.reject(new SinkUnavailableError(`Kafka is ${this.state}`));
     const n = this.lanes.length;
     if (n === 1 || this.rawPartitions === 0) return this.lanes[0].batcher.write(raw, dlq);
-    // The partition the default partitioner would pick (murmur2 of the key), fixed here so the lane owning it sends it.
+    // The partition the producer would pick (murmur2 of the key), fixed here so the lane owning it sends it.
     const byLane: OutMessage[][] = Array.from({ length: n }, () => []);
-    const topic = this.cfg.kafka.rawTopic;
-    const partitionMetadata = this.partitionMetadata;
+    const partitions = this.rawPartitions;
     for (const m of raw) {
-      const partition = this.partitioner({ topic, partitionMetadata, message: m });
+      const partition = keyPartition(m.key, partitions);
       m.partition = partition;
       byLane[partition % n].push(m);
     }
@@ -122,8 +106,6 @@ export class KafkaSink implements EventSink {
     }
     return writes.length === 1 ? writes[0] : Promise.all(writes).then(() => undefined);
   }
-
-  private partitionMetadata: Array<{ partitionId: number; leader: number; replicas: number[]; isr: number[]; partitionErrorCode: number }> = [];
 
   async check(maxAgeMs: number): Promise<SinkState> {
     if (this.state === 'closed') return this.state;
@@ -138,14 +120,16 @@ export class KafkaSink implements EventSink {
     if (this.state === 'up') await Promise.all(this.lanes.map((l) => l.batcher.drain()));
     for (const l of this.lanes) l.batcher.failPending(new SinkUnavailableError('collector is shutting down'));
     this.state = 'closed';
-    await Promise.all(this.lanes.map((l) => l.producer.disconnect().catch(() => {})));
+    await Promise.all(this.lanes.map((l) => l.producer.close().catch(() => {})));
   }
 
-  private async send(producer: Producer, raw: OutMessage[], dlq: OutMessage[]): Promise<void> {
-    const topicMessages = [];
-    if (raw.length > 0) topicMessages.push({ topic: this.cfg.kafka.rawTopic, messages: raw });
-    if (dlq.length > 0) topicMessages.push({ topic: this.cfg.kafka.dlqTopic, messages: dlq });
-    await producer.sendBatch({ topicMessages, acks: -1, compression: this.compression });
+  private send(producer: EventProducer, raw: OutMessage[], dlq: OutMessage[]): Promise<void> {
+    const records: ProducerRecord[] = new Array(raw.length + dlq.length);
+    const { rawTopic, dlqTopic } = this.cfg.kafka;
+    let i = 0;
+    for (const m of raw) records[i++] = { topic: rawTopic, key: m.key, value: m.value, partition: m.partition };
+    for (const m of dlq) records[i++] = { topic: dlqTopic, key: m.key, value: m.value, partition: m.partition };
+    return producer.send(records);
   }
 
   private markDown(err: Error): void {
@@ -166,7 +150,7 @@ export class KafkaSink implements EventSink {
     this.retryTimer.unref();
   }
 
-  /** One quick metadata round trip (no retries); then (re)connect the producer. */
+  /** One quick metadata round trip (no retries); then (re)connect the producers. */
   private probe(): Promise<void> {
     this.probing ??= this.runProbe().finally(() => {
       this.probing = undefined;
@@ -175,18 +159,14 @@ export class KafkaSink implements EventSink {
   }
 
   private async runProbe(): Promise<void> {
-    let admin: Admin | undefined;
+    const probe = eventProducer(this.cfg, `${this.cfg.kafka.clientId}-collector-probe`, { probe: true });
+    const topics = [this.cfg.kafka.rawTopic, this.cfg.kafka.dlqTopic];
     try {
-      admin = kafkaClient(this.cfg, `${this.cfg.kafka.clientId}-collector-probe`, { probe: true }).admin();
-      await admin.connect();
-      const meta = await admin.fetchTopicMetadata({ topics: [this.cfg.kafka.rawTopic, this.cfg.kafka.dlqTopic] });
-      const rawMeta = meta.topics.find((t) => t.name === this.cfg.kafka.rawTopic);
-      if (rawMeta && rawMeta.partitions.length > 0) {
-        this.rawPartitions = rawMeta.partitions.length;
-        this.partitionMetadata = rawMeta.partitions.map((p) => ({ ...p, replicas: p.replicas ?? [], isr: p.isr ?? [] }));
-      }
+      const rawPartitions = (await probe.partitions(topics)).get(this.cfg.kafka.rawTopic) ?? 0;
+      if (rawPartitions > 0) this.rawPartitions = rawPartitions;
       if (!this.connected) {
-        await Promise.all(this.lanes.map((l) => l.producer.connect()));
+        // Connect and learn the leaders now, so the first request does not pay for it.
+        await Promise.all(this.lanes.map((l) => l.producer.partitions(topics)));
         this.connected = true;
       }
       if (this.state === 'closed') return;
@@ -202,7 +182,7 @@ export class KafkaSink implements EventSink {
         this.scheduleProbe();
       }
     } finally {
-      await admin?.disconnect().catch(() => {});
+      await probe.close().catch(() => {});
     }
   }
 }

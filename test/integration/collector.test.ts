@@ -3,7 +3,8 @@
  * events.raw and events.dlq (read back with a consumer), for every error path.
  */
 import { randomBytes } from 'node:crypto';
-import type { Consumer } from 'kafkajs';
+import net from 'node:net';
+import { Partitioners, type Consumer } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, type Config } from '../../common/config';
 import { kafkaClient } from '../../common/clients';
@@ -185,6 +186,26 @@ describe('POST /v1/events with a JSON array', () => {
   });
 });
 
+describe('partitioning', () => {
+  it('writes every user to the partition kafkajs\' default partitioner picked, across the lanes', async () => {
+    const users = Array.from({ length: 300 }, (_, i) => `p-${run}-${i}`);
+    const res = await post(base, JSON.stringify(users.map((u, i) => ({ ...ev(`part${i}`), user_id: u }))));
+    expect(res.body.accepted).toBe(users.length);
+    const admin = kafkaClient(cfg, `part-${run}`).admin();
+    await admin.connect();
+    const [meta] = (await admin.fetchTopicMetadata({ topics: [cfg.kafka.rawTopic] })).topics;
+    await admin.disconnect();
+    expect(meta.partitions.length).toBeGreaterThan(1);
+    const partitioner = Partitioners.DefaultPartitioner();
+    const partitionMetadata = meta.partitions.map((p) => ({ ...p, replicas: p.replicas ?? [], isr: p.isr ?? [] }));
+    await tap.until('300 raw records', () => tap.records((r) => r.event_id.startsWith(`${run}-part`)).length >= users.length);
+    const seen = tap.raw.filter((m) => m.key.startsWith(`p-${run}-`));
+    expect(seen).toHaveLength(users.length);
+    for (const m of seen) expect(m.partition, m.key).toBe(partitioner({ topic: cfg.kafka.rawTopic, partitionMetadata, message: { key: m.key, value: null } }));
+    expect(new Set(seen.map((m) => m.partition)).size).toBe(meta.partitions.length);
+  });
+});
+
 describe('POST /v1/events with NDJSON', () => {
   it('rejects a malformed line alone and lets the rest through', async () => {
     const lines = [
@@ -329,6 +350,42 @@ describe('Kafka unreachable', () => {
   });
 });
 
+describe('Kafka back', () => {
+  it('starts accepting once the broker answers, without a restart', async () => {
+    // The collector bootstraps through a port that refuses until a forwarder to the broker opens on it. Below the
+    // ephemeral range: connecting again and again to a closed ephemeral port can connect the socket to itself.
+    const port = await freePortBelowEphemeral();
+    const [bHost, bPort] = cfg.kafka.brokers[0].split(':');
+    const forward = net.createServer((client) => {
+      const broker = net.connect(Number(bPort), bHost === 'localhost' ? '127.0.0.1' : bHost);
+      client.pipe(broker).pipe(client);
+      client.on('error', () => broker.destroy());
+      broker.on('error', () => client.destroy());
+    });
+    const later = loadConfig({ ...process.env, ...envOf(cfg), KAFKA_BROKERS: `127.0.0.1:${port}`, COLLECTOR_RETRY_AFTER_SEC: '1' });
+    const c = buildCollector(later);
+    const url = (await c.start()).replace('[::1]', '127.0.0.1');
+    try {
+      const refused = await post(url, JSON.stringify([ev('later0')]));
+      expect(refused.status).toBe(503);
+      await new Promise<void>((r) => forward.listen(port, '127.0.0.1', r));
+      let res = refused;
+      for (let i = 0; i < 100 && res.status === 503; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        res = await post(url, JSON.stringify([ev('later1')]));
+      }
+      expect(res.status).toBe(200);
+      expect(res.body.accepted).toBe(1);
+      expect((await (await fetch(`${url}/health`)).json()).kafka).toBe('up');
+    } finally {
+      await c.stop();
+      forward.close();
+    }
+    await tap.until('the event accepted after the outage', () => tap.records((r) => r.event_id === `${run}-later1`).length >= 1);
+    expect(tap.records((r) => r.event_id === `${run}-later0`)).toHaveLength(0);
+  });
+});
+
 describe('GET /health and /metrics', () => {
   it('reports Kafka up and counts requests, accepted and rejected events', async () => {
     const health = await fetch(`${base}/health`);
@@ -346,6 +403,21 @@ describe('GET /health and /metrics', () => {
     expect(text).toMatch(/collector_in_flight_events 0/);
   });
 });
+
+async function freePortBelowEphemeral(): Promise<number> {
+  for (;;) {
+    const port = 20_000 + Math.floor(Math.random() * 10_000);
+    const probe = net.createServer();
+    const ok = await new Promise<boolean>((r) => {
+      probe.once('error', () => r(false));
+      probe.listen(port, '127.0.0.1', () => r(true));
+    });
+    if (ok) {
+      await new Promise<void>((r) => probe.close(() => r()));
+      return port;
+    }
+  }
+}
 
 /** The environment that reproduces an isolated config (topics, keys), for a second collector. */
 function envOf(c: Config): Record<string, string> {
