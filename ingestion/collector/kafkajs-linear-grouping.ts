@@ -8,9 +8,10 @@
  * This module puts a linear version with the same result (an object of
  * partition → messages in their original order) into the require cache under
  * the module's own path, before kafkajs' producer requires it. It must be
- * evaluated before anything loads kafkajs: import it first (the collector's
- * main.ts and sink.ts do). If kafkajs was loaded earlier, it changes nothing
- * and `linearGroupingInstalled` is false.
+ * evaluated before anything loads kafkajs: import it first. If kafkajs was
+ * loaded earlier, it changes nothing and `linearGroupingInstalled` is false.
+ * The collector produces through @platformatic/kafka now; bench/kafka-clients.ts
+ * imports this to measure kafkajs as the collector ran it.
  */
 import { createRequire } from 'node:module';
 

@@ -15,7 +15,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
-import { kafkaClient, s3Client } from '../../common/clients';
+import { eventProducer, s3Client } from '../../common/clients';
 import { config } from '../../common/config';
 import { DLQ_REASONS, validateEvent, type DlqReason, type EventRecord } from '../../common/contract';
 import { DAY_RE, dayId, hourId } from '../../common/lake';
@@ -155,18 +155,14 @@ async function replayTooLate(rows: { raw: string; received_at: number }[]): Prom
     else invalid.set(v.reason, (invalid.get(v.reason) ?? 0) + 1);
   }
   if (records.length > 0) {
-    const producer = kafkaClient(cfg, `${cfg.kafka.clientId}-dlq-replay`).producer({ idempotent: true, maxInFlightRequests: 1 });
-    await producer.connect();
+    // The collector's producer: the same partition per user, acknowledged by all replicas.
+    const producer = eventProducer(cfg, `${cfg.kafka.clientId}-dlq-replay`);
     try {
       for (let i = 0; i < records.length; i += 500) {
-        await producer.send({
-          topic: cfg.kafka.rawTopic,
-          acks: -1,
-          messages: records.slice(i, i + 500).map((rec) => ({ key: rec.user_id, value: JSON.stringify(rec) })),
-        });
+        await producer.send(records.slice(i, i + 500).map((rec) => ({ topic: cfg.kafka.rawTopic, key: rec.user_id, value: JSON.stringify(rec) })));
       }
     } finally {
-      await producer.disconnect();
+      await producer.close();
     }
   }
   const hours = [...new Set(records.map((r) => hourId(r.ts)))].sort();
