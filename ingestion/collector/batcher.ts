@@ -1,7 +1,7 @@
 /**
  * Coalesces the produces of concurrent requests into few large Kafka writes.
  *
- * kafkajs' idempotent producer serialises requests per broker anyway (one
+ * An idempotent producer serialises requests per broker anyway (one
  * sequence-numbered request in flight), so many small sends only queue behind
  * each other; one send of everything that arrived meanwhile is far cheaper.
  * A request's promise settles when every batch holding its messages did.
