@@ -23,7 +23,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { loadConfig } from '../common/config';
 import { validateEvent } from '../common/contract';
 import { simulate } from '../ingestion/simulator/generate';
-import { PartitionState, type FileBuffer } from '../batch-layer/lake-writer/buffers';
+import { PartitionState, filesToRelieve, type FileBuffer } from '../batch-layer/lake-writer/buffers';
 import { decodeMessage, type MessageLike } from '../batch-layer/lake-writer/decode';
 import { writeParquetLines } from '../batch-layer/lake-writer/parquet';
 
@@ -135,10 +135,16 @@ async function main(): Promise<void> {
       const value = f.invalidEvery > 0 && i % f.invalidEvery === f.invalidEvery - 1 ? broken : records[i % records.length];
       const message: MessageLike = { value, offset: String(offsets[p]++), timestamp: String(Date.now()) };
       const d = decodeMessage(TOPIC, true, p, message);
-      const buf = state.add(d.kind, d.period, BigInt(message.offset), d.line, d.line.length, Date.now());
+      const buf = state.add(d.kind, d.period, BigInt(message.offset), d.line, undefined, Date.now());
       if (buf.bytes >= f.rollBytes) roll(state, buf);
     }
-    while (totalBytes() > f.maxBufferBytes && uploads.size > 0) await Promise.race(uploads);
+    if (totalBytes() > f.maxBufferBytes) {
+      // The writer's back-pressure: roll the biggest open files until half the bound stays open, wait for encodes.
+      const open = new Map<FileBuffer, PartitionState>();
+      for (const s of states) for (const b of s.open.values()) open.set(b, s);
+      for (const b of filesToRelieve([...open.keys()], f.maxBufferBytes / 2)) roll(open.get(b)!, b);
+      while (totalBytes() > f.maxBufferBytes && uploads.size > 0) await Promise.race(uploads);
+    }
     await new Promise((r) => setImmediate(r));
   }
   for (const s of states) for (const b of [...s.open.values()]) roll(s, b);

@@ -276,7 +276,7 @@ export class LakeWriter {
     const { kind, line, period } = this.decode(state, message as KafkaMessage & { value: Buffer });
     this.m.records.inc({ stream: kind });
     this.consumed += 1;
-    return state.add(kind, period, offset, line, line.length, t);
+    return state.add(kind, period, offset, line, undefined, t);
   }
 
   /** Decode a record; one that breaks the contract on the raw topic is counted and logged here. */
