@@ -21,10 +21,57 @@ export interface FileBuffer {
   period: string;
   firstOffset: bigint;
   lastOffset: bigint;
-  /** NDJSON lines (rawLine/dlqLine): a record costs its encoded size, not an object graph. */
-  rows: string[];
+  /** NDJSON lines (rawLine/dlqLine) as UTF-8: a record costs its encoded size, off the V8 heap. */
+  rows: LineChunks;
   bytes: number;
   openedAt: number;
+}
+
+/** Chunks start this small (a late straggler's file holds a few lines) and double up to MAX. */
+const MIN_CHUNK_BYTES = 16 * 1024;
+const MAX_CHUNK_BYTES = 1024 * 1024;
+
+/**
+ * A file's NDJSON lines, UTF-8 encoded into chunks as they arrive. Held as strings they cost
+ * the V8 heap and the collector's time, and were copied again into the temporary NDJSON file;
+ * as bytes they are written there as they are.
+ */
+export class LineChunks {
+  /** Filled chunks, each cut to its used bytes. */
+  private readonly full: Buffer[] = [];
+  private current: Buffer | null = null;
+  private used = 0;
+  /** Lines appended. */
+  length = 0;
+  /** Bytes appended, newlines included. */
+  bytes = 0;
+
+  /** Append one line (a newline is added); returns the bytes it took. */
+  append(line: string): number {
+    // UTF-8 takes at most 3 bytes per UTF-16 code unit.
+    const worst = line.length * 3 + 1;
+    if (this.current === null || this.current.length - this.used < worst) this.grow(worst);
+    const cur = this.current!;
+    const n = cur.write(line, this.used, 'utf8');
+    cur[this.used + n] = 0x0a;
+    this.used += n + 1;
+    this.length += 1;
+    this.bytes += n + 1;
+    return n + 1;
+  }
+
+  /** The bytes, chunk by chunk (views, not copies). */
+  chunks(): Buffer[] {
+    return this.current === null ? [...this.full] : [...this.full, this.current.subarray(0, this.used)];
+  }
+
+  private grow(atLeast: number): void {
+    if (this.current !== null && this.used > 0) this.full.push(this.current.subarray(0, this.used));
+    const size = Math.max(atLeast, Math.min(MAX_CHUNK_BYTES, Math.max(MIN_CHUNK_BYTES, this.bytes)));
+    // Not from Buffer's shared pool: a chunk is freed with its file.
+    this.current = Buffer.allocUnsafeSlow(size);
+    this.used = 0;
+  }
 }
 
 /** The object key of a file: a function of its period and its offsets only, so a retry rewrites the same object. */
@@ -105,16 +152,17 @@ export class PartitionState {
     readonly partition: number,
   ) {}
 
-  add(kind: StreamKind, period: string, offset: bigint, line: string, bytes: number, now: number): FileBuffer {
+  /** Append a line to the open file of its stream and period; it counts `bytes` (default: its UTF-8 size). */
+  add(kind: StreamKind, period: string, offset: bigint, line: string, bytes: number | undefined, now: number): FileBuffer {
     const id = `${kind}|${period}`;
     let buf = this.open.get(id);
     if (!buf) {
-      buf = { kind, topic: this.topic, partition: this.partition, period, firstOffset: offset, lastOffset: offset, rows: [], bytes: 0, openedAt: now };
+      buf = { kind, topic: this.topic, partition: this.partition, period, firstOffset: offset, lastOffset: offset, rows: new LineChunks(), bytes: 0, openedAt: now };
       this.open.set(id, buf);
     }
-    buf.rows.push(line);
+    const written = buf.rows.append(line);
     buf.lastOffset = offset;
-    buf.bytes += bytes;
+    buf.bytes += bytes ?? written;
     this.consumed(offset);
     return buf;
   }

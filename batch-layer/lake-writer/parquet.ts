@@ -15,6 +15,7 @@ import path from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { config } from '../../common/config';
 import type { DeadLetter, EventRecord } from '../../common/contract';
+import { LineChunks } from './buffers';
 import { DLQ_COLUMNS, RAW_EVENT_COLUMNS, type DlqColumn, type RawEventColumn } from '../../common/lake';
 
 export interface RawRow {
@@ -45,6 +46,21 @@ function unknownKeys(obj: Record<string, unknown> | null, known: Set<string>): R
   return out;
 }
 
+/** Whether unknownKeys would find a key (for..in with hasOwn: Object.entries' own enumerable keys, without the array). */
+function hasUnknownKey(obj: Record<string, unknown> | null, known: Set<string>): boolean {
+  if (!obj) return false;
+  for (const k in obj) if (Object.hasOwn(obj, k) && !known.has(k)) return true;
+  return false;
+}
+
+/** Whether spreading `extra` would copy a key (own enumerable string keys; a JSON value has no symbols). */
+function hasExtra(extra: unknown): boolean {
+  if (extra === null || extra === undefined) return false;
+  if (typeof extra !== 'object') return true; // a string spreads its characters: leave it to the full path
+  for (const k in extra) if (Object.hasOwn(extra, k)) return true;
+  return false;
+}
+
 function str(v: unknown): string | null {
   return typeof v === 'string' ? v : null;
 }
@@ -58,6 +74,8 @@ function num(v: unknown): number | null {
  * the event, so `extra->>'$.properties.foo'` reads like the original JSON.
  */
 export function extraJson(record: EventRecord): string | null {
+  // The common case, a record with only known fields, without building anything.
+  if (!hasExtra(record.extra) && !hasUnknownKey(record.properties, KNOWN_PROPERTIES) && !hasUnknownKey(record.context, KNOWN_CONTEXT)) return null;
   const extra: Record<string, unknown> = { ...(record.extra ?? {}) };
   const props = unknownKeys(record.properties, KNOWN_PROPERTIES);
   const ctx = unknownKeys(record.context, KNOWN_CONTEXT);
@@ -128,7 +146,7 @@ function columnsSpec(columns: Record<string, string>): string {
   return `{${Object.entries(columns).map(([name, type]) => `${sqlString(name)}: ${sqlString(type)}`).join(', ')}}`;
 }
 
-/** One raw row as the NDJSON line the Parquet is made from (what the lake writer buffers: compact, one string per record). */
+/** One raw row as the NDJSON line the Parquet is made from (what the lake writer buffers: compact, one line per record). */
 export function rawLine(row: RawRow): string {
   return JSON.stringify(flattenRaw(row));
 }
@@ -139,7 +157,19 @@ export function dlqLine(row: DlqRow): string {
 
 const COLUMNS = { raw: RAW_EVENT_COLUMNS, dlq: DLQ_COLUMNS } as const;
 
-async function writeLines(lines: Iterable<string>, file: string): Promise<void> {
+async function writeChunks(chunks: Buffer[], file: string): Promise<void> {
+  const out = await fsp.open(file, 'w');
+  try {
+    for (const chunk of chunks) {
+      for (let at = 0; at < chunk.length; ) at += (await out.write(chunk, at)).bytesWritten;
+    }
+  } finally {
+    await out.close();
+  }
+}
+
+async function writeLines(lines: Iterable<string> | LineChunks, file: string): Promise<void> {
+  if (lines instanceof LineChunks) return writeChunks(lines.chunks(), file);
   const out = fs.createWriteStream(file);
   const done = new Promise<void>((resolve, reject) => {
     out.once('finish', resolve);
@@ -158,7 +188,7 @@ async function writeLines(lines: Iterable<string>, file: string): Promise<void> 
 }
 
 /** Turn NDJSON lines made by rawLine/dlqLine into zstd Parquet with exactly the lake's columns. */
-export async function writeParquetLines(kind: 'raw' | 'dlq', lines: Iterable<string>, file: string): Promise<void> {
+export async function writeParquetLines(kind: 'raw' | 'dlq', lines: Iterable<string> | LineChunks, file: string): Promise<void> {
   const columns: Record<string, string> = COLUMNS[kind];
   await fsp.mkdir(path.dirname(file), { recursive: true });
   const tmpJson = `${file}.${randomBytes(4).toString('hex')}.ndjson`;

@@ -23,13 +23,15 @@ import type { Consumer, EachBatchPayload, KafkaMessage } from 'kafkajs';
 import { Registry, collectDefaultMetrics } from 'prom-client';
 import { kafkaClient, s3Client } from '../../common/clients';
 import type { Config } from '../../common/config';
-import { decodeRecord, DLQ_REASONS, isEpochMs, RejectedRecord, type DeadLetter } from '../../common/contract';
-import { dayId, type DirtyMarker } from '../../common/lake';
+import type { DirtyMarker } from '../../common/lake';
 import { logger } from '../../common/log';
 import { putDirtyMarker, uploadFile } from '../../common/lake-io';
-import { PartitionState, filesToRelieve, isHourClosed, objectKey, passedFiles, periodOf, shouldRoll, type FileBuffer, type RollPolicy, type StreamKind } from './buffers';
+import { PartitionState, filesToRelieve, isHourClosed, objectKey, passedFiles, shouldRoll, type FileBuffer, type RollPolicy, type StreamKind } from './buffers';
+import { decodeMessage, type Decoded } from './decode';
 import { lakeWriterMetrics, type LakeWriterMetrics } from './metrics';
-import { dlqLine, rawLine, writeParquetLines } from './parquet';
+import { writeParquetLines } from './parquet';
+
+export { parseDeadLetter } from './decode';
 
 export interface LakeWriterStatus {
   /** Records read from Kafka (all topics) since start. */
@@ -51,38 +53,12 @@ export interface LakeWriterOptions {
   now?: () => number;
 }
 
-/** One consumed record, decoded: the line it adds to a file of its stream and period. */
-interface Decoded {
-  kind: StreamKind;
-  line: string;
-  period: string;
-}
-
 const log = logger('lake-writer');
 const STOP_TIMEOUT_MS = 60_000;
 /** With the retry backoff (0.25 s doubling, capped at 30 s), ten failures in a row is about 90 s without a successful upload. */
 const UNHEALTHY_AFTER_FAILURES = 10;
 /** While catching up, consumption waits once this many files per upload slot are uploading or queued for one. */
 const MAX_QUEUED_UPLOADS_PER_SLOT = 4;
-
-/** Parse a record of events.dlq; a broken one is still archived, wrapped as malformed. */
-export function parseDeadLetter(value: string, fallbackReceivedAt: number): DeadLetter {
-  try {
-    const d = JSON.parse(value) as Partial<DeadLetter>;
-    if (d && typeof d === 'object' && (DLQ_REASONS as readonly unknown[]).includes(d.reason) && typeof d.raw === 'string') {
-      return {
-        reason: d.reason!,
-        detail: typeof d.detail === 'string' ? d.detail : '',
-        received_at: isEpochMs(d.received_at) ? d.received_at : fallbackReceivedAt,
-        raw: d.raw,
-        ...(Number.isInteger(d.index) ? { index: d.index } : {}),
-      };
-    }
-  } catch {
-    /* archived below as malformed */
-  }
-  return { reason: 'malformed_json', detail: 'unreadable dead letter on the DLQ topic', received_at: fallbackReceivedAt, raw: value };
-}
 
 /** At most `n` objects are encoded and uploaded at once; the rest wait their turn. */
 function semaphore(n: number): { acquire(): Promise<void>; release(): void } {
@@ -133,6 +109,8 @@ export class LakeWriter {
   /** Woken when a file is uploaded: waking on upload tasks would also wait for their commits' turn. */
   private readonly uploadedWaiters: Array<() => void> = [];
   private scratch = '';
+  /** Records consumed since lake_writer_records_total was last advanced: a labelled inc per record cost more than the rest of its bookkeeping. */
+  private readonly uncounted: Record<StreamKind, number> = { raw: 0, dlq: 0, rawUnreadable: 0 };
   private consumed = 0;
   private objectsUploaded = 0;
   private failingUploads = 0;
@@ -297,31 +275,21 @@ export class LakeWriter {
       return null;
     }
     const t = this.now();
-    const { kind, line, period } = this.decode(state, message, message.value.toString('utf8'));
-    this.m.records.inc({ stream: kind });
+    const { kind, line, period } = this.decode(state, message as KafkaMessage & { value: Buffer });
+    this.uncounted[kind] += 1;
     this.consumed += 1;
-    return state.add(kind, period, offset, line, line.length, t);
+    return state.add(kind, period, offset, line, undefined, t);
   }
 
-  /**
-   * A record of events.raw becomes a row of its event-time hour, or, if it breaks the contract
-   * (decodeRecord), a dead letter of its arrival day; a dead letter of events.dlq one of its day.
-   */
-  private decode(state: PartitionState, message: KafkaMessage, text: string): Decoded {
-    const { topic, partition } = state;
-    const kafkaTs = Number(message.timestamp);
-    if (topic !== this.cfg.kafka.rawTopic) {
-      const dead = parseDeadLetter(text, kafkaTs);
-      return { kind: 'dlq', line: dlqLine({ dead, topic, partition, offset: message.offset }), period: dayId(dead.received_at) };
+  /** Decode a record; one that breaks the contract on the raw topic is counted and logged here. */
+  private decode(state: PartitionState, message: KafkaMessage & { value: Buffer }): Decoded {
+    const d = decodeMessage(state.topic, state.topic === this.cfg.kafka.rawTopic, state.partition, message);
+    if (d.rejected) {
+      this.m.unreadable.inc();
+      const { topic, partition } = state;
+      log.error({ topic, partition, offset: message.offset, reason: d.rejected.reason, detail: d.rejected.detail }, 'unreadable record on the raw topic, archived as a dead letter');
     }
-    const record = decodeRecord(text);
-    if (!(record instanceof RejectedRecord)) {
-      return { kind: 'raw', line: rawLine({ record, partition, offset: message.offset }), period: periodOf('raw', record.ts) };
-    }
-    this.m.unreadable.inc();
-    log.error({ topic, partition, offset: message.offset, reason: record.reason, detail: record.detail }, 'unreadable record on the raw topic, archived as a dead letter');
-    const dead: DeadLetter = { reason: record.reason, detail: `unreadable on ${topic}: ${record.detail}`, received_at: kafkaTs, raw: text };
-    return { kind: 'rawUnreadable', line: dlqLine({ dead, topic, partition, offset: message.offset }), period: dayId(kafkaTs) };
+    return d;
   }
 
   /** Roll files by age, and commit what became safe (a commit may have failed on a rebalance). */
@@ -431,6 +399,10 @@ export class LakeWriter {
   }
 
   private refreshGauges(): void {
+    for (const kind of ['raw', 'dlq', 'rawUnreadable'] as const) {
+      if (this.uncounted[kind] > 0) this.m.records.inc({ stream: kind }, this.uncounted[kind]);
+      this.uncounted[kind] = 0;
+    }
     let buffered = 0;
     let bytes = 0;
     for (const s of this.states.values()) {
