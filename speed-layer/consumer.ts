@@ -333,6 +333,8 @@ export class SpeedConsumer {
       failures = 0;
       backoff = 100;
       if (step.nextOffset < end) {
+        // The ids this step applied are duplicates for the batch's later steps: skipped there, not refused by their check.
+        for (const hashes of step.fold.dedupe.values()) for (const h of hashes) crossBatchDuplicates.add(h);
         // Progress inside a large batch: what is applied is resolved, and the group hears from us.
         p.resolveOffset(String(step.nextOffset - 1));
         await p.heartbeat();
