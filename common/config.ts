@@ -276,6 +276,12 @@ export function loadConfig(env: Env = process.env) {
         maxStallMs: int(env, 'SPEED_ALERT_MAX_STALL_MS', 60_000, 1000),
         maxLatencyMs: int(env, 'SPEED_ALERT_MAX_LATENCY_MS', 5000, 0),
       },
+      /**
+       * The most event ids one arrival epoch's dedupe set remembers (~56 B each; two epochs live at once, so
+       * ≤ 2 × this × 56 B of Redis). Past it, events are still counted once but not remembered: a later copy of
+       * one of them counts again in the speed views (speed_dedupe_unremembered_total; the batch layer is exact).
+       */
+      dedupeMaxIds: int(env, 'SPEED_DEDUPE_MAX_IDS', 10_000_000, 1),
     },
     orchestration: {
       /** /metrics and /health of the batch worker (0 = any free port). */

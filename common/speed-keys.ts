@@ -40,11 +40,13 @@
  * | dim     | {dim}:<name>:<YYYY-MM-DD>            | set    | the values of a dimension admitted that day (its bound)      | day end + R        |
  * | —       | watermark                            | pub/sub channel | the lake watermark moved (published by the batch layer and a pin) | —     |
  *
- * Dedupe memory: measured 56 bytes per event_id on Redis 7.0 (a hashtable set
- * of 8-byte members), so roughly rate × (window + the minute's arrival spread) ×
- * 56 B: ~2 GB at 100k events/s with the 5-minute default. The lever is
- * SPEED_DEDUPE_WINDOW_MS (or, later, sharding each minute into sets small enough
- * for Redis' compact intset encoding).
+ * Dedupe memory: measured 50–56 bytes per event_id on Redis 7.0 (a hashtable set
+ * of 8-byte members), two epochs at most, so up to rate × 2 × window × 56 B:
+ * ~3.4 GB at 100k events/s with the 5-minute default, were it not for the bound:
+ * a set holds at most SPEED_DEDUPE_MAX_IDS ids (10 M: ≤ ~1.1 GB for both);
+ * past it ids are counted but not remembered (docs/operations.md, "Scaling").
+ * Intset shards would take 9 B per id but cost Redis ~3× the CPU (one call per
+ * shard, about one per event): docs/benchmarks.md, "The speed layer's dedupe".
  *
  * Exactness: the `cnt`, `pb`, `top` and `binge` values equal the exact values
  * over the de-duplicated events of the covered buckets, except for a duplicate

@@ -8,16 +8,19 @@
 --   may always: nothing precedes it); a stored offset
 --   (as written) lets the step apply over that stored offset although it is below the first offset
 --   (the consumer checked that Kafka no longer holds the messages in between).
--- Codes: D dedupe (base index, packed 8-byte hashes, KEYS index of the previous arrival epoch's set), I HINCRBY (field, by)…,
+-- Codes: D dedupe (base index, packed 8-byte hashes, KEYS index of the previous arrival epoch's set, the most ids
+-- the set may hold), I HINCRBY (field, by)…,
 -- W HSET (field, value)…, P PFADD members…, Z ZINCRBY (member, by)…,
 -- G ZADD GT (score, member)…, T trim a zset below a score, B binge (stream
 -- KEYS index, then (user, day, ts)…: SADD to the day's set and XADD when new).
 --
--- Returns {'applied'} | {'skipped', stored} | {'partial', stored} | {'gap', stored} | {'missing'} |
+-- Returns {'applied', unremembered} | {'skipped', stored} | {'partial', stored} | {'gap', stored} | {'missing'} |
 -- {'duplicates', i…} (indexes into the batch's dedupe hashes already seen; nothing written).
 -- 'gap' and 'missing' write nothing: Redis is behind the consumer (it lost applied steps, e.g. the
 -- last second of an AOF with appendfsync everysec, or a restart from an older AOF), and applying
 -- would move the offset over effects that are no longer there.
+-- unremembered: ids counted but not added to a dedupe set that was full (SPEED_DEDUPE_MAX_IDS): a later copy
+-- of them counts again. The bound is on a set's cardinality (SCARD is O(1)), so memory stays bounded whatever the rate.
 
 local offsets = KEYS[1]
 local partition = ARGV[1]
@@ -83,9 +86,16 @@ each_op(function(code, key, exp, a, n)
 end)
 if #dups > 1 then return dups end
 
+local unremembered = 0
 each_op(function(code, key, exp, a, n)
   if code == 'D' then
-    chunked(split8(ARGV[a + 1]), function(...) redis.call('SADD', key, ...) end)
+    local members = split8(ARGV[a + 1])
+    local room = tonumber(ARGV[a + 3]) - redis.call('SCARD', key)
+    if room < #members then
+      unremembered = unremembered + #members - math.max(room, 0)
+      for j = #members, math.max(room, 0) + 1, -1 do members[j] = nil end
+    end
+    chunked(members, function(...) redis.call('SADD', key, ...) end)
   elseif code == 'I' then
     for j = a, a + n - 1, 2 do redis.call('HINCRBY', key, ARGV[j], ARGV[j + 1]) end
   elseif code == 'W' then
@@ -109,4 +119,4 @@ each_op(function(code, key, exp, a, n)
   if exp > 0 then redis.call('PEXPIREAT', key, exp) end
 end)
 redis.call('HSET', offsets, partition, ARGV[3])
-return {'applied'}
+return {'applied', unremembered}

@@ -10,10 +10,10 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Redis } from 'ioredis';
 import type { Config } from '../common/config';
-import { BINGE_WINDOW_MS, bucketStart } from '../common/contract';
+import { BINGE_WINDOW_MS, bucketStart, type EventRecord } from '../common/contract';
 import { BINGE_STREAM_MAXLEN, expiresAt, LIVE_SESSIONS_WINDOW_MS, LIVE_USERS_WINDOW_MS, readCompletes, speedKeys, type SpeedKeys } from '../common/speed-keys';
 import { bingeDays } from './binge';
-import type { Fold } from './fold';
+import { dedupeEpoch, type Fold } from './fold';
 
 /**
  * The step's script and its ARGV protocol (codes, replies): apply.lua, beside this file, read once at
@@ -123,7 +123,7 @@ export function buildPlan(cfg: Config, keys: SpeedKeys, req: ApplyRequest): Buil
     // Checked against its arrival epoch's set and the previous one's, so copies that arrive within W of
     // each other always meet; a set lives until the next epoch is over (epoch + 2W).
     const previous = plan.key(keys.dedupe(epoch - W));
-    plan.op('D', keys.dedupe(epoch), Math.max(now, epoch + W) + W, [dedupeHashes.length, packed, previous]);
+    plan.op('D', keys.dedupe(epoch), Math.max(now, epoch + W) + W, [dedupeHashes.length, packed, previous, cfg.speed.dedupeMaxIds]);
     // Not push(...hashes): an epoch can hold more hashes than a call may take arguments.
     for (const h of hashes) dedupeHashes.push(h);
   }
@@ -218,8 +218,33 @@ export async function detectBinges(redis: Redis, cfg: Config, fold: Fold, now: n
   return out;
 }
 
+/**
+ * Read-only: KEYS are (epoch set, previous epoch's set) pairs, ARGV[i] the packed 8-byte hashes checked against
+ * the i-th pair. Returns the 0-based indexes (over all ARGV, in order) of the hashes either set holds.
+ */
+const SEEN_BEFORE = `
+local found = {}
+local base = 0
+for i = 1, #ARGV do
+  local packed = ARGV[i]
+  local members = {}
+  for j = 1, #packed, 8 do members[#members + 1] = string.sub(packed, j, j + 7) end
+  for c = 1, #members, 1000 do
+    local last = math.min(c + 999, #members)
+    local r = redis.call('SMISMEMBER', KEYS[2 * i - 1], unpack(members, c, last))
+    local q = redis.call('SMISMEMBER', KEYS[2 * i], unpack(members, c, last))
+    for m = 1, #r do
+      if r[m] == 1 or q[m] == 1 then found[#found + 1] = base + c + m - 2 end
+    end
+  end
+  base = base + #members
+end
+return found
+`;
+
 export class RedisApplier {
   private sha: string | undefined;
+  private checkSha: string | undefined;
   readonly keys: SpeedKeys;
 
   constructor(
@@ -231,17 +256,53 @@ export class RedisApplier {
 
   /** Size of the last step sent (for the step-size metrics). */
   lastStep: { keys: number; args: number; bytes: number } = { keys: 0, args: 0, bytes: 0 };
+  /** Ids the last applied step counted but could not remember: their arrival epoch's set was full (SPEED_DEDUPE_MAX_IDS). */
+  lastUnremembered = 0;
 
   async apply(req: ApplyRequest): Promise<ApplyResult> {
     const plan = buildPlan(this.cfg, this.keys, req);
     this.lastStep = { keys: plan.keys.length, args: plan.args.length, bytes: plan.bytes };
     const raw = (await this.run(plan.keys, plan.args)) as Array<string | number>;
     const status = raw[0];
-    if (status === 'applied') return { status };
+    if (status === 'applied') {
+      this.lastUnremembered = Number(raw[1] ?? 0);
+      return { status };
+    }
     if (status === 'skipped' || status === 'partial' || status === 'gap') return { status, stored: Number(raw[1]) };
     if (status === 'missing') return { status };
     if (status === 'duplicates') return { status, hashes: raw.slice(1).map((i) => plan.dedupeHashes[Number(i)]) };
     throw new Error(`unexpected reply from the apply script: ${JSON.stringify(raw)}`);
+  }
+
+  /**
+   * The hashes of `inputs` already in their arrival epoch's dedupe set or the previous one's: one read-only
+   * round trip before the fold. Without it, nearly every live batch carries some copy of an event applied in an
+   * earlier batch, so its whole step was folded, planned, sent and parsed twice (the step's own check answering
+   * 'duplicates'). The step still checks (another partition may apply a copy in between); that is now rare.
+   */
+  async seenBefore(inputs: Iterable<{ record: EventRecord; hash: string }>): Promise<Set<string>> {
+    const W = this.cfg.speed.dedupeWindowMs;
+    const byEpoch = new Map<number, string[]>();
+    for (const { record, hash } of inputs) child(byEpoch, dedupeEpoch(record, W)).push(hash);
+    if (byEpoch.size === 0) return new Set();
+    const keys: string[] = [];
+    const args: Buffer[] = [];
+    const order: string[] = [];
+    for (const [epoch, hashes] of byEpoch) {
+      keys.push(this.keys.dedupe(epoch), this.keys.dedupe(epoch - W));
+      args.push(Buffer.from(hashes.join(''), 'hex'));
+      for (const h of hashes) order.push(h);
+    }
+    this.checkSha ??= (await this.redis.script('LOAD', SEEN_BEFORE)) as string;
+    let found: number[];
+    try {
+      found = (await this.redis.evalsha(this.checkSha, keys.length, (keys as Array<string | Buffer>).concat(args))) as number[];
+    } catch (err) {
+      if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err;
+      this.checkSha = (await this.redis.script('LOAD', SEEN_BEFORE)) as string;
+      found = (await this.redis.evalsha(this.checkSha, keys.length, (keys as Array<string | Buffer>).concat(args))) as number[];
+    }
+    return new Set(found.map((i) => order[i]));
   }
 
   private async run(keys: string[], args: Array<string | Buffer>): Promise<unknown> {

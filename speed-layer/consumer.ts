@@ -23,7 +23,7 @@ import { logger } from '../common/log';
 import { readAlert, readOffsets, readRebuildTargets, type Alert } from '../common/speed-keys';
 import { detectBinges, RedisApplier } from './apply';
 import { DimensionGuard } from './dimensions';
-import { eventIdHash, foldEvents, type Fold } from './fold';
+import { eventIdHash, foldEvents, isLate, type Fold } from './fold';
 import type { SpeedMetrics } from './metrics';
 
 interface Entry {
@@ -87,6 +87,8 @@ export class SpeedConsumer {
   /** partition → the step that failed last, while it has not succeeded since. */
   private readonly failing = new Map<number, FailingStep>();
   private stopping = false;
+  /** When the last "dedupe set full" warning was logged (one a minute at most). */
+  private lastFullWarning = 0;
   private readonly seekOnAssign: boolean;
   private readonly checkOnReconnect: boolean;
   private readonly kafka: Kafka;
@@ -255,6 +257,7 @@ export class SpeedConsumer {
     });
     const end = entries[entries.length - 1].offset + 1;
     const crossBatchDuplicates = new Set<string>();
+    let checkedSeen = false;
     let backoff = 100;
     let failures = 0;
     let commitAt = end;
@@ -273,6 +276,10 @@ export class SpeedConsumer {
       let step: Awaited<ReturnType<SpeedConsumer['applyStep']>>;
       try {
         // A step that times out may still run later: harmless, the offset guard makes the retry a skip.
+        if (!checkedSeen) {
+          for (const h of await withTimeout(this.seenBefore(pending), this.cfg.speed.redisTimeoutMs)) crossBatchDuplicates.add(h);
+          checkedSeen = true;
+        }
         step = await withTimeout(this.applyStep(topic, partition, pending, end, crossBatchDuplicates), this.cfg.speed.redisTimeoutMs);
       } catch (err) {
         failures += 1;
@@ -326,6 +333,8 @@ export class SpeedConsumer {
       failures = 0;
       backoff = 100;
       if (step.nextOffset < end) {
+        // The ids this step applied are duplicates for the batch's later steps: skipped there, not refused by their check.
+        for (const hashes of step.fold.dedupe.values()) for (const h of hashes) crossBatchDuplicates.add(h);
         // Progress inside a large batch: what is applied is resolved, and the group hears from us.
         p.resolveOffset(String(step.nextOffset - 1));
         await p.heartbeat();
@@ -340,6 +349,19 @@ export class SpeedConsumer {
       this.log.warn({ err: (err as Error).message, topic, partition }, 'kafka offset commit failed');
     }
     await p.heartbeat();
+  }
+
+  /**
+   * The hashes of the batch already applied by earlier batches (what the step's own check would refuse), asked
+   * once per batch before the fold. Events the fold would leave out as late are not asked about: they stay late.
+   */
+  private seenBefore(pending: Entry[]): Promise<Set<string>> {
+    const now = Date.now();
+    const inputs: Array<{ record: EventRecord; hash: string }> = [];
+    for (const e of pending) {
+      if (e.record !== null && !isLate(e.record.ts, 'minute', this.cfg.speed.retentionMs, now)) inputs.push({ record: e.record, hash: e.hash });
+    }
+    return this.applier.seenBefore(inputs);
   }
 
   /**
@@ -394,7 +416,8 @@ export class SpeedConsumer {
       crossBatchDuplicates: dupCount,
       freshnessMs: Number.isFinite(oldestReceived) ? Math.max(0, now - oldestReceived) : null,
     });
-    return { outcome, fold, nextOffset, entries: pending.slice(0, cut), dupCount: dupCount + fold.duplicates, size: this.applier.lastStep };
+    const unremembered = outcome.status === 'applied' ? this.applier.lastUnremembered : 0;
+    return { outcome, fold, nextOffset, entries: pending.slice(0, cut), dupCount: dupCount + fold.duplicates, size: this.applier.lastStep, unremembered };
   }
 
   /**
@@ -488,9 +511,17 @@ export class SpeedConsumer {
     }
   }
 
-  private observeApplied(step: { fold: Fold; dupCount: number; entries: Entry[]; size: { keys: number; args: number; bytes: number } }, started: bigint): void {
-    const { fold, dupCount, entries, size } = step;
+  private observeApplied(step: { fold: Fold; dupCount: number; entries: Entry[]; size: { keys: number; args: number; bytes: number }; unremembered: number }, started: bigint): void {
+    const { fold, dupCount, entries, size, unremembered } = step;
     const m = this.metrics;
+    if (unremembered > 0) {
+      m.dedupeUnremembered.inc(unremembered);
+      // Once a minute at most: a full set stays full until its epoch ends.
+      if (Date.now() - this.lastFullWarning >= 60_000) {
+        this.lastFullWarning = Date.now();
+        this.log.warn({ unremembered, maxIds: this.cfg.speed.dedupeMaxIds }, 'dedupe set full (SPEED_DEDUPE_MAX_IDS): events are counted but not remembered, a later copy of them counts again');
+      }
+    }
     m.applySeconds.observe(Number(process.hrtime.bigint() - started) / 1e9);
     m.stepArgs.observe(size.args);
     m.stepKeys.observe(size.keys);

@@ -166,10 +166,10 @@ export function baseStepCost(keyPrefixBytes = 0): StepCost {
 
 /*
  * Most one event can add to a step (see the per-family accounting in foldEvents):
- * dedupe 11 (its epoch's key and the previous one's), counts 2 × (4 + 8 × 2), users 6 × (4 + 1), playback 6, top content 6,
+ * dedupe 12 (its epoch's key and the previous one's, 4 values), counts 2 × (4 + 8 × 2), users 6 × (4 + 1), playback 6, top content 6,
  * live users and sessions 2 + 2, completes 11 plus a binge reserve of 2 days × (4 + 1 + 3).
  */
-const EVENT_MAX_ARGS = 11 + 40 + 30 + 6 + 6 + 4 + 11 + 16;
+const EVENT_MAX_ARGS = 12 + 40 + 30 + 6 + 6 + 4 + 11 + 16;
 const EVENT_MAX_KEYS = 2 + 2 + 6 + 1 + 1 + 1 + 2;
 
 function eventMaxBytes(e: EventRecord, keyPrefixBytes: number): number {
@@ -253,6 +253,7 @@ export function foldEvents(inputs: Iterable<FoldInput>, opts: FoldOptions): Fold
       arg(NUM_BYTES);
       arg(0);
       arg(NUM_BYTES);
+      arg(NUM_BYTES); // the set's bound (SPEED_DEDUPE_MAX_IDS)
     }
     hashes.push(hash);
     cost.bytes += 8;

@@ -30,6 +30,11 @@ export function speedMetrics(opts: { defaults?: boolean } = {}) {
     stepEvents: new Histogram({ name: 'speed_step_messages', help: 'Messages covered by one applied Redis step', buckets: [10, 100, 500, 1000, 2500, 5000, 10_000, 25_000], registers }),
     lag: new Gauge({ name: 'speed_consumer_lag', help: 'Messages of events.raw not yet applied, per partition', labelNames: ['partition'] as const, registers }),
     late: new Counter({ name: 'speed_late_events_total', help: 'Events older than a family retention (left to the batch layer)', labelNames: ['family'] as const, registers }),
+    dedupeUnremembered: new Counter({
+      name: 'speed_dedupe_unremembered_total',
+      help: 'Events counted but not remembered for the dedupe: their arrival epoch set was full (SPEED_DEDUPE_MAX_IDS); a later copy counts again',
+      registers,
+    }),
     duplicates: new Counter({ name: 'speed_duplicates_skipped_total', help: 'Events skipped because their event_id was already applied', registers }),
     dimensionOverflow: new Counter({ name: 'speed_dimension_overflow_total', help: 'Events whose dimension value was over its daily bound and counted as "other"', labelNames: ['dimension'] as const, registers }),
     unparseable: new Counter({ name: 'speed_unparseable_total', help: 'Messages on events.raw that are not an EventRecord (skipped)', registers }),

@@ -13,7 +13,7 @@ import { ALL, bucketStart, validateEvent, type EventRecord } from '../../common/
 import { countField, speedKeys } from '../../common/speed-keys';
 import { startSpeedLayer, type SpeedLayer } from '../../speed-layer/service';
 import { dropIsolated, isolatedConfig } from '../support/isolated';
-import { produce, toMessages, waitAllApplied } from './speed-support';
+import { metricValue, produce, toMessages, waitAllApplied } from './speed-support';
 
 describe('speed layer: dedupe by event_id across timestamps', () => {
   let cfg: Config;
@@ -57,5 +57,47 @@ describe('speed layer: dedupe by event_id across timestamps', () => {
     expect(await minuteCount(restamped)).toBe(1); // solo-2 only
     const stats = await redis.hget(speedKeys(cfg).stats(), 'duplicates');
     expect(Number(stats)).toBe(1);
+  });
+});
+
+describe('speed layer: copies applied before are left out before the step, not refused by it', () => {
+  let cfg: Config;
+  let redis: Redis;
+  let speed: SpeedLayer | undefined;
+  const now = Date.now();
+  const record = (id: string, ts: number): EventRecord => {
+    const v = validateEvent({ event_id: id, event_type: 'click', user_id: 'u-steps', timestamp: ts }, now);
+    if (!v.ok) throw new Error(v.detail);
+    return { ...v.record, received_at: now - 1000 };
+  };
+
+  beforeAll(async () => {
+    // Small steps: a batch of events a minute apart becomes several steps.
+    cfg = await isolatedConfig('speed-dedupe-steps', { SPEED_PORT: '0', SPEED_STEP_MAX_ARGS: '1000' });
+    redis = redisClient(cfg);
+  });
+  afterAll(async () => {
+    await speed?.stop();
+    await dropIsolated(cfg, redis);
+    redis.disconnect();
+  });
+
+  it('in a later step of the same batch and in a later batch', async () => {
+    const records = Array.from({ length: 60 }, (_, i) => record(`e-${i}`, now - 60_000 * (i + 1)));
+    records.push(record('e-2', now - 60_000 * 3)); // the same batch, steps later
+    // Produced before the speed layer starts: one fetch, so one batch of several steps.
+    await produce(cfg, toMessages(records));
+    speed = await startSpeedLayer(cfg, { alerts: false });
+    await waitAllApplied(redis, cfg, 60_000);
+    expect(await metricValue(speed, 'speed_batches_total', { result: 'applied' })).toBeGreaterThan(1);
+    await produce(cfg, toMessages([record('e-5', now - 60_000 * 6), record('e-new', now - 60_000)]));
+    await waitAllApplied(redis, cfg, 60_000);
+    const minute = async (ts: number) => Number((await redis.hget(speedKeys(cfg).counts('minute', bucketStart(ts, 'minute')), countField(ALL, ALL, ALL))) ?? 0);
+    expect(await minute(now - 60_000 * 3)).toBe(1);
+    expect(await minute(now - 60_000 * 6)).toBe(1);
+    expect(Number(await redis.hget(speedKeys(cfg).stats(), 'duplicates'))).toBe(2);
+    expect(Number(await redis.hget(speedKeys(cfg).stats(), 'events'))).toBe(61);
+    // No step was refused for a copy: each was left out before its fold.
+    expect(await metricValue(speed, 'speed_batches_total', { result: 'duplicates' })).toBe(0);
   });
 });

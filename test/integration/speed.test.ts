@@ -282,4 +282,40 @@ describe('the apply script on real Redis', () => {
     const keys = await redis.keys(speedKeys(cfg).glob());
     if (keys.length > 0) await redis.del(...keys);
   });
+
+  it("names a batch's ids applied before, in the arrival epoch's set or the previous one's, before the step", async () => {
+    const c = loadConfig({ ...process.env, REDIS_KEY_PREFIX: `t:speed-seen-${process.pid}-${now}:` });
+    const applier = new RedisApplier(redis, c);
+    const W = c.speed.dedupeWindowMs;
+    const early = { ...rec('s-early', 'u'), received_at: now - W }; // the previous epoch
+    await expect(applier.apply({ ...req(0, 0, [early, rec('s-1', 'u')]), topic: c.kafka.rawTopic })).resolves.toEqual({ status: 'applied' });
+    const batch = [rec('s-early', 'v'), rec('s-2', 'v'), rec('s-1', 'v'), rec('s-3', 'v')];
+    const seen = await applier.seenBefore(batch.map((r) => ({ record: r, hash: eventIdHash(r.event_id) })));
+    expect([...seen].sort()).toEqual([eventIdHash('s-early'), eventIdHash('s-1')].sort());
+    expect(await applier.seenBefore([])).toEqual(new Set());
+    const keys = await redis.keys(speedKeys(c).glob());
+    if (keys.length > 0) await redis.del(...keys);
+  });
+
+  it('bounds a dedupe set at SPEED_DEDUPE_MAX_IDS: ids past it are counted once but not remembered, so a later copy counts again', async () => {
+    const c = loadConfig({ ...process.env, REDIS_KEY_PREFIX: `t:speed-bound-${process.pid}-${now}:`, SPEED_DEDUPE_MAX_IDS: '5' });
+    const applier = new RedisApplier(redis, c);
+    const at = (r: ReturnType<typeof req>) => ({ ...r, topic: c.kafka.rawTopic });
+    const count = async () => (await readEventCounts(redis, c, { granularity: 'minute', from: now - 5000, to: now - 4999 }, now))[0].value;
+    const evs = Array.from({ length: 8 }, (_, i) => rec(`m-${i}`, `u-${i}`));
+    await expect(applier.apply(at(req(0, 0, evs)))).resolves.toEqual({ status: 'applied' });
+    expect(applier.lastUnremembered).toBe(3);
+    expect(await count()).toBe(8);
+    const [set] = await redis.keys(speedKeys(c).glob('dedup'));
+    expect(await redis.scard(set)).toBe(5);
+    // A copy of a remembered id is refused; a copy of one past the bound is counted again.
+    const again = await applier.apply(at(req(1, 0, [rec('m-0', 'x'), rec('m-7', 'x')])));
+    expect(again).toEqual({ status: 'duplicates', hashes: [eventIdHash('m-0')] });
+    await expect(applier.apply(at(req(1, 0, [rec('m-7', 'x')])))).resolves.toEqual({ status: 'applied' });
+    expect(applier.lastUnremembered).toBe(1);
+    expect(await count()).toBe(9);
+    expect(await redis.scard(set)).toBe(5);
+    const keys = await redis.keys(speedKeys(c).glob());
+    if (keys.length > 0) await redis.del(...keys);
+  });
 });
