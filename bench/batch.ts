@@ -103,7 +103,8 @@ async function generate(duck: Duck, file: string): Promise<void> {
       ${dayStart} + CAST(hash(i, 'ts') % 86400000 AS BIGINT) + 50 AS received_at,
       CAST(u % ${PARTITIONS} AS INTEGER) AS kafka_partition,
       i AS kafka_offset,
-      NULL AS extra
+      NULL AS extra,
+      NULL AS device_ts, NULL AS sent_at
     FROM (SELECT i, CAST(hash(i, 'user') % ${USERS} AS BIGINT) AS u FROM range(${N}) t(i))`);
   await duck.run(`
     INSERT INTO gen
