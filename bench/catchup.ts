@@ -236,7 +236,7 @@ async function drainStreams(cfg: Config, id: string, f: Flags, total: number): P
   await admin.connect();
   try {
     const broker0 = brokerCpu(cfg);
-    const child = spawn('java', ['-Xms512m', '-Xmx1g', '-jar', jar, cfg.kafka.brokers.join(','), cfg.kafka.rawTopic, appId, String(f.streamsThreads), stateDir], {
+    const child = spawn('java', ['-Xms512m', '-Xmx1g', '-Dorg.slf4j.simpleLogger.defaultLogLevel=warn', '-jar', jar, cfg.kafka.brokers.join(','), cfg.kafka.rawTopic, appId, String(f.streamsThreads), stateDir], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     child.stderr!.on('data', (d: Buffer) => process.stderr.write(`[streams] ${d}`));

@@ -59,6 +59,7 @@ export async function ensureStreamsJar(): Promise<string> {
   });
   fs.copyFileSync(path.join(target, 'peer-streams.jar'), `${jar}.tmp`);
   fs.renameSync(`${jar}.tmp`, jar);
+  for (const f of fs.readdirSync(home)) if (/^peer-streams-.*\.jar$/.test(f) && path.join(home, f) !== jar) fs.rmSync(path.join(home, f));
   return jar;
 }
 
