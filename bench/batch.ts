@@ -10,6 +10,7 @@
  *   npx tsx bench/batch.ts --events 10000000            # the issue's target size
  *   npx tsx bench/batch.ts --events 10000000 --reuse    # again, without regenerating
  *   npx tsx bench/batch.ts --events 200000 --shards 4   # a quick check
+ *   npx tsx bench/batch.ts --events 10000000 --peer pyspark   # beside PySpark local[2] on the same day (issue 12 §4)
  *
  * Uses its own bucket (BENCH_BUCKET, default bench-batch), emptied first.
  */
@@ -26,6 +27,7 @@ import { ensureBucket } from '../common/topics';
 import { deleteObjects, listObjects, uploadFile } from '../common/lake-io';
 import { hoursOfDay, listPublished, newRunId, prepareDaily, publishDaily, runDaily, runDailyShard, runHourly, jobContext, type JobContext } from '../batch-layer/jobs';
 import { Duck, rawColumnsSelect, sqlString } from '../batch-layer/jobs/duck';
+import { compareDaily, runPysparkDaily, sameTables } from './peers/pyspark';
 
 process.env.LOG_LEVEL ??= 'warn';
 
@@ -38,10 +40,11 @@ const args = new Command('bench-batch')
   .option('--events-per-user <n>', 'average events per user', '40')
   .option('--via-s3', 'run the daily job as the Temporal activities do (prepare, shards, publish handing files over through S3 _staging/) instead of runDaily in one process')
   .option('--repeat <n>', 'run the daily job and the floor n times, alternating, and report each run plus the minimum and median (single runs on a shared 2-core VM vary by ±15 %)', '1')
+  .option('--peer <engine>', 'also run a peer engine on the same raw day and compare times and tables (pyspark)')
   .option('--reuse', 'keep the generated lake and local file (under .scratch/bench-batch/), and on the next run with the same --events/--day skip generating them and the hourly jobs')
   .addHelpText('after', '\nUses its own bucket (BENCH_BUCKET, default bench-batch), emptied first.')
   .parse()
-  .opts<{ events: string; day: string; shards?: string; partitions: string; eventsPerUser: string; reuse?: boolean; viaS3?: boolean; repeat: string }>();
+  .opts<{ events: string; day: string; shards?: string; partitions: string; eventsPerUser: string; reuse?: boolean; viaS3?: boolean; repeat: string; peer?: string }>();
 
 const N = Number(args.events);
 const DAY = args.day;
@@ -55,6 +58,10 @@ for (const [name, v] of [['--events', N], ['--shards', shards], ['--partitions',
     process.stderr.write(`bench-batch: ${name} must be a positive integer\n`);
     process.exit(2);
   }
+}
+if (args.peer !== undefined && args.peer !== 'pyspark') {
+  process.stderr.write(`bench-batch: --peer must be pyspark, not ${args.peer}\n`);
+  process.exit(2);
 }
 const ctx: JobContext = jobContext(cfg, logger('bench-batch'), { timings: {} });
 const dayStart = Date.parse(`${DAY}T00:00:00Z`);
@@ -96,7 +103,8 @@ async function generate(duck: Duck, file: string): Promise<void> {
       ${dayStart} + CAST(hash(i, 'ts') % 86400000 AS BIGINT) + 50 AS received_at,
       CAST(u % ${PARTITIONS} AS INTEGER) AS kafka_partition,
       i AS kafka_offset,
-      NULL AS extra
+      NULL AS extra,
+      NULL AS device_ts, NULL AS sent_at
     FROM (SELECT i, CAST(hash(i, 'user') % ${USERS} AS BIGINT) AS u FROM range(${N}) t(i))`);
   await duck.run(`
     INSERT INTO gen
@@ -242,6 +250,28 @@ async function main(): Promise<void> {
       runs.push({ daily: +daily.seconds.toFixed(2), bare: +bare.result.daily.toFixed(2), bareFromFile: +bare.result.dailyFromFile.toFixed(2) });
       process.stderr.write(`run ${i + 1}: daily ${daily.seconds.toFixed(2)} s, bare ${bare.result.daily.toFixed(2)} s (from file ${bare.result.dailyFromFile.toFixed(2)} s)\n`);
     }
+    // The peer reads the same raw rows (duplicates included) as one local Parquet file, and must publish the same tables.
+    let peer: Record<string, unknown> | undefined;
+    if (args.peer === 'pyspark') {
+      const outDir = path.join(dir, 'peer-pyspark');
+      const run = await measure(() => runPysparkDaily({ input: local, day: DAY, outDir }));
+      const diffs = await compareDaily(ctx, DAY, outDir, path.join(dir, 'peer-compare'));
+      fs.rmSync(outDir, { recursive: true, force: true });
+      fs.rmSync(path.join(dir, 'peer-compare'), { recursive: true, force: true });
+      const p = run.result;
+      peer = {
+        engine: 'pyspark local[2]',
+        dedupeSeconds: p.dedupeSeconds,
+        dailySeconds: p.dailySeconds,
+        wallSeconds: p.wallSeconds,
+        sessions: p.rowCounts.sessions,
+        sameTables: sameTables(diffs),
+        ...(sameTables(diffs) ? {} : { differences: diffs.filter((d) => d.missing.length + d.unexpected.length > 0 || d.projectRows !== d.peerRows) }),
+        dailyVsProject: +(p.dailySeconds / daily.seconds).toFixed(2),
+        withDedupeVsProjectWithHourly: +((p.dedupeSeconds + p.dailySeconds) / (hourly.seconds + daily.seconds)).toFixed(2),
+      };
+      process.stderr.write(`pyspark: dedupe ${p.dedupeSeconds} s, daily ${p.dailySeconds} s (project daily ${daily.seconds.toFixed(2)} s), same tables: ${sameTables(diffs)}\n`);
+    }
     const stat = (k: 'daily' | 'bare' | 'bareFromFile') => {
       const v = runs.map((r) => r[k]).sort((a, b) => a - b);
       const mid = Math.floor(v.length / 2);
@@ -278,6 +308,7 @@ async function main(): Promise<void> {
             median: { daily: stat('daily').median, bare: stat('bare').median, bareFromFile: stat('bareFromFile').median, dailyVsBare: +(stat('daily').median / stat('bare').median).toFixed(2), dailyVsBareFromFile: +(stat('daily').median / stat('bareFromFile').median).toFixed(2) },
           }
         : {}),
+      ...(peer ? { peer } : {}),
       note: 'peak RSS is sampled in this process (DuckDB is embedded), so later phases include memory retained from earlier ones',
     };
     process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);

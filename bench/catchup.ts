@@ -13,6 +13,7 @@
  *
  *   npx tsx bench/catchup.ts                         # 500,000 events over 3.5 days, speed layer then lake writer
  *   npx tsx bench/catchup.ts --events 200000 --days 3 --layers speed --speed-env SPEED_STEP_MAX_ARGS=20000
+ *   npx tsx bench/catchup.ts --events 2000000 --layers speed,streams   # beside the Kafka Streams peer (issue 12 §4)
  *
  * Uses its own topics, consumer groups, Redis key prefix and bucket, removed at the end (unless --keep-data).
  */
@@ -29,7 +30,8 @@ import { readOffsets, speedKeys } from '../common/speed-keys';
 import { ensureBucket, ensureTopics } from '../common/topics';
 import { deleteObjects, listObjects } from '../common/lake-io';
 import { simulate } from '../ingestion/simulator/generate';
-import { envPairs, findPid, freePort, isolationEnv } from './support';
+import { envPairs, findPid, freePort, isolationEnv, stackPids } from './support';
+import { ensureStreamsJar } from './peers/setup';
 
 const DAY = 86_400_000;
 const TICKS = 100; // getconf CLK_TCK on Linux
@@ -45,6 +47,7 @@ interface Flags {
   timeout: number;
   keepData: boolean;
   cpuProf?: string;
+  streamsThreads: number;
 }
 
 function proc(pid: number): { cpuSec: number; rssMiB: number; hwmMiB: number } | null {
@@ -209,6 +212,54 @@ async function timeDrain(child: ChildProcess, total: number, timeoutSec: number,
   }
 }
 
+/** CPU seconds of the shared broker so far (0 when it is not found). */
+function brokerCpu(cfg: Config): number {
+  const pid = stackPids(cfg).kafka;
+  return (pid ? proc(pid)?.cpuSec : 0) ?? 0;
+}
+
+/** Events per CPU-second: of the engine alone, with its store, and with the broker's share during the drain. */
+function perCore(messages: number, engineCpu: number, storeCpu: number, brokerCpuSec: number, store: string): string {
+  const rate = (cpu: number) => Math.round(messages / Math.max(cpu, 0.001)).toLocaleString('en-US');
+  return `per core: ${rate(engineCpu)} events/CPU-s of the engine, ${rate(engineCpu + storeCpu)} with ${store}, ${rate(engineCpu + storeCpu + brokerCpuSec)} with the broker too (broker CPU ${brokerCpuSec.toFixed(1)} s)`;
+}
+
+/**
+ * The Kafka Streams peer (bench/peers/kafka-streams: per-minute counts with roll-ups, exactly_once_v2)
+ * draining the same backlog in its own JVM, timed by its group's committed offsets like the lake writer.
+ */
+async function drainStreams(cfg: Config, id: string, f: Flags, total: number): Promise<void> {
+  const jar = await ensureStreamsJar();
+  const appId = `${id}.streams`;
+  const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'peer-streams-'));
+  const admin = kafkaClient(cfg, `${id}-streams-progress`).admin();
+  await admin.connect();
+  try {
+    const broker0 = brokerCpu(cfg);
+    const child = spawn('java', ['-Xms512m', '-Xmx1g', '-Dorg.slf4j.simpleLogger.defaultLogLevel=warn', '-jar', jar, cfg.kafka.brokers.join(','), cfg.kafka.rawTopic, appId, String(f.streamsThreads), stateDir], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    child.stderr!.on('data', (d: Buffer) => process.stderr.write(`[streams] ${d}`));
+    const d = await timeDrain(child, total, f.timeout, async () => {
+      const [t] = await admin.fetchOffsets({ groupId: appId, topics: [cfg.kafka.rawTopic] });
+      return t.partitions.reduce((a, p) => a + Math.max(0, Number(p.offset)), 0);
+    });
+    if (d.exitedEarly) throw new Error(`the Kafka Streams peer exited (${d.exitedEarly}) while draining`);
+    const brokerSec = brokerCpu(cfg) - broker0;
+    const code = await stop(child);
+    out(`kafka streams (${f.streamsThreads} threads, exactly_once_v2): ${Math.round(d.rate).toLocaleString('en-US')} messages/s over ${d.drainSec.toFixed(1)} s (start-up ${d.startupSec.toFixed(1)} s), peak RSS ${Math.round(d.peakRssMiB)} MiB, CPU ${d.cpuSec.toFixed(1)} s, exit ${code}`);
+    out(`  ${perCore(total, d.cpuSec, 0, brokerSec, 'its RocksDB (in the JVM)')}`);
+  } finally {
+    if (!f.keepData) {
+      const internal = (await admin.listTopics()).filter((t) => t.startsWith(`${appId}-`));
+      if (internal.length) await admin.deleteTopics({ topics: internal }).catch(() => {});
+      await admin.deleteGroups([appId]).catch(() => {});
+    }
+    await admin.disconnect();
+    fs.rmSync(stateDir, { recursive: true, force: true });
+  }
+}
+
 async function run(f: Flags): Promise<void> {
   const id = `bench.cu${randomBytes(3).toString('hex')}`;
   const env: Record<string, string> = {
@@ -226,6 +277,7 @@ async function run(f: Flags): Promise<void> {
 
     if (f.layers.includes('speed')) {
       const port = await freePort();
+      const broker0 = brokerCpu(cfg);
       const child = start('speed', 'speed-layer/main.ts', { ...env, SPEED_HOST: '127.0.0.1', SPEED_PORT: String(port), ...envPairs(f.speedEnv) }, ['--no-alerts'], f.cpuProf);
       const d = await timeDrain(child, filled.messages, f.timeout, async () => Object.values(await readOffsets(redis, cfg)).reduce((a, b) => a + b, 0));
       if (d.exitedEarly) throw new Error(`the speed layer exited (${d.exitedEarly}) while draining`);
@@ -242,7 +294,10 @@ async function run(f: Flags): Promise<void> {
       out(`  keys per step: mean ${keys.mean.toFixed(0)}, p50 ${keys.p50.toFixed(0)}, p99 ${keys.p99.toFixed(0)}, all <= ${keys.maxBound}`);
       out(`  bytes per step: mean ${(bytes.mean / 1024).toFixed(0)} KiB, p99 ${(bytes.p99 / 1024).toFixed(0)} KiB, all <= ${(bytes.maxBound / 1024).toFixed(0)} KiB`);
       out(`  fold + Redis step: mean ${(secs.mean * 1000).toFixed(1)} ms, p99 ${(secs.p99 * 1000).toFixed(0)} ms`);
+      out(`  ${perCore(filled.messages, d.cpuSec, d.redisCpuSec, brokerCpu(cfg) - broker0, 'Redis')}`);
     }
+
+    if (f.layers.includes('streams')) await drainStreams(cfg, id, f, filled.messages);
 
     if (f.layers.includes('lake')) {
       const port = await freePort();
@@ -308,11 +363,12 @@ const program = new Command('bench-catchup')
     if (!(n >= 0.1 && n <= 6)) throw new InvalidArgumentError('--days must be in [0.1, 6] (the topic keeps 7 days)');
     return n;
   }, 3.5)
-  .option('--layers <list>', 'which consumers to time, in order: speed, lake', (v) => v.split(',').map((s) => s.trim()), ['speed', 'lake'])
+  .option('--layers <list>', 'which consumers to time, in order: speed, lake, and streams (the Kafka Streams peer, built with Maven on first use)', (v) => v.split(',').map((s) => s.trim()), ['speed', 'lake'])
   .option('--partitions <n>', 'partitions of the bench topic', int('--partitions'), 6)
   .option('--speed-env <KEY=VALUE>', 'extra environment for the speed layer (repeatable)', collect, [])
   .option('--lake-env <KEY=VALUE>', 'extra environment for the lake writer (repeatable)', collect, [])
   .option('--timeout <s>', 'give up on a layer after this many seconds', int('--timeout'), 600)
+  .option('--streams-threads <n>', 'stream threads of the Kafka Streams peer', int('--streams-threads'), 2)
   .option('--keep-data', 'keep the bench topics, Redis keys and bucket', false)
   .option('--cpu-prof <dir>', 'write V8 CPU profiles of the layers under <dir>/<layer> (summarize with bench/ingest.ts profile)')
   .showHelpAfterError()
