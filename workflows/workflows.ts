@@ -421,7 +421,9 @@ export async function backfill(input: BackfillInput): Promise<BackfillResult> {
     }
   };
   try {
-    await settleAll([days(), ...(steps ? Array.from({ length: requested }, hoursLane) : [])]);
+    // The lanes ahead first: they take the first day before the days lane looks for its hours.
+    const ahead = steps ? Array.from({ length: requested }, hoursLane) : [];
+    await settleAll([...ahead, days()]);
   } catch (err) {
     if (isCancellation(err)) state = 'cancelling';
     throw err;
