@@ -28,9 +28,12 @@ import { deleteObjects, listObjects, uploadFile } from '../common/lake-io';
 import { hoursOfDay, listPublished, newRunId, prepareDaily, publishDaily, runDaily, runDailyShard, runHourly, jobContext, type JobContext } from '../batch-layer/jobs';
 import { Duck, rawColumnsSelect, sqlString } from '../batch-layer/jobs/duck';
 import { compareDaily, runPysparkDaily, sameTables } from './peers/pyspark';
+import { backfillCommand } from './batch-backfill';
 
 process.env.LOG_LEVEL ??= 'warn';
 
+/** Set when no subcommand was given: the rest of this file is the one-day bench. */
+let dayBench = false;
 const args = new Command('bench-batch')
   .description('Batch-layer benchmark: N events of one day in the lake → 24 hourly jobs + the daily job, beside bare DuckDB SQL over one local Parquet file.')
   .option('--events <n>', 'events in the day', '10000000')
@@ -43,6 +46,8 @@ const args = new Command('bench-batch')
   .option('--peer <engine>', 'also run a peer engine on the same raw day and compare times and tables (pyspark)')
   .option('--reuse', 'keep the generated lake and local file (under .scratch/bench-batch/), and on the next run with the same --events/--day skip generating them and the hourly jobs')
   .addHelpText('after', '\nUses its own bucket (BENCH_BUCKET, default bench-batch), emptied first.')
+  .action(() => void (dayBench = true))
+  .addCommand(backfillCommand())
   .parse()
   .opts<{ events: string; day: string; shards?: string; partitions: string; eventsPerUser: string; reuse?: boolean; viaS3?: boolean; repeat: string; peer?: string }>();
 
@@ -322,7 +327,9 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(`${(err as Error).stack ?? String(err)}\n`);
-  process.exit(1);
-});
+if (dayBench) {
+  main().catch((err: unknown) => {
+    process.stderr.write(`${(err as Error).stack ?? String(err)}\n`);
+    process.exit(1);
+  });
+}

@@ -19,11 +19,15 @@ import {
   compactHour,
   computeWatermark,
   discardStaging,
-  listDirty,
   prepareDaily,
   publishDaily,
+  runDaily,
   runDailyShard,
   runHourly,
+  runHours,
+  hoursOfDay,
+  listDirty,
+  listPublished,
   jobContext,
   type CompactionResult,
   type GcResult,
@@ -36,7 +40,7 @@ import type { Config } from '../common/config';
 import type { RunManifest, Watermark } from '../common/lake';
 import { logger } from '../common/log';
 import { speedKeys } from '../common/speed-keys';
-import type { LateData, OrchestrationSettings, PrepareDayResult, RunSummary } from './types';
+import type { DayInOneStepResult, LateData, OrchestrationSettings, PrepareDayResult, RunSummary } from './types';
 
 function summarize(m: RunManifest): RunSummary {
   return {
@@ -48,6 +52,11 @@ function summarize(m: RunManifest): RunSummary {
     rowCounts: m.rowCounts,
     ...(m.shards !== undefined ? { shards: m.shards } : {}),
   };
+}
+
+async function runHoursIn(ctx: JobContext, hours: readonly string[], runIdTag: string): Promise<string[]> {
+  if (hours.length === 0) return [];
+  return (await runHours(ctx, hours, { runIdOf: (hour) => `hourly-${hour}-${runIdTag}` })).map((m) => m.period);
 }
 
 /** Maps batch-layer errors to Temporal failures; anything else stays retryable. */
@@ -123,6 +132,41 @@ export function createActivities(cfg: Config) {
     /** Stages the hour's raw objects, computes and publishes the hourly tables. */
     async runHour(hour: string, runId: string): Promise<RunSummary> {
       return step(async (ctx) => summarize(await runHourly(ctx, hour, { runId })));
+    },
+
+    /**
+     * A backfill's hours of one day, in one step (runHours: one DuckDB, each neighbour
+     * index read once): those not published or dirty. `runIdTag` makes each hour's run
+     * id stable across retries, like hourlyBatch's.
+     */
+    async runMissingHours(day: string, runIdTag: string): Promise<string[]> {
+      return step(async (ctx) => {
+        const published = new Set(await listPublished(ctx, 'hourly'));
+        const dirty = new Set((await listDirty(ctx)).filter((d) => d.kind === 'hourly').map((d) => d.period));
+        const missing = hoursOfDay(day).filter((h) => !published.has(h) || dirty.has(h));
+        return runHoursIn(ctx, missing, runIdTag);
+      });
+    },
+
+    /** Given hours in one step (a day's missing ones, from dailyBatch in backfill mode). */
+    async runHours(hours: string[], runIdTag: string): Promise<string[]> {
+      return step((ctx) => runHoursIn(ctx, hours, runIdTag));
+    },
+
+    /**
+     * A backfill's day in one step: prepare, shards and publish in this process, handing
+     * over in one DuckDB instead of through S3 (the same bytes: batch-jobs.test.ts). Reports
+     * the hours it still needs instead of failing on them.
+     */
+    async runDayInOneStep(day: string, runId: string): Promise<DayInOneStepResult> {
+      return step(async (ctx) => {
+        try {
+          return { ready: true, summary: summarize(await runDaily(ctx, day, { runId, shards: cfg.batch.shards })) };
+        } catch (err) {
+          if (err instanceof MissingHoursError) return { ready: false, missingHours: err.hours };
+          throw err;
+        }
+      });
     },
 
     /** Splits the day into user-hash shards; reports the hours it still needs instead of failing on them. */

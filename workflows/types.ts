@@ -31,6 +31,8 @@ export type PrepareDayResult =
   | { ready: true; shards: number; processedRows: number }
   | { ready: false; missingHours: string[] };
 
+export type DayInOneStepResult = { ready: true; summary: RunSummary } | { ready: false; missingHours: string[] };
+
 export interface LateData {
   hourly: string[];
   daily: string[];
@@ -50,11 +52,19 @@ export interface BackfillInput {
   from: string;
   to: string;
   concurrency?: number;
+  /**
+   * Daily only. `steps` (the default): each day's missing hours in one step, ahead of the
+   * days in order, and each day in one step; `children`: as the schedules run them, an
+   * hourly child workflow per hour and the day's shards as activities.
+   */
+  mode?: BackfillMode;
   /** Continue-as-new after this many periods (defaults to config). */
   periodsPerRun?: number;
   /** Carried across continue-as-new. */
   state?: BackfillCarry;
 }
+
+export type BackfillMode = 'steps' | 'children';
 
 export interface BackfillCarry {
   next: number;

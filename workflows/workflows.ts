@@ -37,6 +37,7 @@ import {
   NON_RETRYABLE_TYPES,
   type BackfillCarry,
   type BackfillInput,
+  type BackfillMode,
   type BackfillProgress,
   type FanOutResult,
   type OrchestrationSettings,
@@ -114,13 +115,13 @@ type PeriodOutcome = { status: 'done'; result: RunSummary } | { status: 'failed'
  * of that period is in progress, waits and tries again (`retryConflicts`), or
  * reports the conflict to the caller.
  */
-async function runPeriod(s: OrchestrationSettings, kind: PeriodKind, period: string, retryConflicts: boolean): Promise<PeriodOutcome> {
+async function runPeriod(s: OrchestrationSettings, kind: PeriodKind, period: string, retryConflicts: boolean, mode?: BackfillMode): Promise<PeriodOutcome> {
   const workflowId = periodWorkflowId(s.idPrefix, kind, period);
   for (let attempt = 0; ; attempt++) {
     try {
       const child = await startChild(kind === 'hourly' ? hourlyBatch : dailyBatch, {
         workflowId,
-        args: [period],
+        args: kind === 'daily' && mode === 'steps' ? [period, mode] : [period],
         // A finished period may be run again (a re-run is explicit); a running one may not.
         workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE,
         // A cancelled or terminated parent asks its children to stop, so they discard their staging.
@@ -217,14 +218,27 @@ export async function hourlyBatch(hour?: string): Promise<RunSummary> {
  * One day: make sure its hours are published (running the missing or dirty
  * ones as child workflows), split it into user-hash shards, run the shards in
  * parallel, combine and publish, move the watermark.
+ *
+ * Started by a backfill in `steps` mode: the missing hours in one step, and the
+ * day in one step (dailyInSteps); a backfill's fixed cost per day is what it saves.
  */
-export async function dailyBatch(day?: string): Promise<RunSummary> {
+export async function dailyBatch(day?: string, mode?: BackfillMode): Promise<RunSummary> {
   const s = await orchestrationSettings();
   if (day === undefined) return runScheduled(s, 'daily');
   requirePeriod('daily', day);
   const { heavy, light } = activitiesFor(s);
   const runId = `daily-${day}-${workflowInfo().runId}`;
   let summary: RunSummary;
+  if (mode === 'steps') {
+    try {
+      summary = await dailyInSteps(s, day, runId);
+    } catch (err) {
+      await discardQuietly(s, runId);
+      throw err;
+    }
+    await light.announceWatermark();
+    return summary;
+  }
   try {
     let shards = 0;
     for (let round = 0; ; round++) {
@@ -263,6 +277,28 @@ export async function dailyBatch(day?: string): Promise<RunSummary> {
   }
   await light.announceWatermark();
   return summary;
+}
+
+/**
+ * The day in one activity (runDaily in one process); the hours it still needs (dirty, or
+ * left by a failed step ahead) in one activity each round, under this run's id.
+ */
+async function dailyInSteps(s: OrchestrationSettings, day: string, runId: string): Promise<RunSummary> {
+  const { heavy } = activitiesFor(s);
+  for (let round = 0; ; round++) {
+    const result = await heavy.runDayInOneStep(day, runId);
+    if (result.ready) return result.summary;
+    if (round > s.conflictMaxRetries) {
+      throw ApplicationFailure.create({
+        type: 'MissingHoursError',
+        message: `day ${day}: hours still not published after ${round} rounds: ${result.missingHours.join(', ')}`,
+        nonRetryable: true,
+        details: [{ day, hours: result.missingHours }],
+      });
+    }
+    log.info('running missing hours first', { day, hours: result.missingHours.length });
+    await heavy.runHours(result.missingHours, workflowInfo().runId);
+  }
 }
 
 /** A day's missing hours: conflicts are not retried here, the next prepare round sees whether they got published. */
@@ -328,19 +364,48 @@ export async function backfill(input: BackfillInput): Promise<BackfillResult> {
   // After the handler: a client watching from the start must not find the query missing.
   const s = await orchestrationSettings();
   // The server allows 2,000 pending children per workflow; far fewer keeps each run's history small.
-  // Day D's cohorts read every earlier day's user activity, so days publish in order, one at a time
-  // (each day's missing hours still fan out in parallel inside it); hours have no such dependency.
-  const concurrency =
-    range.kind === 'daily' ? 1 : Math.min(MAX_BACKFILL_CONCURRENCY, Math.max(1, Math.floor(input.concurrency ?? s.backfillConcurrency)));
+  // Day D's cohorts read every earlier day's user activity, so days publish in order, one at a time;
+  // hours have no such dependency: in `steps` mode, `concurrency` lanes compute the days' hours ahead.
+  const requested = Math.min(MAX_BACKFILL_CONCURRENCY, Math.max(1, Math.floor(input.concurrency ?? s.backfillConcurrency)));
+  const steps = range.kind === 'daily' && (input.mode ?? 'steps') === 'steps';
+  const concurrency = range.kind === 'daily' ? 1 : requested;
   const perRun = Math.max(1, Math.floor(input.periodsPerRun ?? s.backfillPeriodsPerRun));
+  const { heavy } = activitiesFor(s);
+  // Steps mode: the days whose hours a lane ahead has started, by index in the range.
+  const hoursAhead = new Map<number, Promise<void>>();
+  const lastOfRun = Math.min(range.count, next + perRun);
+  let nextAhead = next;
+  let daysDone = false;
+  const hoursLane = async (): Promise<void> => {
+    while (nextAhead < lastOfRun && !daysDone) {
+      const i = nextAhead++;
+      const day = periodAt(range, i);
+      // A failed step leaves the day's hours missing: its dailyBatch runs them again and reports the failure.
+      const ahead = heavy.runMissingHours(day, workflowInfo().runId).then(
+        () => undefined,
+        (err: unknown) => {
+          if (isCancellation(err)) throw err;
+          log.warn('hours ahead failed; the day runs them itself', { day, error: (err as Error).message });
+        },
+      );
+      hoursAhead.set(i, ahead);
+      await ahead;
+    }
+  };
 
   const lane = async (): Promise<void> => {
     while (next < range.count && startedThisRun < perRun && !workflowInfo().continueAsNewSuggested) {
-      const period = periodAt(range, next++);
+      const i = next++;
+      const period = periodAt(range, i);
       startedThisRun++;
       running.add(period);
       try {
-        const outcome = await runPeriod(s, range.kind, period, true);
+        if (steps) {
+          // Not reached by the lanes ahead: the day runs its hours itself.
+          if (nextAhead <= i) nextAhead = i + 1;
+          await hoursAhead.get(i);
+        }
+        const outcome = await runPeriod(s, range.kind, period, true, steps ? 'steps' : undefined);
         if (outcome.status === 'done') done++;
         else if (outcome.status === 'failed') failures.push(outcome.failure);
       } finally {
@@ -348,8 +413,17 @@ export async function backfill(input: BackfillInput): Promise<BackfillResult> {
       }
     }
   };
+  const days = async (): Promise<void> => {
+    try {
+      await settleAll(Array.from({ length: concurrency }, lane));
+    } finally {
+      daysDone = true;
+    }
+  };
   try {
-    await settleAll(Array.from({ length: concurrency }, lane));
+    // The lanes ahead first: they take the first day before the days lane looks for its hours.
+    const ahead = steps ? Array.from({ length: requested }, hoursLane) : [];
+    await settleAll([...ahead, days()]);
   } catch (err) {
     if (isCancellation(err)) state = 'cancelling';
     throw err;

@@ -14,11 +14,12 @@
  * sees the earlier one (S3 reads after a write are consistent), so no conflict goes
  * unnoticed; until the re-run publishes, that hour is `recomputing`, not exact.
  */
+import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { dayId, hourStartMs, type RunManifest } from '../../common/lake';
 import { getJson, listObjects, putDirtyMarker } from '../../common/lake-io';
 import { DAY_MS, mapLimit, type JobContext } from './context';
-import { sqlList, type Duck } from './duck';
+import { sqlList, sqlString, type Duck } from './duck';
 import { stage } from './stage';
 import { periodOfKey } from './watermark';
 
@@ -71,8 +72,47 @@ export async function neighbourIndexes(ctx: JobContext, hour: string): Promise<N
   return found.filter((n): n is NeighbourIndex => n !== null);
 }
 
-/** Stages the indexes and declares them as the view `name` (an empty relation when there are none). */
-export async function declareIndexes(ctx: JobContext, duck: Duck, name: string, indexes: readonly NeighbourIndex[], dir: string): Promise<void> {
+/**
+ * Indexes already loaded into one DuckDB, for runs of several hours in it (runHours):
+ * each published index is fetched and read once, not once per hour that neighbours it.
+ * An index key names one run's object, never rewritten, so a loaded key stays valid.
+ */
+export class IndexCache {
+  private readonly loaded = new Set<string>();
+  static readonly TABLE = '__loaded_indexes';
+
+  async declare(ctx: JobContext, duck: Duck, name: string, indexes: readonly NeighbourIndex[], dir: string): Promise<void> {
+    const columns = Object.entries(INDEX_COLUMNS);
+    if (this.loaded.size === 0) {
+      await duck.run(`CREATE TABLE IF NOT EXISTS ${IndexCache.TABLE} (__key VARCHAR, ${columns.map(([c, t]) => `${c} ${t}`).join(', ')})`);
+    }
+    const fresh = [...new Set(indexes.map((n) => n.key))].filter((k) => !this.loaded.has(k));
+    const staged = await stage(ctx, fresh.map((key) => ({ key, etag: '', size: 0 })), path.join(dir, 'indexes'), 'stage');
+    if (staged.length > 0) {
+      const files = staged.map((s) => `(${sqlString(s.file)}, ${sqlString(s.key)})`).join(', ');
+      await duck.run(
+        `INSERT INTO ${IndexCache.TABLE} SELECT k.key, ${columns.map(([c, t]) => `CAST(r.${c} AS ${t})`).join(', ')}
+         FROM read_parquet(${sqlList(staged.map((s) => s.file))}, filename = true) r JOIN (VALUES ${files}) k(file, key) ON r.filename = k.file`,
+      );
+      for (const s of staged) {
+        this.loaded.add(s.key);
+        await fsp.rm(s.file, { force: true });
+      }
+    }
+    const keys = indexes.map((n) => n.key);
+    await duck.run(
+      `CREATE OR REPLACE VIEW ${name} AS SELECT ${columns.map(([c]) => c).join(', ')} FROM ${IndexCache.TABLE}
+       WHERE __key IN (SELECT unnest(${keys.length > 0 ? sqlList(keys) : '[]::VARCHAR[]'}))`,
+    );
+  }
+}
+
+/**
+ * Stages the indexes and declares them as the view `name` (an empty relation when there are none);
+ * through `cache` when several hours run in this DuckDB.
+ */
+export async function declareIndexes(ctx: JobContext, duck: Duck, name: string, indexes: readonly NeighbourIndex[], dir: string, cache?: IndexCache): Promise<void> {
+  if (cache) return cache.declare(ctx, duck, name, indexes, dir);
   const staged = await stage(ctx, indexes.map((n) => ({ key: n.key, etag: '', size: 0 })), path.join(dir, name), 'stage');
   const columns = Object.entries(INDEX_COLUMNS);
   await duck.run(
@@ -89,10 +129,10 @@ export async function declareIndexes(ctx: JobContext, duck: Duck, name: string, 
  * before computing are checked again (this run may have beaten a copy they counted), and
  * so are those published since (they did not see this run, nor it them).
  */
-export async function markDedupeConflicts(ctx: JobContext, duck: Duck, hour: string, before: readonly NeighbourIndex[], dir: string): Promise<string[]> {
+export async function markDedupeConflicts(ctx: JobContext, duck: Duck, hour: string, before: readonly NeighbourIndex[], dir: string, cache?: IndexCache): Promise<string[]> {
   const seen = new Set(before.map((n) => `${n.hour}|${n.manifestEtag}`));
   const since = (await neighbourIndexes(ctx, hour)).filter((n) => !seen.has(`${n.hour}|${n.manifestEtag}`));
-  await declareIndexes(ctx, duck, 'late_neighbour_ids', since, dir);
+  await declareIndexes(ctx, duck, 'late_neighbour_ids', since, dir, cache);
   // An hour re-published since is judged by its new index only: its old one may count what it no longer does.
   const republished = [...new Set(since.map((n) => n.hour))];
   await duck.run(

@@ -13,7 +13,7 @@
  */
 import { lakePaths, type PeriodKind, type RunManifest } from '../../common/lake';
 import { deleteObjects, getJson, listObjects, type LakeObject } from '../../common/lake-io';
-import { checkpoint, type JobContext } from './context';
+import { checkpoint, mapLimit, type JobContext } from './context';
 
 /** `<zone>/<table>/dt=…/[hour=HH/]` of a batch output key, and the period it belongs to. */
 const PERIOD_FOLDER = /^((?:processed|aggregated)\/[^/]+\/dt=(\d{4}-\d{2}-\d{2})\/(?:hour=(\d{2})\/)?)[^/]+$/;
@@ -75,12 +75,14 @@ export async function collectAfterPublish(ctx: JobContext, current: RunManifest,
   const keep = new Set([...Object.values(current.outputs), ...Object.values(previous?.outputs ?? {})]);
   const supersededBy = previous ? Date.parse(previous.publishedAt) : null;
   const result: GcResult = { folders: folders.size, deleted: [], waiting: 0 };
-  for (const folder of folders) {
-    const { gone, waiting } = collectable(await listObjects(ctx.s3, ctx.bucket, folder), keep, supersededBy, now, graceMs);
+  // One listing per table folder, in parallel: this runs after every publish.
+  const listed = await mapLimit([...folders], ctx.cfg.batch.ioConcurrency, (folder) => listObjects(ctx.s3, ctx.bucket, folder));
+  for (const objects of listed) {
+    const { gone, waiting } = collectable(objects, keep, supersededBy, now, graceMs);
     result.waiting += waiting;
-    if (gone.length > 0) await deleteObjects(ctx.s3, ctx.bucket, gone);
     result.deleted.push(...gone);
   }
+  if (result.deleted.length > 0) await deleteObjects(ctx.s3, ctx.bucket, result.deleted);
   if (result.deleted.length > 0) ctx.log.info({ kind: current.kind, period: current.period, deleted: result.deleted.length }, 'superseded run objects removed');
   return result;
 }

@@ -3,12 +3,13 @@
  * event_id once across the hours of the dedupe horizon, see dedupe.ts), the hour's
  * event-id index and the hourly batch views, gated by data-quality checks.
  */
+import fs from 'node:fs';
 import path from 'node:path';
 import { lakePaths, lakeTables, type QualityCheck, type RunManifest, type Zone } from '../../common/lake';
 import { listObjects, withScratchDir } from '../../common/lake-io';
-import { checkpoint, keepAlive, newRunId, parsePeriod, type JobContext } from './context';
+import { checkpoint, keepAlive, newRunId, parsePeriod, timed, type JobContext } from './context';
 import { Duck, emptyRawSelect, parquetColumns, rawColumnsSelect, sqlList } from './duck';
-import { declareIndexes, markDedupeConflicts, neighbourIndexes } from './dedupe';
+import { IndexCache, declareIndexes, markDedupeConflicts, neighbourIndexes } from './dedupe';
 import { publish } from './publish';
 import { computeWatermark } from './watermark';
 import { assertRawComplete } from './raw-guard';
@@ -25,42 +26,92 @@ export interface RunOptions {
 }
 
 export async function runHourly(ctx: JobContext, hour: string, opts: RunOptions = {}): Promise<RunManifest> {
+  return computeHour(ctx, hour, opts);
+}
+
+/** Hours run one after another in one DuckDB and scratch dir (runHours). */
+interface SharedRun {
+  duck: Duck;
+  dir: string;
+  indexes: IndexCache;
+}
+
+/**
+ * Runs several hours one after another in this process, as runHourly would one by
+ * one, in one DuckDB and scratch dir: each published neighbour index is fetched and
+ * read once for all of them, and the watermark is computed once at the end. A failed
+ * hour does not stop the others; the first failure is thrown once they are done.
+ * What each hour publishes is what runHourly would (backfill-equivalence.test.ts).
+ */
+export async function runHours(ctx: JobContext, hours: readonly string[], opts: { runIdOf?: (hour: string) => string; now?: number } = {}): Promise<RunManifest[]> {
+  for (const hour of hours) parsePeriod('hourly', hour, opts.now);
+  const manifests: RunManifest[] = [];
+  let failure: unknown;
+  await withScratchDir(ctx.cfg, async (dir) => {
+    const duck = await Duck.open({ threads: ctx.cfg.batch.duckdbThreads, tempDir: path.join(dir, 'duck'), signal: ctx.signal });
+    const run: SharedRun = { duck, dir, indexes: new IndexCache() };
+    try {
+      for (const hour of hours) {
+        checkpoint(ctx, { step: 'hours', hour, done: manifests.length, total: hours.length });
+        try {
+          manifests.push(await computeHour(ctx, hour, { now: opts.now, runId: opts.runIdOf?.(hour) }, run));
+        } catch (err) {
+          if (ctx.signal?.aborted) throw err;
+          ctx.log.error({ hour, err: (err as Error).message }, 'hour failed; the others go on');
+          failure ??= err;
+        }
+      }
+    } finally {
+      duck.close();
+    }
+  });
+  if (manifests.length > 0) await computeWatermark(ctx);
+  if (failure !== undefined) throw failure;
+  return manifests;
+}
+
+async function computeHour(ctx: JobContext, hour: string, opts: RunOptions, shared?: SharedRun): Promise<RunManifest> {
   const period = parsePeriod('hourly', hour, opts.now);
   const startedAt = new Date().toISOString();
   const runId = opts.runId ?? newRunId('hourly', hour);
   const log = ctx.log.child({ job: 'hourly', hour, runId });
-  const inputs = (await listObjects(ctx.s3, ctx.bucket, lakePaths.rawHourPrefix(hour))).filter((o) => o.key.endsWith('.parquet'));
-  await assertRawComplete(ctx, hour, inputs);
+  const inputs = await timed(ctx, 'hourly.list', async () => (await listObjects(ctx.s3, ctx.bucket, lakePaths.rawHourPrefix(hour))).filter((o) => o.key.endsWith('.parquet')));
+  await timed(ctx, 'hourly.guard', () => assertRawComplete(ctx, hour, inputs));
   log.info({ objects: inputs.length, bytes: inputs.reduce((n, o) => n + o.size, 0) }, 'hourly run started');
   checkpoint(ctx, { step: 'list', objects: inputs.length });
 
   const stopBeating = keepAlive(ctx, 'hourly');
-  return withScratchDir(ctx.cfg, async (dir) => {
-    const staged = await stage(ctx, inputs, path.join(dir, 'in'), 'stage');
-    const duck = await Duck.open({ threads: ctx.cfg.batch.duckdbThreads, tempDir: path.join(dir, 'duck'), signal: ctx.signal });
+  const inDir = <T>(fn: (dir: string) => Promise<T>): Promise<T> => {
+    if (!shared) return withScratchDir(ctx.cfg, fn);
+    const dir = path.join(shared.dir, hour);
+    return fn(dir).finally(() => fs.promises.rm(dir, { recursive: true, force: true }));
+  };
+  return inDir(async (dir) => {
+    const staged = await timed(ctx, 'hourly.stage', () => stage(ctx, inputs, path.join(dir, 'in'), 'stage'));
+    const duck = shared?.duck ?? (await timed(ctx, 'hourly.open', () => Duck.open({ threads: ctx.cfg.batch.duckdbThreads, tempDir: path.join(dir, 'duck'), signal: ctx.signal })));
     try {
       await verifyParquet(duck, staged);
       const files = staged.map((s) => s.file);
       await duck.run(
-        `CREATE VIEW raw_events AS ${
+        `CREATE OR REPLACE VIEW raw_events AS ${
           staged.length === 0
             ? emptyRawSelect()
             : `SELECT ${rawColumnsSelect(await parquetColumns(duck, files))} FROM read_parquet(${sqlList(files)}, union_by_name = true)`
         }`,
       );
       await duck.setVariables({ hour, hour_start: period.startMs, hour_end: period.endMs });
-      const neighbours = await neighbourIndexes(ctx, hour);
-      await declareIndexes(ctx, duck, 'neighbour_ids', neighbours, dir);
+      const neighbours = await timed(ctx, 'hourly.neighbours', () => neighbourIndexes(ctx, hour));
+      await timed(ctx, 'hourly.indexes', () => declareIndexes(ctx, duck, 'neighbour_ids', neighbours, dir, shared?.indexes));
       checkpoint(ctx, { step: 'compute', neighbours: neighbours.length });
       const rowCounts: Record<string, number> = {};
-      await blameCorrupt(duck, staged, async () => {
+      await timed(ctx, 'hourly.compute', () => blameCorrupt(duck, staged, async () => {
         rowCounts.raw_events = await duck.scalar('SELECT count(*) FROM raw_events');
         await duck.materialize('hour_firsts', 'events');
         for (const t of HOURLY_TABLES) {
           rowCounts[t.table] = await duck.materialize(t.table, t.sql ?? t.table);
           checkpoint(ctx, { step: 'compute', table: t.table });
         }
-      });
+      }));
       // Within the hour, and copies of this hour another hour received first.
       const [dups] = await duck.select('raw_duplicates');
       const [across] = await duck.select('cross_hour_duplicates');
@@ -70,10 +121,10 @@ export async function runHourly(ctx: JobContext, hour: string, opts: RunOptions 
       const outputs: Record<string, { zone: Zone; file: string }> = {};
       for (const t of HOURLY_TABLES) {
         const file = path.join(dir, 'out', `${t.table}.parquet`);
-        await duck.writeParquet(t.table, file);
+        await timed(ctx, 'hourly.write', () => duck.writeParquet(t.table, file));
         outputs[t.table] = { zone: t.zone, file };
       }
-      const manifest = await publish(ctx, {
+      const manifest = await timed(ctx, 'hourly.publish', () => publish(ctx, {
         kind: 'hourly',
         period: hour,
         runId,
@@ -83,11 +134,14 @@ export async function runHourly(ctx: JobContext, hour: string, opts: RunOptions 
         rowCounts,
         checks,
         duplicates,
-      });
-      if ((await markDedupeConflicts(ctx, duck, hour, neighbours, dir)).length > 0) await computeWatermark(ctx);
+        // Several hours in a row: runHours computes it once after the last.
+        deferWatermark: shared !== undefined,
+      }));
+      const conflicts = await timed(ctx, 'hourly.conflicts', () => markDedupeConflicts(ctx, duck, hour, neighbours, dir, shared?.indexes));
+      if (conflicts.length > 0) await computeWatermark(ctx);
       return manifest;
     } finally {
-      duck.close();
+      if (!shared) duck.close();
     }
   }).finally(stopBeating);
 }

@@ -16,7 +16,7 @@ export {
   BatchCancelledError,
   NON_RETRYABLE_ERROR_TYPES,
 } from './errors';
-export { runHourly, HOURLY_TABLES, type RunOptions } from './hourly';
+export { runHourly, runHours, HOURLY_TABLES, type RunOptions } from './hourly';
 export {
   runDaily,
   prepareDaily,

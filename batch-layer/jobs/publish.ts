@@ -9,7 +9,7 @@
  */
 import { clearDirtyMarker, deleteObjects, getJson, listObjects, putJson, uploadFile } from '../../common/lake-io';
 import { lakePaths, type PeriodKind, type QualityCheck, type RunManifest, type Zone } from '../../common/lake';
-import { checkpoint, mapLimit, type JobContext } from './context';
+import { checkpoint, mapLimit, timed, type JobContext } from './context';
 import { QualityCheckError } from './errors';
 import { collectAfterPublish } from './gc';
 import { computeWatermark } from './watermark';
@@ -27,6 +27,8 @@ export interface PublishInput {
   duplicates?: RunManifest['duplicates'];
   shards?: number;
   activeUsersDigest?: string;
+  /** The caller computes the watermark once after several publishes (runHours). */
+  deferWatermark?: boolean;
 }
 
 export function stagingPrefix(runId: string): string {
@@ -46,15 +48,17 @@ export async function publish(ctx: JobContext, input: PublishInput): Promise<Run
     throw new QualityCheckError(input.period, input.checks);
   }
   const manifestKey = lakePaths.manifest(input.kind, input.period);
-  const previous = await getJson<RunManifest>(ctx.s3, ctx.bucket, manifestKey);
+  const previous = await timed(ctx, 'publish.previous', () => getJson<RunManifest>(ctx.s3, ctx.bucket, manifestKey));
   // A retry of a run that already published (it failed after its manifest) must not
   // rewrite the objects that manifest names while readers may be fetching them.
   const outputId = previous?.runId === input.runId ? `${input.runId}.${Date.now()}` : input.runId;
   const tables = Object.entries(input.outputs).map(([table, o]) => ({ table, file: o.file, key: lakePaths.table(o.zone, table, input.period, outputId) }));
-  await mapLimit(tables, ctx.cfg.batch.ioConcurrency, async (t) => {
-    await uploadFile(ctx.s3, ctx.bucket, t.key, t.file);
-    checkpoint(ctx, { step: 'publish', key: t.key });
-  });
+  await timed(ctx, 'publish.upload', () =>
+    mapLimit(tables, ctx.cfg.batch.ioConcurrency, async (t) => {
+      await uploadFile(ctx.s3, ctx.bucket, t.key, t.file);
+      checkpoint(ctx, { step: 'publish', key: t.key });
+    }),
+  );
   const manifest: RunManifest = {
     kind: input.kind,
     period: input.period,
@@ -69,12 +73,12 @@ export async function publish(ctx: JobContext, input: PublishInput): Promise<Run
     ...(input.shards !== undefined ? { shards: input.shards } : {}),
     ...(input.activeUsersDigest !== undefined ? { activeUsersDigest: input.activeUsersDigest } : {}),
   };
-  await putJson(ctx.s3, ctx.bucket, manifestKey, manifest);
-  await discardStaging(ctx, input.runId);
-  await clearDirty(ctx, input.kind, input.period, Date.parse(input.startedAt), input.runId);
-  await computeWatermark(ctx);
+  await timed(ctx, 'publish.manifest', () => putJson(ctx.s3, ctx.bucket, manifestKey, manifest));
+  await timed(ctx, 'publish.staging', () => discardStaging(ctx, input.runId));
+  await timed(ctx, 'publish.dirty', () => clearDirty(ctx, input.kind, input.period, Date.parse(input.startedAt), input.runId));
+  if (!input.deferWatermark) await timed(ctx, 'publish.watermark', () => computeWatermark(ctx));
   // Published already: a failed clean-up only leaves objects for the nightly collection.
-  await collectAfterPublish(ctx, manifest, previous).catch((err: unknown) =>
+  await timed(ctx, 'publish.gc', () => collectAfterPublish(ctx, manifest, previous)).catch((err: unknown) =>
     ctx.log.warn({ err: (err as Error).message, period: input.period }, 'could not collect superseded runs; the nightly collection will'),
   );
   ctx.log.info({ kind: input.kind, period: input.period, runId: input.runId, rowCounts: input.rowCounts }, 'published');

@@ -1,7 +1,7 @@
 /**
  * Starts a backfill and shows its progress until it is done.
  *
- *   npm run backfill -- --from 2026-11-01 --to 2026-11-20 [--kind daily|hourly] [--concurrency 4] [--detach]
+ *   npm run backfill -- --from 2026-11-01 --to 2026-11-20 [--kind daily|hourly] [--concurrency 4] [--mode steps|children] [--detach]
  */
 import { Command, InvalidArgumentError } from 'commander';
 import { SingleBar } from 'cli-progress';
@@ -12,7 +12,7 @@ import type { PeriodKind } from '../../common/lake';
 import { connectClient, runCliIfMain, workflowLink } from '../client';
 import { InvalidPeriodError, backfillWorkflowId, planRange, type PeriodRange } from '../ids';
 import { batchAttributes } from '../search-attributes';
-import type { BackfillProgress, PeriodFailure } from '../types';
+import type { BackfillMode, BackfillProgress, PeriodFailure } from '../types';
 import { backfill, progressQuery } from '../workflows';
 
 export interface BackfillRequest {
@@ -21,6 +21,7 @@ export interface BackfillRequest {
   kind: PeriodKind;
   concurrency?: number;
   periodsPerRun?: number;
+  mode?: BackfillMode;
 }
 
 export interface StartedBackfill {
@@ -36,7 +37,7 @@ export async function startBackfill(client: Client, cfg: Config, req: BackfillRe
   const handle = await client.workflow.start(backfill, {
     taskQueue: cfg.temporal.taskQueue,
     workflowId,
-    args: [{ kind: range.kind, from: range.first, to: range.last, concurrency: req.concurrency, periodsPerRun: req.periodsPerRun }],
+    args: [{ kind: range.kind, from: range.first, to: range.last, concurrency: req.concurrency, periodsPerRun: req.periodsPerRun, ...(req.mode ? { mode: req.mode } : {}) }],
     // One backfill of a range at a time; once it has finished, running it again is an explicit re-run.
     workflowIdConflictPolicy: 'FAIL',
     workflowIdReusePolicy: 'ALLOW_DUPLICATE',
@@ -59,6 +60,11 @@ function positiveInt(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('must be an integer >= 1');
   return n;
+}
+
+function modeArg(value: string): BackfillMode {
+  if (value !== 'steps' && value !== 'children') throw new InvalidArgumentError('must be "steps" or "children"');
+  return value;
 }
 
 function kindArg(value: string): PeriodKind {
@@ -120,6 +126,7 @@ export async function main(argv: string[]): Promise<number> {
     .requiredOption('--to <period>', 'last period, inclusive: YYYY-MM-DD (or YYYY-MM-DDTHH for --kind hourly)')
     .option('--kind <kind>', 'hourly or daily', kindArg, 'daily' as PeriodKind)
     .option('--concurrency <n>', 'periods running at once (default from BACKFILL_CONCURRENCY)', positiveInt)
+    .option('--mode <mode>', 'daily only: "steps" runs each day\'s hours in one step, ahead of the days, and each day in one step; "children" as the schedules do, a child workflow per hour', modeArg, 'steps' as BackfillMode)
     .option('--periods-per-run <n>', 'continue-as-new after this many periods (default from BACKFILL_PERIODS_PER_RUN)', positiveInt)
     .option('--detach', 'start it, print its link and return without waiting')
     .addHelpText('after', '\nExamples:\n  npm run backfill -- --from 2026-11-01 --to 2026-11-20\n  npm run backfill -- --kind hourly --from 2026-11-20T00 --to 2026-11-20T12 --concurrency 2 --detach')
@@ -129,7 +136,7 @@ export async function main(argv: string[]): Promise<number> {
   } catch (err) {
     return (err as { exitCode?: number }).exitCode ?? 2;
   }
-  const opts = program.opts<{ from: string; to: string; kind: PeriodKind; concurrency?: number; periodsPerRun?: number; detach?: boolean }>();
+  const opts = program.opts<{ from: string; to: string; kind: PeriodKind; concurrency?: number; periodsPerRun?: number; mode: BackfillMode; detach?: boolean }>();
   const cfg = config();
   try {
     // Validate before connecting: a bad range starts nothing.
