@@ -84,6 +84,8 @@ export const metricRoutes: FastifyPluginAsync<ServingContext> = async (app, ctx)
         const qs = req.query as Q;
         const range = rangeOf(qs, t);
         const weekly = opts.weekly?.(qs) === true;
+        // Floored after this check, so an empty range stays a 400 even when it starts after its Monday.
+        if (weekly && !(range.to > range.from)) throw new MergeError('to', `to (${range.to}) must be after from (${range.from})`);
         const from = weekly ? weekStartOf(range.from) : range.from;
         const { params, groupBy } = opts.params(qs);
         const [merged, freshness] = await Promise.all([

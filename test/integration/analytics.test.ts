@@ -243,8 +243,10 @@ describe('retention variants', () => {
     }
   }
 
-  it('answers 400 for an unknown mode', async () => {
+  it('answers 400 for an unknown mode, and for an empty weekly range even after its Monday', async () => {
     expect((await get(`/v1/metrics/retention?granularity=day&mode=rolling`)).status).toBe(400);
+    const wed = START + 2 * DAY;
+    expect((await get(`/v1/metrics/lifecycle?granularity=day&period=week&from=${wed}&to=${wed - 1}`)).status).toBe(400);
   });
 });
 
