@@ -1,10 +1,12 @@
 /**
  * lifecycle: per day, or per ISO week (bucket = its Monday), the users who are new, returning,
  * resurrecting or dormant (METRICS.md "Lifecycle"). Batch only: lifecycle. A week's figures are
- * as of its latest published day before the daily watermark (week to date until its Sunday is).
+ * as of its latest published day before the daily watermark (week to date until its Sunday is),
+ * given to each of its days for weekBuckets to fold.
  */
 import type { MetricDef } from '../merge';
-import { dailyView, dayMsExpr, num, toSeries, type Sources } from './shared';
+import { dailyView, dayMsExpr, num, type Sources } from './shared';
+import { eachDayOfWeek, weekStartOf } from './weeks';
 
 export type LifecyclePeriod = 'day' | 'week';
 
@@ -35,11 +37,17 @@ export function lifecycleMetric(src: Sources): MetricDef<{ period: LifecyclePeri
     'lifecycle',
     () => ({ as_of_day: null, new: 0, returning: 0, resurrecting: 0, dormant: 0, active: 0 }),
     async (q) => {
-      const rows = await src.batch.query(lifecycleSql, [q.from, q.to, q.params.period, q.boundary]);
-      return toSeries(rows, [], (r) => {
-        const v = { new: num(r.new_users), returning: num(r.returning_users), resurrecting: num(r.resurrecting_users), dormant: num(r.dormant_users) };
-        return { as_of_day: String(r.as_of_day), ...v, active: v.new + v.returning + v.resurrecting };
-      });
+      // A week that started before the range still answers for its days in it.
+      const from = q.params.period === 'week' ? weekStartOf(q.from) : q.from;
+      const rows = await src.batch.query(lifecycleSql, [from, q.to, q.params.period, q.boundary]);
+      const values = new Map<number, LifecycleValue>();
+      for (const r of rows) {
+        const c = { new: num(r.new_users), returning: num(r.returning_users), resurrecting: num(r.resurrecting_users), dormant: num(r.dormant_users) };
+        const v = { as_of_day: String(r.as_of_day), ...c, active: c.new + c.returning + c.resurrecting };
+        if (q.params.period === 'week') eachDayOfWeek(values, Number(r.bucket), v);
+        else values.set(Number(r.bucket), v);
+      }
+      return [{ key: {}, values }];
     },
   );
 }

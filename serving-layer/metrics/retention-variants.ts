@@ -1,12 +1,14 @@
 /**
  * retention by mode and period (METRICS.md "Retention variants"): first_seen by day is the
  * retention_cohorts view (retention.ts, the default); the other modes and weekly cohorts
- * (bucket = the cohort week's Monday) come from retention_variants. Figures as of the latest
+ * (bucket = the cohort week's Monday, its value given to each of its days for weekBuckets to
+ * fold) come from retention_variants. Figures as of the latest
  * published day before the daily watermark. Batch only.
  */
 import type { MetricDef } from '../merge';
 import { retentionMetric, type RetentionValue } from './retention';
 import { dailyView, dayMsExpr, num, type Sources } from './shared';
+import { eachDayOfWeek, weekStartOf } from './weeks';
 
 export const RETENTION_MODES = ['first_seen', 'recurring', 'unbounded'] as const;
 export type RetentionMode = (typeof RETENTION_MODES)[number];
@@ -49,7 +51,8 @@ function variantsMetric(src: Sources): MetricDef<RetentionParams, RetentionModeV
     'retention_variants',
     () => zeroOf('day'),
     async (q) => {
-      const rows = await src.batch.query(variantsSql, [q.from, q.to, q.params.mode, q.params.period, q.boundary]);
+      const week = q.params.period === 'week';
+      const rows = await src.batch.query(variantsSql, [week ? weekStartOf(q.from) : q.from, q.to, q.params.mode, q.params.period, q.boundary]);
       const values = new Map<number, RetentionModeValue>();
       const prefix = q.params.period === 'day' ? 'retained_d' : 'retained_w';
       for (const r of rows) {
@@ -58,6 +61,7 @@ function variantsMetric(src: Sources): MetricDef<RetentionParams, RetentionModeV
         if (!v) values.set(b, (v = { ...zeroOf(q.params.period), as_of_day: String(r.as_of_day), cohort_size: num(r.cohort_size), churned: num(r.churned) }));
         (v as unknown as Record<string, number | null>)[`${prefix}${num(r.k)}`] = r.retained === null || r.retained === undefined ? null : Number(r.retained);
       }
+      if (week) for (const [b, v] of [...values]) eachDayOfWeek(values, b, v);
       return [{ key: {}, values }];
     },
   );

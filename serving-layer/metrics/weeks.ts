@@ -1,10 +1,12 @@
 /**
- * Weekly answers of daily views: an ISO week is the day bucket of its Monday, so a weekly reply
- * is a day-granularity merge whose buckets other than Mondays are dropped (the day grid and the
- * daily watermark stay the ones every daily view uses).
+ * Weekly answers of daily views: an ISO week is a day-granularity merge folded to one bucket
+ * per week, named by its Monday (the day grid and the daily watermark stay the ones every daily
+ * view uses). A weekly batch read gives the week's value to each of its days; the week then takes
+ * the source of its latest covered day, so a week whose Monday was never published (the lake
+ * starts mid-week) is still answered.
  */
 import { BUCKET_MS } from '../../common/contract';
-import type { Coverage, MergeResult } from '../merge';
+import type { Bucket, Coverage, MergeResult } from '../merge';
 
 const DAY = BUCKET_MS.day;
 
@@ -14,9 +16,22 @@ export function weekStartOf(ms: number): number {
   return (day - ((day + 3) % 7)) * DAY;
 }
 
-/** The reply with only its Monday buckets, its coverage and flags recounted over them. */
+/** The same value keyed by each day of the week starting at `weekStart`. */
+export function eachDayOfWeek<V>(values: Map<number, V>, weekStart: number, value: V): void {
+  for (let i = 0; i < 7; i++) values.set(weekStart + i * DAY, value);
+}
+
+/** One bucket per week (its latest covered day, at its Monday), coverage and flags recounted over them. */
 export function weekBuckets<V>(result: MergeResult<V>): MergeResult<V> {
-  const series = result.series.map((s) => ({ ...s, buckets: s.buckets.filter((b) => weekStartOf(b.start) === b.start) }));
+  const series = result.series.map((s) => {
+    const weeks = new Map<number, Bucket<V>>();
+    for (const b of s.buckets) {
+      const w = weekStartOf(b.start);
+      const seen = weeks.get(w);
+      if (!seen || b.source !== 'none') weeks.set(w, { ...b, start: w });
+    }
+    return { ...s, buckets: [...weeks.values()] };
+  });
   const buckets = series[0]?.buckets ?? [];
   const coverage: Coverage = { batch: 0, speed: 0, none: 0 };
   for (const b of buckets) {
