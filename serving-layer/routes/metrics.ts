@@ -63,7 +63,7 @@ export const metricRoutes: FastifyPluginAsync<ServingContext> = async (app, ctx)
     value: object;
     def: MetricDef<P, V>;
     params: (qs: Q) => { params: P; groupBy: string[] };
-    /** Weekly replies: the range starts at its week's Monday and only Monday buckets are kept. */
+    /** Weekly replies: the range starts at its week's Monday and each week folds into one bucket (weekBuckets). */
     weekly?: (qs: Q) => boolean;
   }): void {
     metricNames.push(opts.name);
