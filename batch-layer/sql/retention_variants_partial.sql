@@ -3,54 +3,53 @@
 -- user once, in the period of their first day; recurring takes them in every period they were
 -- active in. Retained after K periods: active in period C+K (first_seen, recurring) or on any day
 -- from the start of C+K on (unbounded); NULL while C+K starts after A. Shards hold disjoint users,
--- so the table is the sum of the shards' rows.
+-- so the table is the sum of the shards' rows. Each user's active days and weeks are one list
+-- (a lookup per cohort and K, no join over the activity).
 WITH activity AS (
   SELECT user_id, day FROM history_activity WHERE day < getvariable('day')
   UNION ALL
   SELECT user_id, day FROM user_daily_activity
 ),
 users AS (
-  SELECT user_id, min(day) AS first_seen, max(day) AS last_active FROM activity GROUP BY user_id
+  SELECT
+    user_id,
+    min(day) AS first_seen,
+    max(day) AS last_active,
+    list(DISTINCT day) AS days,
+    list(DISTINCT CAST(date_trunc('week', day) AS DATE)) AS weeks
+  FROM activity
+  GROUP BY user_id
 ),
-periods(period, step) AS (VALUES ('day', 1), ('week', 7)),
-active_periods AS (
-  SELECT DISTINCT a.user_id, p.period, p.step,
-    CASE p.period WHEN 'day' THEN a.day ELSE CAST(date_trunc('week', a.day) AS DATE) END AS start
-  FROM activity a, periods p
-),
+-- first_seen by day is retention_cohorts
 cohorts AS (
-  SELECT m.mode, ap.period, ap.step, ap.user_id, ap.start AS cohort_start, u.last_active
-  FROM active_periods ap
-  JOIN users u USING (user_id)
-  CROSS JOIN (VALUES ('first_seen'), ('recurring'), ('unbounded')) m(mode)
-  WHERE m.mode = 'recurring'
-     OR ap.start = CASE ap.period WHEN 'day' THEN u.first_seen ELSE CAST(date_trunc('week', u.first_seen) AS DATE) END
+  SELECT 'first_seen' AS mode, 'week' AS period, 7 AS step, CAST(date_trunc('week', first_seen) AS DATE) AS cohort_start, weeks AS periods, last_active FROM users
+  UNION ALL
+  SELECT 'recurring', 'day', 1, unnest(days), days, last_active FROM users
+  UNION ALL
+  SELECT 'recurring', 'week', 7, unnest(weeks), weeks, last_active FROM users
+  UNION ALL
+  SELECT 'unbounded', 'day', 1, first_seen, days, last_active FROM users
+  UNION ALL
+  SELECT 'unbounded', 'week', 7, CAST(date_trunc('week', first_seen) AS DATE), weeks, last_active FROM users
 ),
 ks(period, k) AS (
   SELECT 'day', CAST(unnest([1, 7, 14, 28]) AS INTEGER)
   UNION ALL
   SELECT 'week', CAST(unnest(range(1, 9)) AS INTEGER)
-),
-flags AS (
-  SELECT c.mode, c.period, c.cohort_start, ks.k, c.user_id, c.last_active,
-    c.cohort_start + ks.k * c.step AS target,
-    CASE WHEN c.mode = 'unbounded' THEN c.last_active >= c.cohort_start + ks.k * c.step
-         ELSE t.user_id IS NOT NULL END AS retained
-  FROM cohorts c
-  JOIN ks USING (period)
-  LEFT JOIN active_periods t ON t.user_id = c.user_id AND t.period = c.period AND t.start = c.cohort_start + ks.k * c.step
-  -- first_seen by day is retention_cohorts
-  WHERE NOT (c.mode = 'first_seen' AND c.period = 'day')
 )
 SELECT
   getvariable('day') AS as_of_day,
-  mode,
-  period,
-  cohort_start,
-  k,
+  c.mode,
+  c.period,
+  c.cohort_start,
+  ks.k,
   count(*) AS cohort_size,
-  CASE WHEN min(target) <= getvariable('day') THEN count(*) FILTER (WHERE retained) END AS retained,
-  count(*) FILTER (WHERE last_active <= getvariable('day') - 14) AS churned
-FROM flags
-GROUP BY mode, period, cohort_start, k
-ORDER BY mode, period, cohort_start, k
+  CASE WHEN c.cohort_start + ks.k * c.step <= getvariable('day') THEN
+    count(*) FILTER (WHERE CASE WHEN c.mode = 'unbounded' THEN c.last_active >= c.cohort_start + ks.k * c.step
+                                ELSE list_contains(c.periods, c.cohort_start + ks.k * c.step) END)
+  END AS retained,
+  count(*) FILTER (WHERE c.last_active <= getvariable('day') - 14) AS churned
+FROM cohorts c
+JOIN ks USING (period)
+GROUP BY c.mode, c.period, c.step, c.cohort_start, ks.k
+ORDER BY c.mode, c.period, c.cohort_start, ks.k
