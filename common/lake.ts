@@ -229,6 +229,10 @@ export const LAKE_TABLES: readonly LakeTable[] = [
   { table: 'daily_sessions', zone: 'aggregated', period: 'daily', served: true, description: 'daily session metrics by device of the first event' },
   { table: 'clicks_to_play', zone: 'aggregated', period: 'daily', served: true, description: 'histogram of navigation events before the first play' },
   { table: 'top_paths', zone: 'aggregated', period: 'daily', served: true, description: 'the 20 most frequent paths to a first play per day' },
+  { table: 'user_lifecycle', zone: 'aggregated', period: 'daily', served: false, shard: { orderBy: 'user_id' }, description: "each user's lifecycle state on the day and in its ISO week to date" },
+  { table: 'lifecycle', zone: 'aggregated', period: 'daily', served: true, description: 'new / returning / resurrecting / dormant users of the day and of its ISO week to date' },
+  { table: 'retention_variants', zone: 'aggregated', period: 'daily', served: true, description: 'recurring, unbounded and weekly retention per cohort, as of each day' },
+  { table: 'churn_risk', zone: 'aggregated', period: 'daily', served: true, shard: { orderBy: 'user_id' }, description: 'users active >= 3 of the 14 days before the last 7 and none since, per day, with the reason' },
 ];
 
 /** The tables a period kind publishes, in computing order. */

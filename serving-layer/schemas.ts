@@ -3,7 +3,7 @@
  * and becomes part of /openapi.json (one schema, three uses).
  */
 import { EVENT_TYPES } from '../common/contract';
-import { CLICK_BINS, EVENT_DIMENSIONS, OBT_DIMENSIONS } from './metrics';
+import { CLICK_BINS, EVENT_DIMENSIONS, OBT_DIMENSIONS, RETENTION_MODES, RETENTION_PERIODS, RETENTION_WEEKS } from './metrics';
 
 /** Epoch milliseconds, or an ISO-8601 date / date-time (UTC unless it carries an offset). */
 export const TIME_PATTERN = '^(\\d{1,15}|\\d{4}-\\d{2}-\\d{2}(T\\d{2}:\\d{2}(:\\d{2}(\\.\\d{1,3})?)?(Z|[+-]\\d{2}:\\d{2})?)?)$';
@@ -42,6 +42,26 @@ export const dailySessionsQuery = rangeQuery(['day'], {
 });
 export const topPathsQuery = rangeQuery(['day'], { limit: { type: 'integer', minimum: 1, maximum: 20, default: 20 } });
 export const bingeQuery = rangeQuery(['day'], { limit: { type: 'integer', minimum: 0, maximum: 1000, default: 100 } });
+const period = {
+  type: 'string',
+  enum: [...RETENTION_PERIODS],
+  default: 'day',
+  description: 'day: one bucket per day; week: one bucket per ISO week, at its Monday (from is floored to it)',
+} as const;
+export const retentionQuery = rangeQuery(['day'], {
+  mode: {
+    type: 'string',
+    enum: [...RETENTION_MODES],
+    default: 'first_seen',
+    description: 'first_seen: users first seen in the cohort period, active in period C+K; recurring: users active in C, active in C+K; unbounded: first seen in C, active in C+K or later',
+  },
+  period,
+});
+export const lifecycleQuery = rangeQuery(['day'], { period });
+export const churnRiskQuery = rangeQuery(['day'], {
+  limit: { type: 'integer', minimum: 0, maximum: 1000, default: 100, description: 'users listed per day' },
+  offset: { type: 'integer', minimum: 0, maximum: 10_000_000, default: 0, description: 'users of each day skipped before the list (by user_id ascending)' },
+});
 export const obtQuery = rangeQuery(['day'], {
   group_by: { type: 'string', pattern: listOf(OBT_DIMENSIONS), description: `comma-separated: ${OBT_DIMENSIONS.join(', ')}` },
   device_type: dimValue('device_type'),
@@ -82,6 +102,31 @@ export const valueSchemas = {
       retained_d14: { type: ['integer', 'null'] },
       retained_d28: { type: ['integer', 'null'] },
       churned: count,
+      ...Object.fromEntries(RETENTION_WEEKS.map((k) => [`retained_w${k}`, { type: ['integer', 'null'], description: 'period=week only' }])),
+    },
+  },
+  lifecycle: {
+    type: ['object', 'null'],
+    properties: {
+      as_of_day: { type: ['string', 'null'], description: 'the day the figures are as of (a week: its latest published day)' },
+      new: count,
+      returning: count,
+      resurrecting: count,
+      dormant: count,
+      active: { ...count, description: 'new + returning + resurrecting' },
+    },
+  },
+  churnRisk: {
+    type: ['object', 'null'],
+    properties: {
+      count,
+      users: {
+        type: 'array',
+        items: {
+          type: 'object',
+          properties: { user_id: { type: 'string' }, active_days: count, last_active_day: { type: 'string' }, reason: { type: 'string' } },
+        },
+      },
     },
   },
   clicksToPlay: {

@@ -29,7 +29,7 @@ export { withLocalRun, type LocalRun };
 export const DAILY_TABLES = lakeTables('daily');
 
 /** What the shards compute for the per-day tables: summed at publish (cohorts, the one big table). */
-const PARTIALS = ['retention_cohorts_partial', 'daily_aggregates_partial'] as const;
+const PARTIALS = ['retention_cohorts_partial', 'daily_aggregates_partial', 'retention_variants_partial'] as const;
 
 /** Tables a shard computes: the sharded published tables, then the partials. */
 const SHARD_TABLES = [...DAILY_TABLES.filter((t) => t.shard).map((t) => t.table), ...PARTIALS];

@@ -9,6 +9,10 @@
  * The window is walked one UTC day at a time; every send is buffered until the
  * day that could still produce an earlier send is done, then emitted in send
  * order. Memory is bounded by roughly one day of traffic.
+ *
+ * Users skip days (their daily activity chance), some stop for good (churn), and in windows of
+ * three weeks or more some take a break of 7 to 12 days and come back: every lifecycle state
+ * (new, returning, resurrecting, dormant) and churn risk occur.
  */
 import fs from 'node:fs';
 import { once } from 'node:events';
@@ -180,6 +184,9 @@ interface User {
   joinAt: number;
   isNew: boolean;
   churnAt: number;
+  /** A break [breakFrom, breakTo): no sessions, then back (a resurrected user, at churn risk meanwhile). */
+  breakFrom: number;
+  breakTo: number;
   /** Chance of being active on a given day. */
   activity: number;
   binger: boolean;
@@ -221,6 +228,15 @@ function makeUser(seed: number, idx: number, startMs: number, endMs: number): Us
       userAgent: USER_AGENTS[type].replace('%v', appVersion ?? ''),
     });
   }
+  // Breaks need room (three weeks), and draw from their own stream: shorter windows, and every
+  // user without a break, get exactly the sends they got before breaks existed.
+  const habits = new Rng(mix(seed ^ 0x2545f491, idx));
+  let breakFrom = Infinity;
+  let breakTo = Infinity;
+  if (endMs - joinAt >= 21 * DAY && habits.chance(0.25)) {
+    breakFrom = joinAt + 7 * DAY + Math.floor(habits.next() * (endMs - joinAt - 14 * DAY));
+    breakTo = breakFrom + habits.int(7, 12) * DAY;
+  }
   return {
     idx,
     id: `user_${seed}_${idx}`,
@@ -229,6 +245,8 @@ function makeUser(seed: number, idx: number, startMs: number, endMs: number): Us
     joinAt,
     isNew,
     churnAt,
+    breakFrom,
+    breakTo,
     activity: rng.weighted([[0.9, 25], [0.6, 35], [0.3, 30], [0.1, 10]] as const),
     binger: idx === 0 || rng.chance(0.1),
     devices,
@@ -495,6 +513,7 @@ export function* simulate(opts: SimulationOptions): Generator<SimulatedSend> {
       const lo = Math.max(day, startMs, u.joinAt, u.nextFree);
       const hi = Math.min(dayEnd, endMs, u.churnAt);
       if (lo >= hi) continue;
+      if (day + DAY > u.breakFrom && day < u.breakTo) continue;
       const r = u.rng;
       const firstDayOfUser = u.sessions === 0;
       if (!firstDayOfUser && !r.chance(u.activity)) continue;

@@ -16,5 +16,17 @@ export { CLICK_BINS, clicksToPlayMetric, type ClicksToPlayValue } from './clicks
 export { topPathsMetric, type TopPathsValue } from './top-paths';
 export { bingeMetric, type BingeValue } from './binge-users';
 export { obtLevelError, obtMetric, type ObtParams, type ObtValue } from './obt';
+export { lifecycleMetric, type LifecyclePeriod, type LifecycleValue } from './lifecycle';
+export {
+  RETENTION_DAYS,
+  RETENTION_MODES,
+  RETENTION_PERIODS,
+  RETENTION_WEEKS,
+  retentionByModeMetric,
+  type RetentionModeValue,
+  type RetentionParams,
+} from './retention-variants';
+export { churnRiskMetric, type ChurnRiskParams, type ChurnRiskValue } from './churn-risk';
+export { weekBuckets, weekStartOf } from './weeks';
 export { EVENT_DIMENSIONS, OBT_DIMENSIONS, type BatchSource, type EventDimension, type ObtDimension, type Sources } from './shared';
 export type { MetricDef } from '../merge';

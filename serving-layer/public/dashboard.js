@@ -168,16 +168,55 @@
   /** The newest bucket with something in it (daily views lag by a day). */
   const latest = (buckets, has) => [...buckets].reverse().find((b) => b.covered && has(b.value));
 
+  /** The retention heat map, in the mode and period the switch names (kept in the URL's hash, so a view can be shared). */
+  const modeSwitch = document.getElementById('retentionMode');
+  if (/^#retention=/.test(location.hash)) modeSwitch.value = decodeURIComponent(location.hash.slice('#retention='.length));
+  if (!modeSwitch.value) modeSwitch.value = 'first_seen/day';
+  modeSwitch.addEventListener('change', () => {
+    history.replaceState(null, '', `${location.pathname}${location.search}#retention=${encodeURIComponent(modeSwitch.value)}`);
+    refreshRetention().catch((err) => {
+      document.body.dataset.error = err.message;
+    });
+  });
+
+  async function refreshRetention() {
+    const [mode, period] = modeSwitch.value.split('/');
+    const to = floorTo(Date.now(), DAY) + DAY;
+    const retention = await api(q('retention', { granularity: 'day', from: to - (period === 'week' ? 10 * 7 : 35) * DAY, to, mode, period }));
+    const cohorts = retention.series[0].buckets.filter((b) => b.covered && b.value.cohort_size > 0);
+    document.getElementById('retentionAsOf').textContent = cohorts[0] ? `as of ${cohorts[0].value.as_of_day}` : 'no cohorts yet';
+    const cell = (n, size) => {
+      if (n === null || n === undefined) return '<td class="muted">–</td>';
+      const r = size > 0 ? n / size : 0;
+      return `<td style="background: rgba(37,99,235,${(0.1 + 0.9 * r).toFixed(2)}); color: ${r > 0.5 ? '#fff' : '#111'}">${pct(r)}</td>`;
+    };
+    const ks = period === 'week' ? [1, 2, 3, 4, 5, 6, 7, 8].map((k) => [`W${k}`, `retained_w${k}`]) : [1, 7, 14, 28].map((k) => [`D${k}`, `retained_d${k}`]);
+    const el = document.getElementById('retention');
+    el.innerHTML =
+      `<table><tr><th>cohort</th><th>users</th>${ks.map(([h]) => `<th>${h}</th>`).join('')}<th>churned</th></tr>` +
+      cohorts
+        .map((b) => {
+          const v = b.value;
+          return `<tr><td>${dayLabel(b.start)}</td><td>${v.cohort_size}</td>${ks.map(([, f]) => cell(v[f], v.cohort_size)).join('')}${cell(v.churned, v.cohort_size)}</tr>`;
+        })
+        .join('') +
+      '</table>';
+    el.dataset.mode = modeSwitch.value;
+    rendered('retention', cohorts.length);
+  }
+
   async function refreshDaily() {
     const to = floorTo(Date.now(), DAY) + DAY;
     const range = { granularity: 'day', from: to - 14 * DAY, to };
-    const [top, sessions, retention, clicks, paths, binge] = await Promise.all([
+    const [top, sessions, clicks, paths, binge, lifecycle, churnRisk] = await Promise.all([
       api(q('top_content', { granularity: 'day', from: to - 3 * DAY, to, limit: 10 })),
       api(q('daily_sessions', range)),
-      api(q('retention', { granularity: 'day', from: to - 35 * DAY, to })),
       api(q('clicks_to_play', range)),
       api(q('top_paths', { ...range, limit: 10 })),
       api(q('binge_users', { ...range, limit: 20 })),
+      api(q('lifecycle', range)),
+      api(q('churn_risk', { ...range, limit: 5 })),
+      refreshRetention(),
     ]);
 
     const t = latest(top.series[0].buckets, (v) => v.items.length > 0);
@@ -195,23 +234,28 @@
       tooltip: (b) => (b.covered ? `bounce ${pct(b.value.bounce_rate)}, median ${Math.round((b.value.median_duration_ms ?? 0) / 1000)} s` : 'not covered yet'),
     });
 
-    const cohorts = retention.series[0].buckets.filter((b) => b.covered && b.value.cohort_size > 0);
-    document.getElementById('retentionAsOf').textContent = cohorts[0] ? `as of ${cohorts[0].value.as_of_day}` : 'no cohorts yet';
-    const cell = (n, size) => {
-      if (n === null) return '<td class="muted">–</td>';
-      const r = size > 0 ? n / size : 0;
-      return `<td style="background: rgba(37,99,235,${(0.1 + 0.9 * r).toFixed(2)}); color: ${r > 0.5 ? '#fff' : '#111'}">${pct(r)}</td>`;
-    };
-    document.getElementById('retention').innerHTML =
-      `<table><tr><th>cohort</th><th>users</th><th>D1</th><th>D7</th><th>D14</th><th>D28</th><th>churned</th></tr>` +
-      cohorts
-        .map((b) => {
-          const v = b.value;
-          return `<tr><td>${dayLabel(b.start)}</td><td>${v.cohort_size}</td>${cell(v.retained_d1, v.cohort_size)}${cell(v.retained_d7, v.cohort_size)}${cell(v.retained_d14, v.cohort_size)}${cell(v.retained_d28, v.cohort_size)}${cell(v.churned, v.cohort_size)}</tr>`;
-        })
-        .join('') +
-      '</table>';
-    rendered('retention', cohorts.length);
+    // Lifecycle: batch only, so a day after the daily watermark is an empty (not covered) column.
+    const lb = lifecycle.series[0].buckets;
+    const state = (f, sign = 1) => lb.map((b) => (b.covered ? sign * b.value[f] : null));
+    chart('lifecycle', {
+      type: 'bar',
+      data: {
+        labels: lb.map((b) => dayLabel(b.start)),
+        datasets: [
+          { label: 'new', data: state('new'), backgroundColor: '#16a34a' },
+          { label: 'returning', data: state('returning'), backgroundColor: COLORS.batch },
+          { label: 'resurrecting', data: state('resurrecting'), backgroundColor: '#9333ea' },
+          { label: 'dormant', data: state('dormant', -1), backgroundColor: '#dc2626' },
+        ],
+      },
+      options: { scales: { x: { stacked: true, ticks: { maxTicksLimit: 14 } }, y: { stacked: true } }, plugins: { legend: { position: 'right' } } },
+    });
+
+    const cr = latest(churnRisk.series[0].buckets, () => true);
+    document.getElementById('churnRiskWhen').textContent = cr ? `${dayLabel(cr.start)}: ${cr.value.count}` : 'not computed yet';
+    sourceBars('churnRisk', churnRisk.series[0].buckets, (b) => b.value.count, dayLabel, 'users at risk', {
+      tooltip: (b) => (b.covered ? b.value.users.map((u) => `${u.user_id}: ${u.reason}`).join('\n') : 'not covered yet'),
+    });
 
     const c = latest(clicks.series[0].buckets, (v) => v.play_sessions + v.no_play_sessions > 0);
     document.getElementById('clicksWhen').textContent = c ? `${dayLabel(c.start)} · avg ${c.value.avg_clicks_to_play?.toFixed(2) ?? '–'} · ${c.value.no_play_sessions} no-play sessions` : 'no sessions yet';

@@ -9,29 +9,38 @@ import { MergeError, merge, type MetricDef } from '../merge';
 import {
   activeUsersMetric,
   bingeMetric,
+  churnRiskMetric,
   clicksToPlayMetric,
   dailySessionsMetric,
   eventsMetric,
+  lifecycleMetric,
   obtLevelError,
   obtMetric,
   playbackMetric,
-  retentionMetric,
+  retentionByModeMetric,
   topContentMetric,
   topPathsMetric,
   type BingeValue,
+  type ChurnRiskParams,
+  type ChurnRiskValue,
   type ClicksToPlayValue,
   type EventDimension,
   type EventsParams,
+  type LifecyclePeriod,
+  type LifecycleValue,
   type ObtDimension,
   type ObtParams,
   type ObtValue,
   type PlaybackValue,
-  type RetentionValue,
+  type RetentionModeValue,
+  type RetentionParams,
   type SessionsValue,
   type Sources,
   type TopContentValue,
   type TopPathsValue,
   type UsersParams,
+  weekBuckets,
+  weekStartOf,
 } from '../metrics';
 import { BatchCache, withBatchCache } from '../read-cache';
 import * as S from '../schemas';
@@ -54,6 +63,8 @@ export const metricRoutes: FastifyPluginAsync<ServingContext> = async (app, ctx)
     value: object;
     def: MetricDef<P, V>;
     params: (qs: Q) => { params: P; groupBy: string[] };
+    /** Weekly replies: the range starts at its week's Monday and each week folds into one bucket (weekBuckets). */
+    weekly?: (qs: Q) => boolean;
   }): void {
     metricNames.push(opts.name);
     const def = withBatchCache(opts.def, store, cache, cfg.serving.speedCacheMs);
@@ -71,12 +82,17 @@ export const metricRoutes: FastifyPluginAsync<ServingContext> = async (app, ctx)
       async (req) => {
         const t = now();
         const qs = req.query as Q;
-        const { from, to } = rangeOf(qs, t);
+        const range = rangeOf(qs, t);
+        const weekly = opts.weekly?.(qs) === true;
+        // Floored after this check, so an empty range stays a 400 even when it starts after its Monday.
+        if (weekly && !(range.to > range.from)) throw new MergeError('to', `to (${range.to}) must be after from (${range.from})`);
+        const from = weekly ? weekStartOf(range.from) : range.from;
         const { params, groupBy } = opts.params(qs);
-        const [result, freshness] = await Promise.all([
-          merge(def, { from, to, granularity: qs.granularity, params, groupBy }, { watermark: store.watermark(), now: t, maxBuckets: cfg.serving.maxBuckets }),
+        const [merged, freshness] = await Promise.all([
+          merge(def, { from, to: range.to, granularity: qs.granularity, params, groupBy }, { watermark: store.watermark(), now: t, maxBuckets: cfg.serving.maxBuckets }),
           status.freshness(),
         ]);
+        const result = weekly ? weekBuckets(merged) : merged;
         for (const s of ['batch', 'speed', 'none', 'recomputing'] as const) {
           const n = result.coverage[s] ?? 0;
           if (n > 0) metrics.bucketsServed.inc({ metric: opts.name, source: s }, n * result.series.length);
@@ -132,13 +148,32 @@ export const metricRoutes: FastifyPluginAsync<ServingContext> = async (app, ctx)
     def: dailySessionsMetric(src),
     params: (qs) => ({ params: { deviceType: qs.device_type ?? ALL, groupByDevice: qs.group_by === 'device_type' }, groupBy: qs.group_by ? ['device_type'] : [] }),
   });
-  metricRoute<RangeQs, Record<string, never>, RetentionValue>({
+  type PeriodQs = RangeQs & { period: LifecyclePeriod };
+  metricRoute<PeriodQs & { mode: RetentionParams['mode'] }, RetentionParams, RetentionModeValue>({
     name: 'retention',
-    summary: 'Retention and churn per cohort day (batch only), as of the latest day before the watermark',
-    querystring: S.dailyQuery,
+    summary: 'Retention and churn per cohort day or ISO week, first_seen, recurring or unbounded (batch only), as of the latest day before the watermark',
+    querystring: S.retentionQuery,
     value: S.valueSchemas.retention,
-    def: retentionMetric(src),
-    params: () => ({ params: {}, groupBy: [] }),
+    def: retentionByModeMetric(src),
+    params: (qs) => ({ params: { mode: qs.mode, period: qs.period }, groupBy: [] }),
+    weekly: (qs) => qs.period === 'week',
+  });
+  metricRoute<PeriodQs, { period: LifecyclePeriod }, LifecycleValue>({
+    name: 'lifecycle',
+    summary: 'New, returning, resurrecting and dormant users per day or ISO week (batch only)',
+    querystring: S.lifecycleQuery,
+    value: S.valueSchemas.lifecycle,
+    def: lifecycleMetric(src),
+    params: (qs) => ({ params: { period: qs.period }, groupBy: [] }),
+    weekly: (qs) => qs.period === 'week',
+  });
+  metricRoute<RangeQs & ChurnRiskParams, ChurnRiskParams, ChurnRiskValue>({
+    name: 'churn_risk',
+    summary: 'Users at risk of churning per day: active on >= 3 of the 14 days D-20 .. D-7, on none of D-6 .. D (batch only; paged)',
+    querystring: S.churnRiskQuery,
+    value: S.valueSchemas.churnRisk,
+    def: churnRiskMetric(src),
+    params: (qs) => ({ params: { limit: qs.limit, offset: qs.offset }, groupBy: [] }),
   });
   metricRoute<RangeQs, Record<string, never>, ClicksToPlayValue>({
     name: 'clicks_to_play',

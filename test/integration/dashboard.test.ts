@@ -32,6 +32,8 @@ let redis: Redis;
 let speed: SpeedLayer;
 let serving: Serving;
 let browser: Browser;
+/** Distinct users with an event on D: all of them new on D, the first day of the lake. */
+let usersOnD = 0;
 
 /** Events of the last 90 seconds, so the events/s chart is live. */
 function recentEvents(n: number): EventRecord[] {
@@ -62,6 +64,7 @@ beforeAll(async () => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'dashboard-it-'));
   const ctx = jobContext(cfg, logger('dashboard-test'));
   const fixture = lambdaFixture(cfg, ctx, tmp, { seed: 11, users: 30, startMs: D, endMs: D + DAY + 3 * 3_600_000, now: NOW });
+  usersOnD = new Set(fixture.distinct.filter((r) => dayOf(r.ts) === dayOf(D)).map((r) => r.user_id)).size;
   redis = redisClient(cfg);
   speed = await startSpeedLayer(cfg, { alerts: false });
   await produce(cfg, toMessages([...fixture.all, ...recentEvents(400)]));
@@ -111,8 +114,23 @@ describe('dashboard in headless Chromium', () => {
     const points = await page.$$eval('[data-chart]', (els) => Object.fromEntries(els.map((e) => [e.id, Number((e as HTMLElement).dataset.points ?? -1)])));
     for (const [id, n] of Object.entries(points)) expect({ id, hasData: n > 0 }).toEqual({ id, hasData: true });
     expect(Object.keys(points).sort()).toEqual(
-      ['activeUsers', 'binge', 'clicksToPlay', 'dailySessions', 'eventsHourly', 'eventsPerSecond', 'playback', 'playbackRates', 'retention', 'topContent', 'topPaths'].sort(),
+      ['activeUsers', 'binge', 'churnRisk', 'clicksToPlay', 'dailySessions', 'eventsHourly', 'eventsPerSecond', 'lifecycle', 'playback', 'playbackRates', 'retention', 'topContent', 'topPaths'].sort(),
     );
+    // Lifecycle: D is the only published day and the lake's first, so its users are all new.
+    const lifecycle = await page.evaluate(() => {
+      const c = (window as unknown as { Chart: { getChart(id: string): { data: { datasets: Array<{ label: string; data: (number | null)[] }> } } } }).Chart.getChart('lifecycle');
+      return Object.fromEntries(c.data.datasets.map((d) => [d.label, d.data.filter((v) => v !== null).reduce((a, b) => a! + b!, 0)]));
+    });
+    expect(lifecycle).toEqual({ new: usersOnD, returning: 0, resurrecting: 0, dormant: 0 });
+    expect(usersOnD).toBeGreaterThan(0);
+    expect(await page.textContent('#churnRiskWhen')).toMatch(/: 0$/);
+    // The retention switch: recurring weekly cohorts replace the daily first-seen ones, and the URL keeps the choice.
+    expect(await page.getAttribute('#retention', 'data-mode')).toBe('first_seen/day');
+    await page.selectOption('#retentionMode', 'recurring/week');
+    await page.waitForSelector('#retention[data-mode="recurring/week"]');
+    expect(Number(await page.getAttribute('#retention', 'data-points'))).toBeGreaterThan(0);
+    expect(await page.textContent('#retention')).toContain('W8');
+    expect(new URL(page.url()).hash).toBe('#retention=recurring%2Fweek');
 
     // Exact vs live: the header names the watermark, and the hourly chart colours batch and speed buckets differently.
     const watermark = await page.textContent('#watermark');
