@@ -42,18 +42,19 @@ function ensureDebianPackage(cfg: Config, pkg: string, report: (line: string) =>
 export interface PrometheusTools {
   prometheus: string;
   promtool: string;
-  alertmanager: string;
   amtool: string;
 }
 
-/** Paths of the four executables, installing them on first use. Throws with apt's output when that fails. */
+/**
+ * Paths of the three executables, installing them on first use. Throws with apt's output when that fails.
+ * (Not Alertmanager itself: Debian's build reads its default template from /usr/share/prometheus/alertmanager.)
+ */
 export function ensurePrometheus(cfg: Config, report: (line: string) => void = () => {}): PrometheusTools {
   const prom = ensureDebianPackage(cfg, 'prometheus', report);
   const am = ensureDebianPackage(cfg, 'prometheus-alertmanager', report);
   return {
     prometheus: path.join(prom, 'usr/bin/prometheus'),
     promtool: path.join(prom, 'usr/bin/promtool'),
-    alertmanager: path.join(am, 'usr/bin/prometheus-alertmanager'),
     amtool: path.join(am, 'usr/bin/amtool'),
   };
 }
