@@ -5,9 +5,10 @@
  *
  * A CPU profile, a log line and a reader all name the same step. Each event is
  * answered on its own: accepted once Kafka acknowledged it (acks=all), or
- * rejected and dead-lettered with its original text and a reason from the
- * contract's taxonomy (its IP address pseudonymised there too). Only what concerns the whole request (no Kafka, a body
- * that is not JSON, too many events, too much in flight) is answered as a whole.
+ * rejected and dead-lettered with its original text (its IP address
+ * pseudonymised there too) and a reason from the contract's taxonomy. Only what
+ * concerns the whole request (no Kafka, a body that is not JSON, too many
+ * events, too much in flight) is answered as a whole.
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../../common/config';
