@@ -21,7 +21,7 @@ function registered(): Map<string, string> {
   lakeWriterMetrics(lake);
   const registries = [collectorMetrics({ defaultMetrics: true }).registry, speedMetrics({ defaults: true }).registry, lake, servingMetrics({} as BatchStore, { defaultMetrics: true }).registry];
   const names = new Map<string, string>();
-  for (const r of registries) for (const m of r.getMetricsAsArray()) for (const n of seriesNames(m.name, m.type)) names.set(n, 'code');
+  for (const r of registries) for (const m of r.getMetricsAsArray()) for (const n of seriesNames(m.name, String(m.type))) names.set(n, 'code');
   // The worker builds its metrics as it starts (workflows/service.ts), against Temporal: read from its source.
   const worker = fs.readFileSync(path.join(REPO_ROOT, 'workflows/service.ts'), 'utf8');
   for (const m of worker.matchAll(/new (Counter|Gauge|Histogram)\(\{\s*name: '([a-z_]+)'/g)) for (const n of seriesNames(m[2], m[1].toLowerCase())) names.set(n, 'workflows/service.ts');
