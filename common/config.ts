@@ -324,7 +324,21 @@ export function loadConfig(env: Env = process.env) {
       conflictMaxRetries: int(env, 'ORCHESTRATION_CONFLICT_MAX_RETRIES', 20, 0),
     },
     logLevel: str(env, 'LOG_LEVEL', 'info'),
+    /** What the collector keeps of `context.ip_address` (docs/metrics.md, "IP addresses"): never the full address. */
+    privacy: ipPolicy(env),
   };
+}
+
+/** IP_PSEUDONYMISATION `truncate` (IPv4 /24, IPv6 /48) or `hash` (HMAC-SHA256 keyed by IP_HASH_SALT, per UTC day with IP_HASH_ROTATION=daily). */
+function ipPolicy(env: Env) {
+  const mode = str(env, 'IP_PSEUDONYMISATION', 'truncate');
+  if (mode !== 'truncate' && mode !== 'hash') throw new ConfigError(`IP_PSEUDONYMISATION must be truncate or hash, got "${mode}"`);
+  const rotation = str(env, 'IP_HASH_ROTATION', 'none');
+  if (rotation !== 'none' && rotation !== 'daily') throw new ConfigError(`IP_HASH_ROTATION must be none or daily, got "${rotation}"`);
+  const salt = str(env, 'IP_HASH_SALT', '');
+  // A short or public salt makes the hash a lookup table away from the address (2^32 IPv4 addresses).
+  if (mode === 'hash' && salt.length < 16) throw new ConfigError('IP_PSEUDONYMISATION=hash needs IP_HASH_SALT (a secret of at least 16 characters)');
+  return { ipMode: mode as 'truncate' | 'hash', ipHashSalt: salt, ipHashRotation: rotation as 'none' | 'daily' };
 }
 
 export type Config = ReturnType<typeof loadConfig>;

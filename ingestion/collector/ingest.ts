@@ -1,19 +1,21 @@
 /**
  * The path of one POST /v1/events, as named steps (PostHog's event pipeline):
  *
- *   admit bytes → parse → admit events → validate → size → produce → reply
+ *   admit bytes → parse → admit events → validate → pseudonymise → size → produce → reply
  *
  * A CPU profile, a log line and a reader all name the same step. Each event is
  * answered on its own: accepted once Kafka acknowledged it (acks=all), or
- * rejected and dead-lettered with its original text and a reason from the
- * contract's taxonomy. Only what concerns the whole request (no Kafka, a body
- * that is not JSON, too many events, too much in flight) is answered as a whole.
+ * rejected and dead-lettered with its original text (its IP address
+ * pseudonymised there too) and a reason from the contract's taxonomy. Only what
+ * concerns the whole request (no Kafka, a body that is not JSON, too many
+ * events, too much in flight) is answered as a whole.
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../../common/config';
 import { validateEvent, type DeadLetter, type DlqReason, type EventRecord } from '../../common/contract';
 import type { OutMessage } from './batcher';
 import type { CollectorMetrics } from './metrics';
+import { pseudonymiser, type Pseudonymiser } from './pseudonymise';
 import { BodyParseError, parseJsonBody, parseJsonSeqBody, parseNdjsonBody, TooManyEventsError, type ParsedBody } from './parse';
 import { SinkUnavailableError, type EventSink } from './sink';
 
@@ -47,6 +49,7 @@ interface Batch {
   accepted: Array<OutMessage | undefined>;
   /** Per index: the dead letter of a rejected event. */
   rejected: Array<OutMessage | undefined>;
+  ips: Pseudonymiser;
 }
 
 function eventIdOf(parsed: unknown): string | null {
@@ -66,8 +69,8 @@ function clip(raw: string, max: number): { raw: string; note: string } {
   return raw.length <= max ? { raw, note: '' } : { raw: raw.slice(0, max), note: ` (raw truncated to ${max} of ${raw.length} characters)` };
 }
 
-function deadLetter(reason: DlqReason, detail: string, raw: string, receivedAt: number, index?: number): OutMessage {
-  const c = clip(raw, DLQ_RAW_MAX_CHARS);
+function deadLetter(ips: Pseudonymiser, reason: DlqReason, detail: string, raw: string, receivedAt: number, index?: number): OutMessage {
+  const c = clip(ips.raw(raw, receivedAt), DLQ_RAW_MAX_CHARS);
   const letter: DeadLetter = { reason, detail: detail + c.note, received_at: receivedAt, raw: c.raw };
   if (index !== undefined) letter.index = index;
   return { key: reason, value: JSON.stringify(letter) };
@@ -75,7 +78,7 @@ function deadLetter(reason: DlqReason, detail: string, raw: string, receivedAt: 
 
 function reject(batch: Batch, i: number, eventId: string | null, reason: DlqReason, detail: string): void {
   batch.results[i] = { index: i, event_id: eventId, status: 'rejected', reason, detail };
-  batch.rejected[i] = deadLetter(reason, detail, batch.parsed.rawOf(i), batch.receivedAt, i);
+  batch.rejected[i] = deadLetter(batch.ips, reason, detail, batch.parsed.rawOf(i), batch.receivedAt, i);
 }
 
 /** Present entries in index order: the order events had in the request. */
@@ -97,6 +100,13 @@ function validateStep(deps: IngestDeps, batch: Batch): void {
     const v = validateEvent(item.parsed, batch.receivedAt, lateness);
     if (!v.ok) return reject(batch, i, eventId, v.reason, v.detail);
     batch.valid[i] = { record: v.record, eventId };
+  });
+}
+
+/** No full IP address goes further than this (ingestion/collector/pseudonymise.ts). */
+function pseudonymiseStep(batch: Batch): void {
+  batch.valid.forEach((valid, i) => {
+    if (valid !== undefined) valid.record = batch.ips.record(valid.record);
   });
 }
 
@@ -165,7 +175,7 @@ export class Ingest {
       if (err instanceof BodyParseError) {
         if (body.trim() !== '') {
           try {
-            await sink.write([], [deadLetter('malformed_json', err.message, body, now())]);
+            await sink.write([], [deadLetter(pseudonymiser(cfg), 'malformed_json', err.message, body, now())]);
           } catch (e) {
             return this.unavailable(reply, e as Error, 0);
           }
@@ -181,8 +191,9 @@ export class Ingest {
     this.inFlightEvents += n;
     metrics.inFlight.set(this.inFlightEvents);
     try {
-      const batch: Batch = { parsed, receivedAt: now(), results: new Array(n), valid: new Array(n), accepted: new Array(n), rejected: new Array(n) };
+      const batch: Batch = { parsed, receivedAt: now(), results: new Array(n), valid: new Array(n), accepted: new Array(n), rejected: new Array(n), ips: pseudonymiser(cfg) };
       validateStep(this.deps, batch);
+      pseudonymiseStep(batch);
       sizeStep(this.deps, batch);
       try {
         await produceStep(this.deps, batch);
