@@ -283,9 +283,9 @@ const installRedis = (cfg: Config) => async () => {
 };
 
 /**
- * The Redis server; on the HA stack also its replica (`replicaOf`: the primary's port). Which of the
- * two is primary is Sentinel's business after a failover: a restarted former primary is turned
- * into a replica by the Sentinels within seconds.
+ * The Redis server; on the HA stack also its replica (`replicaOf`: the primary's port at the first
+ * start). Which of the two is primary is the Sentinels' business after a failover: either node
+ * restarts as a replica of the primary they name.
  */
 function redis(cfg: Config, ha?: { name: string; port: number; replicaOf?: number }): Service {
   const p = stackPaths(cfg);
@@ -301,6 +301,8 @@ function redis(cfg: Config, ha?: { name: string; port: number; replicaOf?: numbe
     install: installRedis(cfg),
     async start() {
       fs.mkdirSync(dir, { recursive: true });
+      // After a failover the Sentinels know the primary: a node restarted as a replica of anything else would be wrong.
+      const primary = ha ? ((await currentPrimary(cfg)) ?? ha.replicaOf ?? port) : port;
       return spawnDetached(
         'redis-server',
         [
@@ -312,7 +314,7 @@ function redis(cfg: Config, ha?: { name: string; port: number; replicaOf?: numbe
           '--save', '',
           '--daemonize', 'no',
           '--protected-mode', 'no',
-          ...(ha?.replicaOf ? ['--replicaof', '127.0.0.1', String(ha.replicaOf)] : []),
+          ...(primary !== port ? ['--replicaof', '127.0.0.1', String(primary)] : []),
         ],
         { logFile: p.log(name) },
       );
@@ -322,6 +324,24 @@ function redis(cfg: Config, ha?: { name: string; port: number; replicaOf?: numbe
     },
     urls: () => ({ [ha ? `Redis ${name}` : 'Redis']: `redis://127.0.0.1:${port}` }),
   };
+}
+
+/** The primary's port as the first Sentinel that answers names it, or null (none up yet: a first start). */
+async function currentPrimary(cfg: Config): Promise<number | null> {
+  for (const port of cfg.stack.ha.redisSentinelPorts) {
+    const client = new Redis({ host: '127.0.0.1', port, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 1000 });
+    client.on('error', () => {});
+    try {
+      await client.connect();
+      const addr = (await client.call('SENTINEL', 'GET-MASTER-ADDR-BY-NAME', cfg.redis.sentinelName)) as string[] | null;
+      if (addr) return Number(addr[1]);
+    } catch {
+      /* not up: ask the next */
+    } finally {
+      client.disconnect();
+    }
+  }
+  return null;
 }
 
 /**
