@@ -116,8 +116,28 @@ export function s3Client(cfg: Config = config()): S3Client {
   });
 }
 
+/**
+ * With REDIS_SENTINELS set, the client asks the Sentinels for the primary of REDIS_SENTINEL_NAME and
+ * asks again on every reconnect: a promotion costs the time Sentinel takes to decide, not a restart.
+ */
 export function redisClient(cfg: Config = config(), opts: { lazy?: boolean; probe?: boolean; autoPipelining?: boolean } = {}): Redis {
-  const client = new Redis(cfg.redis.url, {
+  const sentinel =
+    cfg.redis.sentinels.length > 0
+      ? {
+          sentinels: cfg.redis.sentinels.map((hp) => {
+            const i = hp.lastIndexOf(':');
+            return { host: hp.slice(0, i), port: Number(hp.slice(i + 1)) };
+          }),
+          name: cfg.redis.sentinelName,
+          // Subscribes to the Sentinels' +switch-master: a demoted primary that stays up is left at once.
+          failoverDetector: true,
+          sentinelRetryStrategy: opts.probe ? () => null : (times: number) => Math.min(times * 200, 2000),
+          // A primary demoted while connected answers READONLY: reconnect (to the new one) and resend.
+          reconnectOnError: (err: Error) => (err.message.startsWith('READONLY') ? 2 : false) as 2 | false,
+        }
+      : {};
+  const options = {
+    ...sentinel,
     lazyConnect: opts.lazy ?? opts.probe ?? false,
     maxRetriesPerRequest: opts.probe ? 0 : 3,
     retryStrategy: opts.probe ? () => null : undefined,
@@ -130,7 +150,8 @@ export function redisClient(cfg: Config = config(), opts: { lazy?: boolean; prob
      * Writers that send few, large commands (the speed layer) turn it off.
      */
     enableAutoPipelining: opts.autoPipelining ?? true,
-  });
+  };
+  const client = cfg.redis.sentinels.length > 0 ? new Redis(options) : new Redis(cfg.redis.url, options);
   if (opts.probe) client.on('error', () => {});
   else client.on('error', (err: Error) => logger('redis').warn({ err: err.message }, 'redis connection error'));
   return client;

@@ -5,6 +5,7 @@
  *
  * The same variable names are used by docker-compose.yml.
  */
+import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -25,6 +26,24 @@ function int(env: Env, name: string, fallback: number, min = 0): number {
     throw new ConfigError(`${name} must be an integer >= ${min}, got "${raw}"`);
   }
   return n;
+}
+
+function ints(env: Env, name: string, fallback: number[], count: number): number[] {
+  const raw = list(env, name, fallback.map(String));
+  if (raw.length !== count || raw.some((v) => !/^\d+$/.test(v) || Number(v) < 1)) {
+    throw new ConfigError(`${name} must list ${count} ports, got "${env[name]}"`);
+  }
+  return raw.map(Number);
+}
+
+/**
+ * The replicated stack (`infra:up -- --ha`): STACK_HA=true, or the marker infra:up leaves in its
+ * STACK_HOME, so every process started with that STACK_HOME finds the brokers and Sentinels.
+ */
+export const HA_MARKER = 'ha-stack';
+function haFlag(env: Env): boolean | undefined {
+  const raw = (env.STACK_HA ?? '').trim();
+  return raw === '' ? undefined : raw === 'true' || raw === '1';
 }
 
 function list(env: Env, name: string, fallback: string[]): string[] {
@@ -51,15 +70,22 @@ export class ConfigError extends Error {
 }
 
 export function loadConfig(env: Env = process.env) {
-  const stackHome = path.resolve(str(env, 'STACK_HOME', path.join(REPO_ROOT, '.stack')));
+  // The HA stack has its own home (and data) by default, beside the single-node one.
+  const stackHome = path.resolve(str(env, 'STACK_HOME', path.join(REPO_ROOT, haFlag(env) ? '.stack-ha' : '.stack')));
   const kafkaPort = int(env, 'KAFKA_PORT', 9092, 1);
   const redisPort = int(env, 'REDIS_PORT', 6380, 1);
   const minioPort = int(env, 'MINIO_PORT', 9000, 1);
   const temporalPort = int(env, 'TEMPORAL_PORT', 7233, 1);
+  const kafkaControllerPort = int(env, 'KAFKA_CONTROLLER_PORT', 9093, 1);
+  const ha = haFlag(env) ?? fs.existsSync(path.join(stackHome, HA_MARKER));
+  // HA: three brokers, each with its own client and controller port (9092/9093, 9094/9095, 9096/9097 by default).
+  const kafkaHaPorts = ints(env, 'KAFKA_HA_PORTS', [kafkaPort, kafkaPort + 2, kafkaPort + 4], 3);
+  const kafkaHaControllerPorts = ints(env, 'KAFKA_HA_CONTROLLER_PORTS', [kafkaControllerPort, kafkaControllerPort + 2, kafkaControllerPort + 4], 3);
+  const redisSentinelPorts = ints(env, 'REDIS_SENTINEL_PORTS', [26380, 26381, 26382], 3);
   return {
     stack: {
       home: stackHome,
-      kafkaControllerPort: int(env, 'KAFKA_CONTROLLER_PORT', 9093, 1),
+      kafkaControllerPort,
       kafkaPort,
       redisPort,
       minioPort,
@@ -68,9 +94,24 @@ export function loadConfig(env: Env = process.env) {
       temporalUiPort: int(env, 'TEMPORAL_UI_PORT', 8233, 1),
       /** Seconds a service may take to become healthy before infra:up gives up. */
       startTimeoutSec: int(env, 'STACK_START_TIMEOUT_SEC', 90, 1),
+      /**
+       * The replicated stack: 3 Kafka brokers (each also a controller), a Redis primary with a replica
+       * and 3 Sentinels (quorum 2), MinIO erasure-coded over 4 drives. Off: the single-node stack.
+       */
+      ha: {
+        enabled: ha,
+        kafkaPorts: kafkaHaPorts,
+        kafkaControllerPorts: kafkaHaControllerPorts,
+        redisReplicaPort: int(env, 'REDIS_REPLICA_PORT', redisPort + 1, 1),
+        redisSentinelPorts,
+        /** Drives of the one MinIO process (EC:2 over 4: any one drive can go). */
+        minioDrives: int(env, 'MINIO_DRIVES', 4, 4),
+        /** A home whose installed Kafka jars and MinIO/Temporal binaries the HA home links to instead of installing again. */
+        installFrom: path.resolve(str(env, 'STACK_HA_INSTALL_FROM', path.join(REPO_ROOT, '.stack'))),
+      },
     },
     kafka: {
-      brokers: list(env, 'KAFKA_BROKERS', [`127.0.0.1:${kafkaPort}`]),
+      brokers: list(env, 'KAFKA_BROKERS', ha ? kafkaHaPorts.map((p) => `127.0.0.1:${p}`) : [`127.0.0.1:${kafkaPort}`]),
       clientId: str(env, 'KAFKA_CLIENT_ID', 'clickstream'),
       rawTopic: str(env, 'TOPIC_RAW', 'events.raw'),
       dlqTopic: str(env, 'TOPIC_DLQ', 'events.dlq'),
@@ -78,11 +119,19 @@ export function loadConfig(env: Env = process.env) {
       retentionMs: int(env, 'TOPIC_RAW_RETENTION_MS', 7 * 24 * 3600 * 1000, 1),
       speedGroup: str(env, 'SPEED_GROUP', 'speed'),
       lakeGroup: str(env, 'LAKE_GROUP', 'lake'),
+      /** Replicas of each topic ensureTopics creates (3 on the HA stack; existing topics keep theirs). */
+      replicationFactor: int(env, 'TOPIC_REPLICATION_FACTOR', ha ? 3 : 1, 1),
+      /** With acks=all, a write needs this many in-sync replicas: 2 of 3 survives one broker without losing an acknowledged write. */
+      minInsyncReplicas: int(env, 'TOPIC_MIN_INSYNC_REPLICAS', ha ? 2 : 1, 1),
     },
     redis: {
       url: str(env, 'REDIS_URL', `redis://127.0.0.1:${redisPort}`),
       /** Prefix of every key this deployment writes; lets tests and tenants share one Redis. */
       keyPrefix: str(env, 'REDIS_KEY_PREFIX', 'cs:'),
+      /** Sentinels (host:port,…) to ask for the primary instead of REDIS_URL; a promotion is followed without restart. */
+      sentinels: list(env, 'REDIS_SENTINELS', ha ? redisSentinelPorts.map((p) => `127.0.0.1:${p}`) : []),
+      /** The primary's name in Sentinel. */
+      sentinelName: str(env, 'REDIS_SENTINEL_NAME', 'clickstream'),
     },
     s3: {
       endpoint: str(env, 'S3_ENDPOINT', `http://127.0.0.1:${minioPort}`),

@@ -3,7 +3,11 @@ import { CreateBucketCommand, HeadBucketCommand, type S3Client } from '@aws-sdk/
 import type { Admin, Kafka } from 'kafkajs';
 import type { Config } from './config';
 
-/** Create `events.raw` and `events.dlq` if missing (idempotent). */
+/**
+ * Create `events.raw` and `events.dlq` if missing (idempotent), with the configured replication
+ * (1 on the single-node stack; 3 replicas and min.insync.replicas=2 on the HA stack, so with the
+ * producers' acks=all an accepted event is on two brokers before the collector answers).
+ */
 export async function ensureTopics(kafka: Kafka, cfg: Config): Promise<void> {
   const admin = kafka.admin();
   await admin.connect();
@@ -22,7 +26,11 @@ export async function ensureTopics(kafka: Kafka, cfg: Config): Promise<void> {
       },
     ].filter((t) => !existing.has(t.topic));
     if (wanted.length > 0) {
-      await admin.createTopics({ topics: wanted.map((t) => ({ ...t, replicationFactor: 1 })), waitForLeaders: false });
+      const minIsr = { name: 'min.insync.replicas', value: String(cfg.kafka.minInsyncReplicas) };
+      await admin.createTopics({
+        topics: wanted.map((t) => ({ ...t, replicationFactor: cfg.kafka.replicationFactor, configEntries: [...t.configEntries, minIsr] })),
+        waitForLeaders: false,
+      });
     }
     await waitForLeaders(admin, [cfg.kafka.rawTopic, cfg.kafka.dlqTopic]);
   } finally {

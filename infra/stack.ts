@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import { config as defaultConfig, type Config } from '../common/config';
 import { cmdlineOf, isAlive, portInUse, readPid, sleep, StackError, stopProcess, tail, waitFor, which, writeFileAtomic } from './proc';
+import { prepareHaHome } from './ha';
 import { services, stackPaths, type Service } from './services';
 
 export type Report = (line: string) => void;
@@ -16,14 +17,24 @@ const PORT_ENV: Record<string, string[]> = {
   redis: ['REDIS_PORT'],
   minio: ['MINIO_PORT', 'MINIO_CONSOLE_PORT'],
   temporal: ['TEMPORAL_PORT', 'TEMPORAL_UI_PORT'],
+  'kafka-1': ['KAFKA_HA_PORTS', 'KAFKA_HA_CONTROLLER_PORTS'],
+  'kafka-2': ['KAFKA_HA_PORTS', 'KAFKA_HA_CONTROLLER_PORTS'],
+  'kafka-3': ['KAFKA_HA_PORTS', 'KAFKA_HA_CONTROLLER_PORTS'],
+  'redis-replica': ['REDIS_REPLICA_PORT'],
+  'sentinel-1': ['REDIS_SENTINEL_PORTS'],
+  'sentinel-2': ['REDIS_SENTINEL_PORTS'],
+  'sentinel-3': ['REDIS_SENTINEL_PORTS'],
 };
+
+/** A name picks that service, or on the HA stack its group: `kafka` is kafka-1..3, `redis` the primary and its replica. */
+const picks = (name: string, svc: Service) => svc.name === name || svc.name.startsWith(`${name}-`);
 
 function select(cfg: Config, only?: string[]): Service[] {
   const all = services(cfg);
   if (!only || only.length === 0) return all;
-  const unknown = only.filter((n) => !all.some((s) => s.name === n));
+  const unknown = only.filter((n) => !all.some((s) => picks(n, s)));
   if (unknown.length > 0) throw new StackError(`unknown service ${unknown.join(', ')} (services: ${all.map((s) => s.name).join(', ')})`);
-  return all.filter((s) => only.includes(s.name));
+  return all.filter((s) => only.some((n) => picks(n, s)));
 }
 
 /** Our live pid for a service, or null (a stale pid file or a recycled pid count as none). */
@@ -96,7 +107,7 @@ async function startOne(cfg: Config, svc: Service, report: Report): Promise<'reu
   for (const port of svc.ports) {
     if (await portInUse(port)) {
       throw new StackError(
-        `port ${port} needed by ${svc.name} is in use by another process; stop it or choose other ports (${PORT_ENV[svc.name].join(', ')})`,
+        `port ${port} needed by ${svc.name} is in use by another process; stop it or choose other ports (${(PORT_ENV[svc.name] ?? []).join(', ')})`,
       );
     }
   }
@@ -128,6 +139,7 @@ export async function up(opts: { cfg?: Config; only?: string[]; report?: Report 
   const chosen = select(cfg, opts.only);
   return withLock(cfg, async () => {
     const p = stackPaths(cfg);
+    if (cfg.stack.ha.enabled) prepareHaHome(cfg);
     for (const dir of [p.bin, p.data, p.logs, p.run]) fs.mkdirSync(dir, { recursive: true });
     await install(cfg, chosen.filter((s) => !s.installed()), report);
     const outcomes = await Promise.allSettled(chosen.map((s) => startOne(cfg, s, report)));
