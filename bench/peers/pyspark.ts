@@ -52,6 +52,9 @@ export interface TableDiff {
   unexpected: unknown[];
 }
 
+/** The daily tables daily.py computes (the analytics tables of issue 14 are not in the peer yet). */
+export const PEER_TABLES = ['sessions', 'user_daily_activity', 'binge_users', 'retention_cohorts', 'daily_aggregates_with_dimensions', 'daily_sessions', 'clicks_to_play', 'top_paths'];
+
 /**
  * Every daily table the project published for `day` (the objects its manifest names) beside the
  * peer's, over the project's columns: equal when both differences are empty and the counts match.
@@ -62,7 +65,7 @@ export async function compareDaily(ctx: JobContext, day: string, outDir: string,
   const duck = await Duck.open({ threads: 2 });
   try {
     const diffs: TableDiff[] = [];
-    for (const { table } of lakeTables('daily')) {
+    for (const { table } of lakeTables('daily').filter((t) => PEER_TABLES.includes(t.table))) {
       const [file] = await stageObjects(ctx.s3, ctx.bucket, [manifest.outputs[table]], path.join(scratch, 'project'));
       await duck.run(`CREATE OR REPLACE VIEW project AS SELECT * FROM read_parquet(${sqlString(file)}, hive_partitioning = false)`);
       await duck.run(`CREATE OR REPLACE VIEW peer AS SELECT * FROM read_parquet(${sqlString(path.join(outDir, table, '*.parquet'))}, hive_partitioning = false)`);

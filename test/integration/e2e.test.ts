@@ -278,9 +278,9 @@ describe('batch: the past days through Temporal', () => {
       args: [{ kind: 'daily', from: PAST_DAYS[0], to: PAST_DAYS[1] }],
     });
     expect(result).toMatchObject({ kind: 'daily', first: PAST_DAYS[0], last: PAST_DAYS[1], total: 2, done: 2 });
-    // The daily runs filled in their 48 hours as child workflows, each under its period id.
-    const hourly = await client.workflow.getHandle(periodWorkflowId(prefix, 'hourly', PAST_HOURS[30])).describe();
-    expect(hourly.status.name).toBe('COMPLETED');
+    // Each day ran as its own child workflow under its period id (steps mode: its hours inside it).
+    const daily = await client.workflow.getHandle(periodWorkflowId(prefix, 'daily', PAST_DAYS[1])).describe();
+    expect(daily.status.name).toBe('COMPLETED');
     const fresh = await waitFor('the serving layer to apply the watermark', async () => {
       const f = await api<{ watermark: { hourly_end: number | null; daily_end: number | null } }>('/v1/freshness');
       return f.watermark.hourly_end === P && f.watermark.daily_end === P ? f : undefined;

@@ -120,6 +120,8 @@ describe('serving layer: authorization is decided on the matched route', () => {
     '/v1/metrics/top_paths',
     '/v1/metrics/binge_users',
     '/v1/metrics/obt',
+    '/v1/metrics/lifecycle',
+    '/v1/metrics/churn_risk',
     '/v1/metrics/no_such_metric',
     '/v1/freshness',
     '/v1/alerts',

@@ -24,7 +24,7 @@ export const CATCHUP_RETENTION_MS = 4 * DAY;
  */
 export function catchupBacklog(cfg: Config, now: number): EventRecord[] {
   const boundary = now - cfg.speed.secondRetentionMs;
-  return simulatedRecords(cfg, { seed: 17, users: 12_000, windowMs: 3 * DAY + 6 * HOUR_MS, now, duplicateFraction: 0.03 }).filter((r) => Math.abs(r.ts - boundary) > 20 * MIN);
+  return simulatedRecords(cfg, { seed: 17, users: 12_200, windowMs: 3 * DAY + 6 * HOUR_MS, now, duplicateFraction: 0.03 }).filter((r) => Math.abs(r.ts - boundary) > 20 * MIN);
 }
 
 /** Fill the topic fast: several idempotent producers, each sending its own slice in large sends. */
