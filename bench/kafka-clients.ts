@@ -16,7 +16,7 @@
  * clients' order. One topic per produce run (bench.kc-<id>.<client>.<run>, 6 partitions), all
  * deleted at the end.
  */
-import '../ingestion/collector/kafkajs-linear-grouping'; // first: the collector's kafkajs, fixed the collector's way
+import './kafkajs-linear-grouping'; // first: kafkajs as the collector ran it before @platformatic/kafka
 import { fork } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';

@@ -9,7 +9,6 @@
  * line instead of an object graph several times its size.
  */
 import { randomBytes } from 'node:crypto';
-import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
@@ -157,10 +156,11 @@ export function dlqLine(row: DlqRow): string {
 
 const COLUMNS = { raw: RAW_EVENT_COLUMNS, dlq: DLQ_COLUMNS } as const;
 
-async function writeChunks(chunks: Buffer[], file: string): Promise<void> {
+/** Write the buffered lines to the temporary NDJSON file as they are (views of their chunks, no copy). */
+async function writeLines(lines: LineChunks, file: string): Promise<void> {
   const out = await fsp.open(file, 'w');
   try {
-    for (const chunk of chunks) {
+    for (const chunk of lines.chunks()) {
       for (let at = 0; at < chunk.length; ) at += (await out.write(chunk, at)).bytesWritten;
     }
   } finally {
@@ -168,27 +168,8 @@ async function writeChunks(chunks: Buffer[], file: string): Promise<void> {
   }
 }
 
-async function writeLines(lines: Iterable<string> | LineChunks, file: string): Promise<void> {
-  if (lines instanceof LineChunks) return writeChunks(lines.chunks(), file);
-  const out = fs.createWriteStream(file);
-  const done = new Promise<void>((resolve, reject) => {
-    out.once('finish', resolve);
-    out.once('error', reject);
-  });
-  let buf = '';
-  for (const line of lines) {
-    buf += line + '\n';
-    if (buf.length > 1 << 20) {
-      if (!out.write(buf)) await new Promise<void>((resolve) => out.once('drain', resolve));
-      buf = '';
-    }
-  }
-  out.end(buf);
-  await done;
-}
-
 /** Turn NDJSON lines made by rawLine/dlqLine into zstd Parquet with exactly the lake's columns. */
-export async function writeParquetLines(kind: 'raw' | 'dlq', lines: Iterable<string> | LineChunks, file: string): Promise<void> {
+export async function writeParquetLines(kind: 'raw' | 'dlq', lines: LineChunks, file: string): Promise<void> {
   const columns: Record<string, string> = COLUMNS[kind];
   await fsp.mkdir(path.dirname(file), { recursive: true });
   const tmpJson = `${file}.${randomBytes(4).toString('hex')}.ndjson`;
@@ -210,16 +191,18 @@ export async function writeParquetLines(kind: 'raw' | 'dlq', lines: Iterable<str
   }
 }
 
-function* mapIter<A, B>(items: Iterable<A>, fn: (a: A) => B): Iterable<B> {
-  for (const a of items) yield fn(a);
+function linesOf<A>(rows: readonly A[], line: (row: A) => string): LineChunks {
+  const lines = new LineChunks();
+  for (const row of rows) lines.append(line(row));
+  return lines;
 }
 
 /** Write raw events as zstd Parquet with exactly RAW_EVENT_COLUMNS, in the order given. */
 export async function writeRawParquet(rows: readonly RawRow[], file: string): Promise<void> {
-  await writeParquetLines('raw', mapIter(rows, rawLine), file);
+  await writeParquetLines('raw', linesOf(rows, rawLine), file);
 }
 
 /** Write dead letters as zstd Parquet with exactly DLQ_COLUMNS. */
 export async function writeDlqParquet(rows: readonly DlqRow[], file: string): Promise<void> {
-  await writeParquetLines('dlq', mapIter(rows, dlqLine), file);
+  await writeParquetLines('dlq', linesOf(rows, dlqLine), file);
 }

@@ -24,6 +24,7 @@ import { startBatchWorker } from '../../workflows/service';
 import { isolatedConfig } from '../support/isolated';
 import { DEPLOY, kitQueries, metricNames } from '../support/monitoring-kit';
 import { quietTemporalRuntime } from '../support/temporal';
+import { waitFor } from './speed-support';
 
 const KEY = 'it-key';
 let tools: PrometheusTools;
@@ -48,26 +49,15 @@ function freePort(): Promise<number> {
   });
 }
 
+/** Prometheus scrapes and evaluates every second or two: poll slower, wait longer than the speed tests do. */
+const until = <T>(what: string, probe: () => Promise<T | undefined>): Promise<T> => waitFor(what, probe, 90_000, 500);
+
 function check(cmd: string, args: string[]): string {
   const r = spawnSync(cmd, args, { encoding: 'utf8' });
   expect(r.status, `${path.basename(cmd)} ${args.join(' ')}:\n${r.stdout}${r.stderr}`).toBe(0);
   return r.stdout;
 }
 
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 90_000): Promise<T> {
-  const t0 = Date.now();
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}${last ? ` (${String(last)})` : ''}`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
-}
 
 async function api<T>(p: string): Promise<T> {
   const res = await fetch(`${promUrl}${p}`);
@@ -134,7 +124,7 @@ beforeAll(async () => {
   children.push(
     spawn(tools.prometheus, [`--config.file=${path.join(tmp, 'prometheus.yml')}`, `--storage.tsdb.path=${path.join(tmp, 'data')}`, `--web.listen-address=127.0.0.1:${port}`, '--log.level=warn'], { stdio: 'ignore' }),
   );
-  await waitFor('Prometheus to answer', async () => ((await fetch(`${promUrl}/-/ready`)).ok ? true : undefined));
+  await until('Prometheus to answer', async () => ((await fetch(`${promUrl}/-/ready`)).ok ? true : undefined));
 });
 
 afterAll(async () => {
@@ -157,7 +147,7 @@ describe('the monitoring kit', () => {
   });
 
   it('scrapes every process and MinIO: every target is up', async () => {
-    const up = await waitFor('every target up', async () => {
+    const up = await until('every target up', async () => {
       const t = await api<{ activeTargets: Array<{ labels: { job: string }; health: string; lastError: string }> }>('/api/v1/targets');
       return t.activeTargets.length === Object.keys(targets).length && t.activeTargets.every((x) => x.health === 'up') ? t.activeTargets : undefined;
     });
@@ -192,7 +182,7 @@ describe('the monitoring kit', () => {
       void fetch(`${collector.address.replace('[::1]', '127.0.0.1')}/v1/events`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-api-key': KEY }, body: bad }).catch(() => {});
     }, 500);
     try {
-      const alert = await waitFor('CollectorErrorRate firing', () => firing('CollectorErrorRate'));
+      const alert = await until('CollectorErrorRate firing', () => firing('CollectorErrorRate'));
       expect(alert.labels.severity).toBe('warning');
     } finally {
       clearInterval(send);
@@ -202,7 +192,7 @@ describe('the monitoring kit', () => {
 
   it('fires ProcessDown for the lake writer once it stops answering', async () => {
     await lake.stop();
-    const alert = await waitFor('ProcessDown firing', () => firing('ProcessDown', { job: 'lake-writer' }));
+    const alert = await until('ProcessDown firing', () => firing('ProcessDown', { job: 'lake-writer' }));
     expect(alert.labels.severity).toBe('critical');
   });
 });

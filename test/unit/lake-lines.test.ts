@@ -1,6 +1,6 @@
 /**
  * The lake writer's lines: rawLine's shortcut for records without unknown fields gives the
- * same characters as the reference (the flattening as it was before the shortcut, copied
+ * same characters as the reference (`extra` built as it was before the shortcut, copied
  * here), on the simulator's records, on records of other producers decoded by decodeRecord,
  * on hostile shapes and on seeded random mutations; and LineChunks holds exactly the bytes
  * of its lines.
@@ -10,9 +10,9 @@ import { decodeRecord, RejectedRecord, validateEvent, type EventRecord } from '.
 import { simulate } from '../../ingestion/simulator/generate';
 import { LineChunks } from '../../batch-layer/lake-writer/buffers';
 import { decodeMessage } from '../../batch-layer/lake-writer/decode';
-import { rawLine, type RawRow } from '../../batch-layer/lake-writer/parquet';
+import { flattenRaw, rawLine, type RawRow } from '../../batch-layer/lake-writer/parquet';
 
-// The reference: flattenRaw/extraJson before the shortcut, verbatim.
+// The reference: extraJson before the shortcut, verbatim.
 const KNOWN_PROPERTIES = new Set(['content_id', 'device_type', 'video_quality', 'playback_position', 'duration_ms', 'page', 'target']);
 const KNOWN_CONTEXT = new Set(['location', 'user_agent', 'ip_address', 'app_version']);
 function unknownKeys(obj: Record<string, unknown> | null, known: Set<string>): Record<string, unknown> | null {
@@ -21,8 +21,6 @@ function unknownKeys(obj: Record<string, unknown> | null, known: Set<string>): R
   for (const [k, v] of Object.entries(obj)) if (!known.has(k)) (out ??= {})[k] = v;
   return out;
 }
-const str = (v: unknown) => (typeof v === 'string' ? v : null);
-const num = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) ? v : null);
 function referenceExtra(record: EventRecord): string | null {
   const extra: Record<string, unknown> = { ...(record.extra ?? {}) };
   const props = unknownKeys(record.properties, KNOWN_PROPERTIES);
@@ -31,36 +29,9 @@ function referenceExtra(record: EventRecord): string | null {
   if (ctx) extra.context = ctx;
   return Object.keys(extra).length === 0 ? null : JSON.stringify(extra);
 }
+/** The line as it was before extraJson's early return: the same columns, `extra` built the long way. */
 function referenceLine(row: RawRow): string {
-  const r = row.record;
-  const p = r.properties ?? {};
-  const c = r.context ?? {};
-  return JSON.stringify({
-    event_id: r.event_id,
-    event_type: r.event_type,
-    user_id: r.user_id,
-    session_id: r.session_id ?? null,
-    ts: r.ts,
-    schema_version: r.schema_version,
-    device_type: r.device_type,
-    country: r.country,
-    app_version: r.app_version,
-    content_id: r.content_id ?? null,
-    video_quality: str(p.video_quality),
-    playback_position: num(p.playback_position),
-    duration_ms: num(p.duration_ms),
-    page: str(p.page),
-    target: str(p.target),
-    location: str(c.location),
-    user_agent: str(c.user_agent),
-    ip_address: str(c.ip_address),
-    received_at: r.received_at,
-    kafka_partition: row.partition,
-    kafka_offset: Number(row.offset),
-    extra: referenceExtra(r),
-    device_ts: r.device_ts ?? null,
-    sent_at: r.sent_at ?? null,
-  });
+  return JSON.stringify({ ...flattenRaw(row), extra: referenceExtra(row.record) });
 }
 
 const NOW = Date.UTC(2024, 4, 1, 12, 30);
