@@ -28,6 +28,12 @@ function int(env: Env, name: string, fallback: number, min = 0): number {
   return n;
 }
 
+function oneOf<T extends string>(env: Env, name: string, values: readonly T[], fallback: T): T {
+  const v = str(env, name, fallback);
+  if (!(values as readonly string[]).includes(v)) throw new ConfigError(`${name} must be ${values.join(' or ')}, got "${v}"`);
+  return v as T;
+}
+
 function ints(env: Env, name: string, fallback: number[], count: number): number[] {
   const raw = list(env, name, fallback.map(String));
   if (raw.length !== count || raw.some((v) => !/^\d+$/.test(v) || Number(v) < 1)) {
@@ -380,14 +386,12 @@ export function loadConfig(env: Env = process.env) {
 
 /** IP_PSEUDONYMISATION `truncate` (IPv4 /24, IPv6 /48) or `hash` (HMAC-SHA256 keyed by IP_HASH_SALT, per UTC day with IP_HASH_ROTATION=daily). */
 function ipPolicy(env: Env) {
-  const mode = str(env, 'IP_PSEUDONYMISATION', 'truncate');
-  if (mode !== 'truncate' && mode !== 'hash') throw new ConfigError(`IP_PSEUDONYMISATION must be truncate or hash, got "${mode}"`);
-  const rotation = str(env, 'IP_HASH_ROTATION', 'none');
-  if (rotation !== 'none' && rotation !== 'daily') throw new ConfigError(`IP_HASH_ROTATION must be none or daily, got "${rotation}"`);
+  const mode = oneOf(env, 'IP_PSEUDONYMISATION', ['truncate', 'hash'], 'truncate');
+  const rotation = oneOf(env, 'IP_HASH_ROTATION', ['none', 'daily'], 'none');
   const salt = str(env, 'IP_HASH_SALT', '');
   // A short or public salt makes the hash a lookup table away from the address (2^32 IPv4 addresses).
   if (mode === 'hash' && salt.length < 16) throw new ConfigError('IP_PSEUDONYMISATION=hash needs IP_HASH_SALT (a secret of at least 16 characters)');
-  return { ipMode: mode as 'truncate' | 'hash', ipHashSalt: salt, ipHashRotation: rotation as 'none' | 'daily' };
+  return { ipMode: mode, ipHashSalt: salt, ipHashRotation: rotation };
 }
 
 export type Config = ReturnType<typeof loadConfig>;

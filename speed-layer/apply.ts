@@ -19,7 +19,10 @@ import { dedupeEpoch, type Fold } from './fold';
  * The step's script and its ARGV protocol (codes, replies): apply.lua, beside this file, read once at
  * startup. The stream's bound is prepended from common/speed-keys.ts, its one definition.
  */
-const SCRIPT = `local BINGE_STREAM_MAXLEN = ${BINGE_STREAM_MAXLEN}\n${readFileSync(fileURLToPath(new URL('./apply.lua', import.meta.url)), 'utf8')}`;
+const lua = (file: string): string => readFileSync(fileURLToPath(new URL(file, import.meta.url)), 'utf8');
+const SCRIPT = `local BINGE_STREAM_MAXLEN = ${BINGE_STREAM_MAXLEN}\n${lua('./apply.lua')}`;
+/** The read-only check before the fold (RedisApplier.seenBefore): seen-before.lua, beside this file. */
+const SEEN_BEFORE = lua('./seen-before.lua');
 
 export type ApplyResult =
   | { status: 'applied' }
@@ -218,33 +221,10 @@ export async function detectBinges(redis: Redis, cfg: Config, fold: Fold, now: n
   return out;
 }
 
-/**
- * Read-only: KEYS are (epoch set, previous epoch's set) pairs, ARGV[i] the packed 8-byte hashes checked against
- * the i-th pair. Returns the 0-based indexes (over all ARGV, in order) of the hashes either set holds.
- */
-const SEEN_BEFORE = `
-local found = {}
-local base = 0
-for i = 1, #ARGV do
-  local packed = ARGV[i]
-  local members = {}
-  for j = 1, #packed, 8 do members[#members + 1] = string.sub(packed, j, j + 7) end
-  for c = 1, #members, 1000 do
-    local last = math.min(c + 999, #members)
-    local r = redis.call('SMISMEMBER', KEYS[2 * i - 1], unpack(members, c, last))
-    local q = redis.call('SMISMEMBER', KEYS[2 * i], unpack(members, c, last))
-    for m = 1, #r do
-      if r[m] == 1 or q[m] == 1 then found[#found + 1] = base + c + m - 2 end
-    end
-  end
-  base = base + #members
-end
-return found
-`;
 
 export class RedisApplier {
-  private sha: string | undefined;
-  private checkSha: string | undefined;
+  /** Script source → its SHA once loaded. */
+  private readonly shas = new Map<string, string>();
   readonly keys: SpeedKeys;
 
   constructor(
@@ -262,7 +242,7 @@ export class RedisApplier {
   async apply(req: ApplyRequest): Promise<ApplyResult> {
     const plan = buildPlan(this.cfg, this.keys, req);
     this.lastStep = { keys: plan.keys.length, args: plan.args.length, bytes: plan.bytes };
-    const raw = (await this.run(plan.keys, plan.args)) as Array<string | number>;
+    const raw = (await this.run(SCRIPT, plan.keys, plan.args)) as Array<string | number>;
     const status = raw[0];
     if (status === 'applied') {
       this.lastUnremembered = Number(raw[1] ?? 0);
@@ -293,30 +273,24 @@ export class RedisApplier {
       args.push(Buffer.from(hashes.join(''), 'hex'));
       for (const h of hashes) order.push(h);
     }
-    this.checkSha ??= (await this.redis.script('LOAD', SEEN_BEFORE)) as string;
-    let found: number[];
-    try {
-      found = (await this.redis.evalsha(this.checkSha, keys.length, (keys as Array<string | Buffer>).concat(args))) as number[];
-    } catch (err) {
-      if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err;
-      this.checkSha = (await this.redis.script('LOAD', SEEN_BEFORE)) as string;
-      found = (await this.redis.evalsha(this.checkSha, keys.length, (keys as Array<string | Buffer>).concat(args))) as number[];
-    }
+    const found = (await this.run(SEEN_BEFORE, keys, args)) as number[];
     return new Set(found.map((i) => order[i]));
   }
 
-  private async run(keys: string[], args: Array<string | Buffer>): Promise<unknown> {
-    this.sha ??= (await this.redis.script('LOAD', SCRIPT)) as string;
+  private async run(script: string, keys: string[], args: Array<string | Buffer>): Promise<unknown> {
+    let sha = this.shas.get(script) ?? ((await this.redis.script('LOAD', script)) as string);
+    this.shas.set(script, sha);
     // One array argument, never spread: ioredis flattens it (Command's args.flat()), while spreading
     // tens of thousands of values onto the call stack throws "Maximum call stack size exceeded".
     const keysAndArgs = (keys as Array<string | Buffer>).concat(args);
     try {
-      return await this.redis.evalsha(this.sha, keys.length, keysAndArgs);
+      return await this.redis.evalsha(sha, keys.length, keysAndArgs);
     } catch (err) {
       // A Redis restart (or SCRIPT FLUSH) forgets loaded scripts.
       if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err;
-      this.sha = (await this.redis.script('LOAD', SCRIPT)) as string;
-      return this.redis.evalsha(this.sha, keys.length, keysAndArgs);
+      sha = (await this.redis.script('LOAD', script)) as string;
+      this.shas.set(script, sha);
+      return this.redis.evalsha(sha, keys.length, keysAndArgs);
     }
   }
 }

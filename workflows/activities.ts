@@ -27,7 +27,7 @@ import {
   runHours,
   hoursOfDay,
   listDirty,
-  listPublished,
+  usableHours,
   jobContext,
   type CompactionResult,
   type GcResult,
@@ -141,10 +141,8 @@ export function createActivities(cfg: Config) {
      */
     async runMissingHours(day: string, runIdTag: string): Promise<string[]> {
       return step(async (ctx) => {
-        const published = new Set(await listPublished(ctx, 'hourly'));
-        const dirty = new Set((await listDirty(ctx)).filter((d) => d.kind === 'hourly').map((d) => d.period));
-        const missing = hoursOfDay(day).filter((h) => !published.has(h) || dirty.has(h));
-        return runHoursIn(ctx, missing, runIdTag);
+        const { usable } = await usableHours(ctx);
+        return runHoursIn(ctx, hoursOfDay(day).filter((h) => !usable(h)), runIdTag);
       });
     },
 

@@ -256,6 +256,13 @@ interface ReadyInputs {
   historyDays: string[];
 }
 
+/** The published hours, and whether an hour can be read by a daily run: published and not marked dirty (else it is run first). */
+export async function usableHours(ctx: JobContext): Promise<{ published: Set<string>; usable: (hour: string) => boolean }> {
+  const published = new Set(await listPublished(ctx, 'hourly'));
+  const dirty = new Set((await listDirty(ctx)).filter((d) => d.kind === 'hourly').map((d) => d.period));
+  return { published, usable: (h) => published.has(h) && !dirty.has(h) };
+}
+
 /**
  * The day's inputs, once it is ready: its 24 hours (and the previous day's last
  * hours a binge window reaches) published and clean, every earlier day with data
@@ -264,9 +271,7 @@ interface ReadyInputs {
  */
 async function readyInputs(ctx: JobContext, day: string, period: Period): Promise<ReadyInputs> {
   await refuseIfProcessedGone(ctx, day, day);
-  const published = new Set(await listPublished(ctx, 'hourly'));
-  const dirtyHours = new Set((await listDirty(ctx)).filter((d) => d.kind === 'hourly').map((d) => d.period));
-  const usable = (h: string) => published.has(h) && !dirtyHours.has(h);
+  const { published, usable } = await usableHours(ctx);
   const missing = hoursOfDay(day).filter((h) => !usable(h));
   // A binge window can start up to 4 h before midnight: those hours of the previous day count too,
   // unless the lake has no raw data for them at all.

@@ -22,6 +22,7 @@ export {
   prepareDaily,
   runDailyShard,
   publishDaily,
+  usableHours,
   withLocalRun,
   DAILY_TABLES,
   type DailyPlan,
