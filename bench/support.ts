@@ -1,7 +1,6 @@
 /** Small helpers the benchmark scripts share. */
 import { DeleteBucketCommand, DeleteObjectsCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { InvalidArgumentError } from 'commander';
-import type { Admin } from 'kafkajs';
 import type { Config } from '../common/config';
 import { findPid } from '../infra/proc';
 
@@ -27,29 +26,7 @@ export function stackPids(cfg: Config): { kafka: number | null; redis: number | 
   };
 }
 
-/**
- * Lag of each consumer group over its topics: per partition, the end offset minus the group's
- * committed offset (or the log start when it has none), as the serving layer's lag alerts count it.
- * Both consumers commit only what is done (applied in Redis, in an uploaded object), so this is
- * what is not done yet.
- */
-export async function groupLags(admin: Admin, groups: ReadonlyArray<{ groupId: string; topics: string[] }>): Promise<number[]> {
-  const topics = [...new Set(groups.flatMap((g) => g.topics))];
-  const ends = new Map(
-    await Promise.all(topics.map(async (t) => [t, (await admin.fetchTopicOffsets(t)).map((p) => ({ partition: p.partition, high: Number(p.high), low: Number(p.low) }))] as const)),
-  );
-  return Promise.all(
-    groups.map(async ({ groupId, topics: own }) => {
-      const committed = await admin.fetchOffsets({ groupId, topics: own });
-      let lag = 0;
-      for (const t of own) {
-        const offsets = new Map((committed.find((c) => c.topic === t)?.partitions ?? []).map((p) => [p.partition, Number(p.offset)]));
-        for (const { partition, high, low } of ends.get(t)!) lag += Math.max(0, high - Math.max(offsets.get(partition) ?? -1, low));
-      }
-      return lag;
-    }),
-  );
-}
+export { groupLags } from '../common/topics';
 
 /** Empty a bucket and remove it (a benchmark's own bucket, at the end of the run). Returns the objects removed. */
 export async function removeBucket(s3: S3Client, bucket: string): Promise<number> {

@@ -11,6 +11,7 @@ import path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { kafkaClient } from '../common/clients';
 import { config, REPO_ROOT, type Config } from '../common/config';
+import { groupLags } from '../common/topics';
 import { StackError, tail } from '../infra/proc';
 import { stackPaths } from '../infra/services';
 import { down, up } from '../infra/stack';
@@ -97,12 +98,8 @@ type Admin = ReturnType<ReturnType<typeof kafkaClient>['admin']>;
 
 /** Messages of events.raw a consumer group has not committed yet (all partitions). */
 async function groupLag(admin: Admin, cfg: Config, groupId: string): Promise<number> {
-  const [ends, committed] = await Promise.all([
-    admin.fetchTopicOffsets(cfg.kafka.rawTopic),
-    admin.fetchOffsets({ groupId, topics: [cfg.kafka.rawTopic] }),
-  ]);
-  const done = new Map(committed[0]?.partitions.map((p) => [p.partition, Number(p.offset)]) ?? []);
-  return ends.reduce((sum, p) => sum + Math.max(0, Number(p.high) - Math.max(0, done.get(p.partition) ?? 0)), 0);
+  const [lag] = await groupLags(admin, [{ groupId, topics: [cfg.kafka.rawTopic] }]);
+  return lag;
 }
 
 async function counter(url: string, name: string): Promise<number> {

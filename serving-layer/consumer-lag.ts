@@ -17,6 +17,7 @@
 import type { Admin } from 'kafkajs';
 import { kafkaClient } from '../common/clients';
 import type { Config } from '../common/config';
+import { groupLag } from '../common/topics';
 import { logger, type Logger } from '../common/log';
 
 export interface ServingAlert {
@@ -42,18 +43,6 @@ export interface GroupLag {
 export interface LagThresholds {
   maxLag: number;
   maxStallMs: number;
-}
-
-/** Lag of one group: per partition, end offset minus the committed offset (or the log start when none is committed or it was deleted). */
-export function groupLag(ends: ReadonlyArray<{ partition: number; high: number; low: number }>, committed: ReadonlyMap<number, number>): { lag: number; committed: number } {
-  let lag = 0;
-  let sum = 0;
-  for (const { partition, high, low } of ends) {
-    const c = committed.get(partition) ?? -1;
-    lag += Math.max(0, high - Math.max(c, low));
-    sum += Math.max(0, c);
-  }
-  return { lag, committed: sum };
 }
 
 interface GroupState {

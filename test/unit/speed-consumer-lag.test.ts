@@ -1,6 +1,7 @@
 /** The serving layer's consumer-lag rules (serving-layer/consumer-lag.ts), without Kafka. */
 import { describe, expect, it } from 'vitest';
-import { groupLag, lagAlerts, type GroupLag } from '../../serving-layer/consumer-lag';
+import { groupLag } from '../../common/topics';
+import { lagAlerts, type GroupLag } from '../../serving-layer/consumer-lag';
 
 const thresholds = { speed: { maxLag: 100, maxStallMs: 60_000 }, lake: { maxLag: 1000, maxStallMs: 300_000 } };
 const reading = (role: 'speed' | 'lake', lag: number, committed: number): GroupLag => ({ role, groupId: `g-${role}`, lag, committed });
