@@ -342,7 +342,7 @@ function invalidLine(base: string, ev: Ev, reason: InvalidReason, rng: Rng, badI
       return { line: text(), eventId: badId, ts: variant === 3 ? undefined : ev.ts };
     }
     case 'unknown_schema_version':
-      obj.schema_version = rng.pick([2, 3, 99]);
+      obj.schema_version = rng.pick([3, 4, 99]);
       return { line: text(), eventId: badId, ts: ev.ts };
     case 'timestamp_out_of_range': {
       const variant = rng.int(0, 2);
