@@ -57,10 +57,27 @@ export const MAX_LENGTH = {
   user_agent: 512,
   ip_address: 64,
   app_version: 64,
+  app_id: 64,
+  device_os: 64,
+  device_model: 128,
 } as const;
 const str = (field: keyof typeof MAX_LENGTH) => ({ type: 'string', maxLength: MAX_LENGTH[field] }) as const;
 
-/** JSON Schema of schema_version 1. Unknown extra fields are allowed everywhere (additive evolution). */
+const contextSchema = {
+  type: ['object', 'null'],
+  properties: {
+    location: str('location'),
+    user_agent: str('user_agent'),
+    ip_address: str('ip_address'),
+    app_version: str('app_version'),
+  },
+} as const;
+
+/**
+ * JSON Schema of schema_version 1 (SchemaVer 1-0-0, published in schemas/event/1-0-0.json and
+ * immutable from then on: `npm run schemas -- check`). Unknown extra fields are allowed
+ * everywhere (additive evolution).
+ */
 export const eventSchemaV1 = {
   $id: 'clickstream/event/v1',
   type: 'object',
@@ -85,22 +102,96 @@ export const eventSchemaV1 = {
         target: str('target'),
       },
     },
-    context: {
-      type: ['object', 'null'],
-      properties: {
-        location: str('location'),
-        user_agent: str('user_agent'),
-        ip_address: str('ip_address'),
-        app_version: str('app_version'),
-      },
-    },
+    context: contextSchema,
   },
 } as const;
 
-/** Top-level fields the contract knows; anything else is carried in `extra`. */
-export const KNOWN_TOP_LEVEL_FIELDS = new Set(Object.keys(eventSchemaV1.properties));
+/**
+ * JSON Schema of schema_version 2 (SchemaVer 2-0-0): a new MODEL, since a v1 reader cannot read
+ * it — the device is an object `properties.device {type, os, model}` instead of the flat
+ * `properties.device_type`, and `app_id` (the app that sent the event) is required.
+ * `upcastToV1` maps it onto the v1 fields the dimensions are derived from, so a v1 and a v2
+ * event of the same facts give the same record dimensions.
+ */
+export const eventSchemaV2 = {
+  $id: 'clickstream/event/v2',
+  type: 'object',
+  required: ['event_id', 'event_type', 'user_id', 'timestamp', 'schema_version', 'app_id'],
+  properties: {
+    event_id: eventSchemaV1.properties.event_id,
+    event_type: eventSchemaV1.properties.event_type,
+    user_id: eventSchemaV1.properties.user_id,
+    session_id: eventSchemaV1.properties.session_id,
+    timestamp: eventSchemaV1.properties.timestamp,
+    sent_at: eventSchemaV1.properties.sent_at,
+    schema_version: { type: 'integer', const: 2 },
+    app_id: { type: 'string', minLength: 1, maxLength: MAX_LENGTH.app_id },
+    properties: {
+      type: ['object', 'null'],
+      properties: {
+        content_id: str('content_id'),
+        device: {
+          type: ['object', 'null'],
+          properties: { type: str('device_type'), os: str('device_os'), model: str('device_model') },
+        },
+        video_quality: str('video_quality'),
+        playback_position: optionalNumber,
+        duration_ms: optionalNumber,
+        page: str('page'),
+        target: str('target'),
+      },
+    },
+    context: contextSchema,
+  },
+} as const;
 
-export const SUPPORTED_SCHEMA_VERSIONS = [1] as const;
+/** The properties and context a version's event carries, as the v1 model names them (what the dimensions are derived from). */
+export interface V1View {
+  properties: Record<string, unknown> | null;
+  context: Record<string, unknown> | null;
+}
+
+/**
+ * One published MODEL of the event: its JSON Schema, its SchemaVer, the top-level fields it
+ * knows (anything else goes to `extra`), and the upcaster to the v1 view.
+ */
+export interface SchemaVersionDef {
+  version: number;
+  schemaVer: string;
+  schema: { $id: string; properties: Record<string, unknown> };
+  knownTopLevel: ReadonlySet<string>;
+  upcastToV1(ev: Record<string, unknown>): V1View;
+}
+
+const asObject = (v: unknown): Record<string, unknown> | null => (v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : null);
+
+/** Every event schema the collector accepts, by schema_version. */
+export const SCHEMA_VERSIONS: Readonly<Record<number, SchemaVersionDef>> = {
+  1: {
+    version: 1,
+    schemaVer: '1-0-0',
+    schema: eventSchemaV1,
+    knownTopLevel: new Set(Object.keys(eventSchemaV1.properties)),
+    upcastToV1: (ev) => ({ properties: asObject(ev.properties), context: asObject(ev.context) }),
+  },
+  2: {
+    version: 2,
+    schemaVer: '2-0-0',
+    schema: eventSchemaV2,
+    knownTopLevel: new Set(Object.keys(eventSchemaV2.properties)),
+    upcastToV1: (ev) => {
+      const props = asObject(ev.properties);
+      const device = asObject(props?.device);
+      // Only device.type has a v1 field; os and model are new (raw lake columns device_os, device_model).
+      return { properties: props && { ...props, device_type: device?.type }, context: asObject(ev.context) };
+    },
+  },
+};
+
+/** Top-level fields of schema_version 1 (the default version); see SCHEMA_VERSIONS for the others. */
+export const KNOWN_TOP_LEVEL_FIELDS = SCHEMA_VERSIONS[1].knownTopLevel;
+
+export const SUPPORTED_SCHEMA_VERSIONS = Object.keys(SCHEMA_VERSIONS).map(Number);
 
 /**
  * The fixed taxonomy of dead-letter reasons (after Snowplow's failed-event types).
@@ -135,6 +226,8 @@ export interface EventRecord {
   /** The client's send time by its own clock (`sent_at`); present only when the client sent it. */
   sent_at?: number;
   schema_version: number;
+  /** The app that sent the event (schema_version 2 on); absent for version 1. */
+  app_id?: string;
   device_type: string;
   country: string;
   app_version: string;
@@ -163,7 +256,7 @@ export type ValidationResult =
   | { ok: false; reason: DlqReason; detail: string };
 
 const ajv = new Ajv({ allErrors: false, strict: true, allowUnionTypes: true });
-const validators: Record<number, ValidateFunction> = { 1: ajv.compile(eventSchemaV1) };
+const validators: Record<number, ValidateFunction> = Object.fromEntries(Object.values(SCHEMA_VERSIONS).map((v) => [v.version, ajv.compile(v.schema)]));
 
 function describe(error: ErrorObject | undefined): string {
   if (!error) return 'invalid event';
@@ -237,9 +330,12 @@ export function validateEvent(input: unknown, now: number, policy: LatenessPolic
   }
   const properties = (ev.properties ?? null) as Record<string, unknown> | null;
   const context = (ev.context ?? null) as Record<string, unknown> | null;
+  const def = SCHEMA_VERSIONS[version as number];
+  // Dimensions are derived from the v1 view, so every version derives them one way.
+  const v1 = def.upcastToV1(ev);
   let extra: Record<string, unknown> | null = null;
   for (const key of Object.keys(ev)) {
-    if (!KNOWN_TOP_LEVEL_FIELDS.has(key)) (extra ??= {})[key] = ev[key];
+    if (!def.knownTopLevel.has(key)) (extra ??= {})[key] = ev[key];
   }
   return {
     ok: true,
@@ -252,10 +348,11 @@ export function validateEvent(input: unknown, now: number, policy: LatenessPolic
       // Only when a correction was made: otherwise the device time is ts itself.
       ...(sentAt === null ? {} : { device_ts: deviceTs, sent_at: sentAt }),
       schema_version: version as number,
-      device_type: nonEmpty(properties?.device_type) ?? UNKNOWN,
-      country: deriveCountry(context?.location),
-      app_version: nonEmpty(context?.app_version) ?? UNKNOWN,
-      content_id: nonEmpty(properties?.content_id),
+      ...(def.knownTopLevel.has('app_id') ? { app_id: ev.app_id as string } : {}),
+      device_type: nonEmpty(v1.properties?.device_type) ?? UNKNOWN,
+      country: deriveCountry(v1.context?.location),
+      app_version: nonEmpty(v1.context?.app_version) ?? UNKNOWN,
+      content_id: nonEmpty(v1.properties?.content_id),
       received_at: now,
       properties,
       context,
@@ -346,6 +443,7 @@ export function decodeRecord(value: Buffer | string | null): EventRecord | Rejec
   // Present only when the collector corrected ts for the device's clock skew (docs/metrics.md).
   if (r.device_ts !== undefined && !isEpochMs(r.device_ts)) r.device_ts = undefined;
   if (r.sent_at !== undefined && !isEpochMs(r.sent_at)) r.sent_at = undefined;
+  if (r.app_id !== undefined && nonEmpty(r.app_id) === null) r.app_id = undefined;
   return r as unknown as EventRecord;
 }
 

@@ -276,6 +276,10 @@ export const RAW_EVENT_COLUMNS = {
    */
   device_ts: 'BIGINT',
   sent_at: 'BIGINT',
+  /** schema_version 2 on: the app that sent the event, and the device's OS and model (`properties.device`); NULL for version 1. */
+  app_id: 'VARCHAR',
+  device_os: 'VARCHAR',
+  device_model: 'VARCHAR',
 } as const;
 export type RawEventColumn = keyof typeof RAW_EVENT_COLUMNS;
 

@@ -37,20 +37,38 @@ const PROPERTY_COLUMNS = ['content_id', 'device_type', 'video_quality', 'playbac
 const CONTEXT_COLUMNS = ['location', 'user_agent', 'ip_address', 'app_version'] as const;
 const KNOWN_PROPERTIES = new Set<string>(PROPERTY_COLUMNS);
 const KNOWN_CONTEXT = new Set<string>(CONTEXT_COLUMNS);
+/**
+ * schema_version 2 has `properties.device {type, os, model}` (columns device_type, device_os,
+ * device_model) instead of the flat device_type, which is an unknown key there. A device object
+ * with any other key, or not an object, is kept whole in `extra` so nothing is lost.
+ */
+const KNOWN_PROPERTIES_V2 = new Set<string>([...PROPERTY_COLUMNS.filter((k) => k !== 'device_type'), 'device']);
+const DEVICE_KEYS = new Set(['type', 'os', 'model']);
 
-function unknownKeys(obj: Record<string, unknown> | null, known: Set<string>): Record<string, unknown> | null {
+function knownProperty(version: number, key: string, value: unknown): boolean {
+  // Any other version (a foreign record's included) reads as version 1, decodeRecord's default.
+  if (version !== 2) return KNOWN_PROPERTIES.has(key);
+  if (key !== 'device') return KNOWN_PROPERTIES_V2.has(key);
+  if (value === null) return true;
+  if (typeof value !== 'object' || Array.isArray(value)) return false;
+  for (const k in value) if (Object.hasOwn(value, k) && !DEVICE_KEYS.has(k)) return false;
+  return true;
+}
+
+function unknownKeys(obj: Record<string, unknown> | null, isKnown: (key: string, value: unknown) => boolean): Record<string, unknown> | null {
   if (!obj) return null;
   let out: Record<string, unknown> | null = null;
-  for (const [k, v] of Object.entries(obj)) if (!known.has(k)) (out ??= {})[k] = v;
+  for (const [k, v] of Object.entries(obj)) if (!isKnown(k, v)) (out ??= {})[k] = v;
   return out;
 }
 
 /** Whether unknownKeys would find a key (for..in with hasOwn: Object.entries' own enumerable keys, without the array). */
-function hasUnknownKey(obj: Record<string, unknown> | null, known: Set<string>): boolean {
+function hasUnknownKey(obj: Record<string, unknown> | null, isKnown: (key: string, value: unknown) => boolean): boolean {
   if (!obj) return false;
-  for (const k in obj) if (Object.hasOwn(obj, k) && !known.has(k)) return true;
+  for (const k in obj) if (Object.hasOwn(obj, k) && !isKnown(k, obj[k])) return true;
   return false;
 }
+const knownContext = (key: string): boolean => KNOWN_CONTEXT.has(key);
 
 /** Whether spreading `extra` would copy a key (own enumerable string keys; a JSON value has no symbols). */
 function hasExtra(extra: unknown): boolean {
@@ -73,11 +91,13 @@ function num(v: unknown): number | null {
  * the event, so `extra->>'$.properties.foo'` reads like the original JSON.
  */
 export function extraJson(record: EventRecord): string | null {
+  const version = record.schema_version;
+  const knownProp = (key: string, value: unknown) => knownProperty(version, key, value);
   // The common case, a record with only known fields, without building anything.
-  if (!hasExtra(record.extra) && !hasUnknownKey(record.properties, KNOWN_PROPERTIES) && !hasUnknownKey(record.context, KNOWN_CONTEXT)) return null;
+  if (!hasExtra(record.extra) && !hasUnknownKey(record.properties, knownProp) && !hasUnknownKey(record.context, knownContext)) return null;
   const extra: Record<string, unknown> = { ...(record.extra ?? {}) };
-  const props = unknownKeys(record.properties, KNOWN_PROPERTIES);
-  const ctx = unknownKeys(record.context, KNOWN_CONTEXT);
+  const props = unknownKeys(record.properties, knownProp);
+  const ctx = unknownKeys(record.context, knownContext);
   if (props) extra.properties = props;
   if (ctx) extra.context = ctx;
   return Object.keys(extra).length === 0 ? null : JSON.stringify(extra);
@@ -88,6 +108,7 @@ export function flattenRaw(row: RawRow): Record<RawEventColumn, string | number 
   const r = row.record;
   const p = r.properties ?? {};
   const c = r.context ?? {};
+  const device = r.schema_version === 2 && p.device !== null && typeof p.device === 'object' ? (p.device as Record<string, unknown>) : null;
   return {
     event_id: r.event_id,
     event_type: r.event_type,
@@ -113,6 +134,9 @@ export function flattenRaw(row: RawRow): Record<RawEventColumn, string | number 
     extra: extraJson(r),
     device_ts: r.device_ts ?? null,
     sent_at: r.sent_at ?? null,
+    app_id: r.app_id ?? null,
+    device_os: str(device?.os),
+    device_model: str(device?.model),
   };
 }
 

@@ -9,7 +9,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import swagger from '@fastify/swagger';
 import Fastify, { LogController, type FastifyInstance, type RawServerDefault } from 'fastify';
 import type { Config } from '../../common/config';
-import { eventSchemaV1 } from '../../common/contract';
+import { SCHEMA_VERSIONS } from '../../common/contract';
 import { authPlugin, KeyRing } from '../../common/http/auth';
 import { checkProductionSettings } from '../../common/http/production';
 import { rateLimitPlugin } from '../../common/http/rate-limit';
@@ -89,9 +89,9 @@ const healthSchema = {
   },
 } as const;
 
-/** The request body as the OpenAPI document shows it: one event of the contract, or an array of them. */
+/** The request body as the OpenAPI document shows it: one event of any supported schema_version, or an array of them. */
 function eventsBodyDoc(maxEvents: number) {
-  const { $id: _id, ...event } = eventSchemaV1;
+  const event = { anyOf: Object.values(SCHEMA_VERSIONS).map(({ schema: { $id: _id, ...s } }) => s) };
   return { oneOf: [event, { type: 'array', minItems: 1, maxItems: maxEvents, items: event }] };
 }
 

@@ -40,6 +40,7 @@ interface SimFlags {
   late: number;
   duplicates: number;
   invalid: number;
+  v2: number;
 }
 
 function addSimulationOptions(cmd: Command): Command {
@@ -51,7 +52,8 @@ function addSimulationOptions(cmd: Command): Command {
     .option('--days <n>', 'window length in days when --to is not given', number('--days', { min: 0.001 }))
     .option('--late <fraction>', 'fraction of valid events sent hours after their event time', number('--late', { min: 0, max: 1 }), 0)
     .option('--duplicates <fraction>', 'fraction of valid events sent twice (same event_id, same bytes)', number('--duplicates', { min: 0, max: 1 }), 0)
-    .option('--invalid <fraction>', `extra invalid sends per valid event (${INVALID_REASONS.join(', ')})`, number('--invalid', { min: 0, max: 1 }), 0);
+    .option('--invalid <fraction>', `extra invalid sends per valid event (${INVALID_REASONS.join(', ')})`, number('--invalid', { min: 0, max: 1 }), 0)
+    .option('--v2 <fraction>', 'fraction of devices whose app sends schema_version 2 (properties.device, app_id): the same events, encoded the new way', number('--v2', { min: 0, max: 1 }), 0);
 }
 
 function windowOf(f: SimFlags, fallbackStart: number, fallbackDays: number): { startMs: number; endMs: number } {
@@ -62,7 +64,7 @@ function windowOf(f: SimFlags, fallbackStart: number, fallbackDays: number): { s
 }
 
 function simOptions(f: SimFlags, window: { startMs: number; endMs: number }): SimulationOptions {
-  return { seed: f.seed, users: f.users, ...window, lateFraction: f.late, duplicateFraction: f.duplicates, invalidFraction: f.invalid };
+  return { seed: f.seed, users: f.users, ...window, lateFraction: f.late, duplicateFraction: f.duplicates, invalidFraction: f.invalid, v2Fraction: f.v2 };
 }
 
 const program = new Command('simulate')

@@ -36,6 +36,12 @@ export interface SimulationOptions {
    * not an object, schema violations, unknown schema_version, timestamps out of range.
    */
   invalidFraction?: number;
+  /**
+   * Fraction of devices whose app sends schema_version 2 (`properties.device {type, os, model}`,
+   * `app_id`) instead of version 1 (default 0). Drawn from its own stream, so the events are
+   * the same facts whatever the fraction; only their encoding differs.
+   */
+  v2Fraction?: number;
 }
 
 export type SendKind = 'valid' | 'late' | 'duplicate' | 'invalid';
@@ -148,6 +154,15 @@ const USER_AGENTS: Record<string, string> = {
   tablet: 'Netflix/%v (iPad; iPadOS 17.4)',
   game_console: 'Netflix/%v (PlayStation 5)',
 };
+/** What a schema_version 2 app says about its device: app_id, device.os and device.model. */
+const V2_DEVICE: Record<string, { app: string; os: string; model: string }> = {
+  smart_tv: { app: 'tv-app', os: 'tizen', model: 'QE55Q80C' },
+  ios: { app: 'ios-app', os: 'ios', model: 'iPhone15,3' },
+  android: { app: 'android-app', os: 'android', model: 'Pixel 8' },
+  web: { app: 'web-app', os: 'windows', model: 'desktop' },
+  tablet: { app: 'ios-app', os: 'ipados', model: 'iPad13,18' },
+  game_console: { app: 'console-app', os: 'ps5', model: 'CFI-1216A' },
+};
 const QUALITY: Record<string, readonly (readonly [string, number])[]> = {
   smart_tv: [['4k', 5], ['hd', 4], ['sd', 1]],
   game_console: [['4k', 4], ['hd', 5], ['sd', 1]],
@@ -173,6 +188,8 @@ interface Device {
   userAgent: string;
   /** The context object as JSON, the same for every event of this user on this device. */
   contextJson?: string;
+  /** Whether this device's app sends schema_version 2. */
+  v2: boolean;
 }
 
 interface User {
@@ -205,8 +222,10 @@ interface User {
   episode: number;
 }
 
-function makeUser(seed: number, idx: number, startMs: number, endMs: number): User {
+function makeUser(seed: number, idx: number, startMs: number, endMs: number, v2Fraction = 0): User {
   const rng = new Rng(mix(seed, idx));
+  // Its own stream: the fraction of version 2 apps changes no other draw.
+  const apps = new Rng(mix(seed ^ 0x68e31da4, idx));
   const noise = new Rng(mix(seed ^ 0x5bd1e995, idx));
   const span = endMs - startMs;
   // About 60 % of users already exist at the start; the rest join during the window.
@@ -226,6 +245,7 @@ function makeUser(seed: number, idx: number, startMs: number, endMs: number): Us
       reportsType: !(type === 'web' && rng.chance(0.3)) && !rng.chance(0.02),
       appVersion,
       userAgent: USER_AGENTS[type].replace('%v', appVersion ?? ''),
+      v2: v2Fraction > 0 && apps.chance(v2Fraction),
     });
   }
   // Breaks need room (three weeks), and draw from their own stream: shorter windows, and every
@@ -285,9 +305,20 @@ function serialize(ev: Ev): string {
   if (ev.line !== undefined) return ev.line;
   const u = ev.user;
   const d = ev.device;
-  const props = d.reportsType ? `{"device_type":"${d.type}"${ev.props === '' ? '' : ','}${ev.props}}` : `{${ev.props}}`;
+  const sep = ev.props === '' ? '' : ',';
+  let props: string;
+  let version: string;
+  if (d.v2) {
+    const v2 = V2_DEVICE[d.type];
+    // A client that does not report its type (version 1: no device_type) reports no device.type.
+    const device = d.reportsType ? `{"type":"${d.type}","os":"${v2.os}","model":"${v2.model}"}` : `{"os":"${v2.os}","model":"${v2.model}"}`;
+    props = `{"device":${device}${sep}${ev.props}}`;
+    version = `,"schema_version":2,"app_id":"${v2.app}"`;
+  } else {
+    props = d.reportsType ? `{"device_type":"${d.type}"${sep}${ev.props}}` : `{${ev.props}}`;
+    version = u.sendsSchemaVersion ? ',"schema_version":1' : '';
+  }
   d.contextJson ??= JSON.stringify({ location: u.location, user_agent: d.userAgent, ip_address: u.ip, app_version: d.appVersion });
-  const version = u.sendsSchemaVersion ? ',"schema_version":1' : '';
   ev.line = `{"event_id":"${ev.id}","event_type":"${ev.type}","user_id":"${u.id}","session_id":"${ev.session}","timestamp":${ev.ts}${version},"properties":${props},"context":${d.contextJson}}`;
   return ev.line;
 }
@@ -342,7 +373,7 @@ function invalidLine(base: string, ev: Ev, reason: InvalidReason, rng: Rng, badI
       return { line: text(), eventId: badId, ts: variant === 3 ? undefined : ev.ts };
     }
     case 'unknown_schema_version':
-      obj.schema_version = rng.pick([2, 3, 99]);
+      obj.schema_version = rng.pick([3, 4, 99]);
       return { line: text(), eventId: badId, ts: ev.ts };
     case 'timestamp_out_of_range': {
       const variant = rng.int(0, 2);
@@ -377,7 +408,7 @@ export function* simulate(opts: SimulationOptions): Generator<SimulatedSend> {
   const invalidFraction = opts.invalidFraction ?? 0;
 
   const users: User[] = [];
-  for (let i = 0; i < opts.users; i++) users.push(makeUser(seed, i, startMs, endMs));
+  for (let i = 0; i < opts.users; i++) users.push(makeUser(seed, i, startMs, endMs, opts.v2Fraction ?? 0));
 
   let eventSeq = 0;
   let badSeq = 0;

@@ -134,7 +134,7 @@ describe('POST /v1/events with a JSON array', () => {
     const invalidTexts = [
       '42',
       `{ "event_id" : "${run}-x1", "event_type": "video_play", "timestamp": ${NOW} }`,
-      `{"event_id":"${run}-x2","event_type":"click","user_id":"u","timestamp":${NOW},"schema_version":2}`,
+      `{"event_id":"${run}-x2","event_type":"click","user_id":"u","timestamp":${NOW},"schema_version":3}`,
       `{"event_id":"${run}-x3","event_type":"click","user_id":"u","timestamp":946684799999}`,
       `{"event_id":"${run}-x4","event_type":"click","user_id":"u","timestamp":${NOW + 3_600_000}}`,
       JSON.stringify({ ...ev('x5'), properties: { note: 'n'.repeat(5000) } }),

@@ -167,7 +167,8 @@ beforeAll(async () => {
   const t0 = Date.now();
   const [bundle] = await Promise.all([
     buildWorkflowBundle(),
-    writeNdjson(ndjson, { seed: 2024, users: 50, startMs: D0, endMs: END, lateFraction: 0.03, duplicateFraction: 0.05, invalidFraction: 0.03 }, (s) => sends.push(s)),
+    // Half the devices send schema_version 2: every metric below holds over a stream of both versions.
+    writeNdjson(ndjson, { seed: 2024, users: 50, startMs: D0, endMs: END, lateFraction: 0.03, duplicateFraction: 0.05, invalidFraction: 0.03, v2Fraction: 0.5 }, (s) => sends.push(s)),
   ]);
   duck = await Duck.open({ threads: 1 });
   // The collector's clock is "now"; every valid simulated event is in the past.
@@ -263,6 +264,19 @@ describe('ingestion: every simulated line through the collector', () => {
     const sentReasons = new Map<string, number>();
     for (const s of sends) if (s.kind === 'invalid') sentReasons.set(s.expectedReason!, (sentReasons.get(s.expectedReason!) ?? 0) + 1);
     expect(lakeReasons.map((r) => [r.reason, n(r.n)])).toEqual([...sentReasons].sort(([a], [b]) => (a < b ? -1 : 1)));
+
+    // Both versions in the raw lake: version 2 rows carry app_id and the device's OS and model, version 1 rows NULL.
+    const rawKeys = (await listObjects(s3, cfg.s3.bucket, lakePaths.rawEventsPrefix)).map((o) => o.key);
+    const rawFiles = await stageObjects(s3, cfg.s3.bucket, rawKeys, path.join(tmp, 'raw'));
+    const versions = await duck.json(
+      `SELECT schema_version AS v, count(*) AS n, count(app_id) AS app_ids, count(device_os) AS oses, count(*) FILTER (WHERE device_type <> 'unknown') AS typed
+       FROM read_parquet(${sqlList(rawFiles)}, union_by_name = true) GROUP BY 1 ORDER BY 1`,
+    );
+    expect(versions.map((r) => n(r.v))).toEqual([1, 2]);
+    const [v1, v2] = versions;
+    expect({ app_ids: n(v1.app_ids), oses: n(v1.oses) }).toEqual({ app_ids: 0, oses: 0 });
+    expect({ app_ids: n(v2.app_ids), oses: n(v2.oses) }).toEqual({ app_ids: n(v2.n), oses: n(v2.n) });
+    expect(n(v2.typed)).toBeGreaterThan(0);
   });
 });
 

@@ -1,6 +1,6 @@
 /**
  * METRICS.md again, in plain SQL, straight from the NDJSON the simulator wrote:
- * which lines are valid events (§1), their derived dimensions, de-duplication
+ * which lines are valid events (§1, schema_version 1 and 2), their derived dimensions, de-duplication
  * by event_id in send order (§2), sessions, and every batch view the platform
  * publishes. Independent of batch-layer/sql on purpose: the tests compare what
  * the platform computed (published tables, API answers) with these.
@@ -19,6 +19,7 @@ import { sqlList, sqlString, type Duck } from '../../batch-layer/jobs/duck';
 export async function defineExpected(duck: Duck, ndjson: string, clock: number): Promise<void> {
   const str = (p: string) => `coalesce(json_type(j, '${p}'), 'VARCHAR') = 'VARCHAR'`;
   const num = (p: string) => `coalesce(json_type(j, '${p}'), 'DOUBLE') IN ('DOUBLE', 'BIGINT', 'UBIGINT')`;
+  const V2 = `json_extract_string(j, '$.schema_version') = '2'`;
   const nonEmpty = (p: string) => `CASE WHEN json_type(j, '${p}') = 'VARCHAR' AND json_extract_string(j, '${p}') <> '' THEN json_extract_string(j, '${p}') END`;
   await duck.run(`
     CREATE TABLE lines AS
@@ -35,7 +36,7 @@ export async function defineExpected(duck: Duck, ndjson: string, clock: number):
     valid AS (
       SELECT * FROM parsed
       WHERE json_type(j) = 'OBJECT'
-        AND (json_type(j, '$.schema_version') IS NULL OR (json_type(j, '$.schema_version') IN ('BIGINT', 'UBIGINT') AND json_extract_string(j, '$.schema_version') = '1'))
+        AND (json_type(j, '$.schema_version') IS NULL OR (json_type(j, '$.schema_version') IN ('BIGINT', 'UBIGINT') AND json_extract_string(j, '$.schema_version') IN ('1', '2')))
         AND json_type(j, '$.event_id') = 'VARCHAR' AND length(json_extract_string(j, '$.event_id')) BETWEEN 1 AND 128
         AND json_type(j, '$.event_type') = 'VARCHAR' AND json_extract_string(j, '$.event_type') IN (${EVENT_TYPES.map(sqlString).join(', ')})
         AND json_type(j, '$.user_id') = 'VARCHAR' AND length(json_extract_string(j, '$.user_id')) BETWEEN 1 AND 128
@@ -43,7 +44,12 @@ export async function defineExpected(duck: Duck, ndjson: string, clock: number):
         AND coalesce(json_type(j, '$.session_id'), 'NULL') IN ('VARCHAR', 'NULL') AND coalesce(length(json_extract_string(j, '$.session_id')), 0) <= 128
         AND coalesce(json_type(j, '$.properties'), 'NULL') IN ('OBJECT', 'NULL')
         AND coalesce(json_type(j, '$.context'), 'NULL') IN ('OBJECT', 'NULL')
-        AND ${['content_id', 'device_type', 'video_quality', 'page', 'target'].map((k) => str(`$.properties.${k}`)).join(' AND ')}
+        AND ${['content_id', 'video_quality', 'page', 'target'].map((k) => str(`$.properties.${k}`)).join(' AND ')}
+        -- Version 1 has a flat device_type; version 2 a device object {type, os, model} and a required app_id.
+        AND CASE WHEN ${V2} THEN json_type(j, '$.app_id') = 'VARCHAR' AND length(json_extract_string(j, '$.app_id')) BETWEEN 1 AND 64
+                   AND coalesce(json_type(j, '$.properties.device'), 'NULL') IN ('OBJECT', 'NULL')
+                   AND ${['type', 'os', 'model'].map((k) => str(`$.properties.device.${k}`)).join(' AND ')}
+                 ELSE ${str('$.properties.device_type')} END
         AND ${num('$.properties.playback_position')} AND ${num('$.properties.duration_ms')}
         AND ${['location', 'user_agent', 'ip_address', 'app_version'].map((k) => str(`$.context.${k}`)).join(' AND ')}
         AND CAST(json_extract_string(j, '$.timestamp') AS BIGINT) BETWEEN ${MIN_TIMESTAMP_MS} AND ${clock + MAX_FUTURE_SKEW_MS}
@@ -55,7 +61,7 @@ export async function defineExpected(duck: Duck, ndjson: string, clock: number):
         json_extract_string(j, '$.event_type') AS event_type,
         json_extract_string(j, '$.user_id') AS user_id,
         CAST(json_extract_string(j, '$.timestamp') AS BIGINT) AS ts,
-        coalesce(${nonEmpty('$.properties.device_type')}, 'unknown') AS device_type,
+        coalesce(CASE WHEN ${V2} THEN ${nonEmpty('$.properties.device.type')} ELSE ${nonEmpty('$.properties.device_type')} END, 'unknown') AS device_type,
         CASE WHEN regexp_full_match(split_part(json_extract_string(j, '$.context.location'), '-', 1), '[A-Za-z]{2}')
              THEN upper(split_part(json_extract_string(j, '$.context.location'), '-', 1)) ELSE 'unknown' END AS country,
         coalesce(${nonEmpty('$.context.app_version')}, 'unknown') AS app_version,

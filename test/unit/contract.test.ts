@@ -41,7 +41,10 @@ describe('validateEvent', () => {
     [null, 'not_an_object'],
     [[base], 'not_an_object'],
     ['evt', 'not_an_object'],
-    [{ ...base, schema_version: 2 }, 'unknown_schema_version'],
+    [{ ...base, schema_version: 3 }, 'unknown_schema_version'],
+    // Version 2 requires app_id and has no flat device_type.
+    [{ ...base, schema_version: 2 }, 'schema_violation'],
+    [{ ...base, schema_version: 2, app_id: 'tv-app', properties: { device: 'tv' } }, 'schema_violation'],
     [{ ...base, schema_version: '1' }, 'unknown_schema_version'],
     [{ ...base, event_id: undefined }, 'schema_violation'],
     [{ ...base, event_id: '' }, 'schema_violation'],
@@ -59,6 +62,28 @@ describe('validateEvent', () => {
       expect(r.reason).toBe(reason);
       expect(r.detail.length).toBeGreaterThan(5);
     }
+  });
+
+  it('derives the same dimensions from a version 2 event as from the version 1 event of the same facts (the upcaster)', () => {
+    const v1 = { ...base, properties: { device_type: 'tv', content_id: 'c9' }, context: { location: 'de-BE', app_version: '3.1' } };
+    const v2 = { ...base, schema_version: 2, app_id: 'tv-app', properties: { device: { type: 'tv', os: 'tizen', model: 'QE55' }, content_id: 'c9' }, context: v1.context };
+    const a = validateEvent(v1, NOW);
+    const b = validateEvent(v2, NOW);
+    expect(a.ok && b.ok).toBe(true);
+    if (!a.ok || !b.ok) return;
+    const dims = (r: typeof a.record) => [r.device_type, r.country, r.app_version, r.content_id];
+    expect(dims(b.record)).toEqual(dims(a.record));
+    expect(dims(b.record)).toEqual(['tv', 'DE', '3.1', 'c9']);
+    expect(b.record.app_id).toBe('tv-app');
+    expect('app_id' in a.record).toBe(false);
+    // app_id is a field of version 2; a version 1 event carrying it keeps it in extra.
+    const old = validateEvent({ ...v1, app_id: 'x' }, NOW);
+    expect(old.ok && old.record.extra).toEqual({ app_id: 'x' });
+    // A version 2 event without a device type is `unknown`, like a version 1 event without device_type.
+    const bare = validateEvent({ ...v2, properties: { device: { os: 'ios' } } }, NOW);
+    expect(bare.ok && bare.record.device_type).toBe('unknown');
+    const missing = validateEvent({ ...base, schema_version: 2 }, NOW);
+    expect(!missing.ok && missing.detail).toBe('app_id is required');
   });
 
   it('names the broken field in the detail', () => {

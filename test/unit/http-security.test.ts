@@ -24,6 +24,10 @@ describe('string limits of the event contract', () => {
     user_agent: (v) => ({ context: { user_agent: v } }),
     ip_address: (v) => ({ context: { ip_address: v } }),
     app_version: (v) => ({ context: { app_version: v } }),
+    // Fields of schema_version 2.
+    app_id: (v) => ({ schema_version: 2, app_id: v }),
+    device_os: (v) => ({ schema_version: 2, app_id: 'app', properties: { device: { os: v } } }),
+    device_model: (v) => ({ schema_version: 2, app_id: 'app', properties: { device: { model: v } } }),
   };
   it.each(Object.keys(MAX_LENGTH) as Array<keyof typeof MAX_LENGTH>)('%s: the limit is accepted, one more is a schema_violation', (field) => {
     const max = MAX_LENGTH[field];

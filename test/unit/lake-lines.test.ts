@@ -120,6 +120,26 @@ describe('rawLine', () => {
     }
   });
 
+  it('writes a schema_version 2 device to its columns, keeps the flat device_type and a device with other keys in extra', () => {
+    const v2 = { event_id: 'e2', event_type: 'click', user_id: 'u', timestamp: NOW - 1000, schema_version: 2, app_id: 'web-app' };
+    const line = (properties: unknown) => {
+      const v = validateEvent({ ...v2, properties }, NOW);
+      if (!v.ok) throw new Error(v.detail);
+      return JSON.parse(rawLine({ record: v.record, partition: 0, offset: '1' })) as Record<string, unknown>;
+    };
+    expect(line({ device: { type: 'tv', os: 'tizen', model: 'QE55' }, page: '/home' })).toMatchObject({
+      schema_version: 2, app_id: 'web-app', device_type: 'tv', device_os: 'tizen', device_model: 'QE55', page: '/home', extra: null,
+    });
+    // Not a field of version 2: kept, not read as the device type.
+    expect(line({ device_type: 'tv' })).toMatchObject({ device_type: 'unknown', extra: '{"properties":{"device_type":"tv"}}' });
+    expect(line({ device: { type: 'tv', vendor: 'acme' } })).toMatchObject({ device_type: 'tv', device_os: null, extra: '{"properties":{"device":{"type":"tv","vendor":"acme"}}}' });
+    // The same keys under version 1 are unknown keys: extra, as before version 2 existed.
+    const v1 = validateEvent({ ...v2, schema_version: 1, properties: { device: { type: 'tv' } } }, NOW);
+    expect(v1.ok && JSON.parse(rawLine({ record: v1.record, partition: 0, offset: '1' }))).toMatchObject({
+      app_id: null, device_type: 'unknown', device_os: null, extra: '{"app_id":"web-app","properties":{"device":{"type":"tv"}}}',
+    });
+  });
+
   it('is the line decodeMessage buffers for a valid record', () => {
     const v = validateEvent({ event_id: 'e1', event_type: 'click', user_id: 'u', timestamp: NOW - 5, properties: { page: 'p', x: 1 } }, NOW);
     if (!v.ok) throw new Error(v.detail);

@@ -186,3 +186,31 @@ describe('clock-skew columns', () => {
     ]);
   });
 });
+
+describe('schema evolution in the raw lake', () => {
+  it('reads objects written before the version 2 columns beside new ones: the missing columns are NULL', async () => {
+    const { Duck, parquetColumns, rawColumnsSelect, sqlList } = await import('../../batch-layer/jobs/duck');
+    const v2 = record({ event_id: 'evt_v2', event_type: 'click', user_id: 'u', timestamp: NOW - 1000, schema_version: 2, app_id: 'tv-app', properties: { device: { type: 'smart_tv', os: 'tizen', model: 'QE55' } } });
+    const v1 = record({ event_id: 'evt_v1', event_type: 'click', user_id: 'u', timestamp: NOW - 1000, properties: { device_type: 'smart_tv' } });
+    const current = path.join(dir, 'current.parquet');
+    await writeRawParquet([{ record: v2, partition: 0, offset: '1' }], current);
+    // An object as the lake writer wrote it before version 2 existed: without the three columns.
+    const scratch = path.join(dir, 'scratch.parquet');
+    const old = path.join(dir, 'old.parquet');
+    await writeRawParquet([{ record: v1, partition: 0, offset: '0' }], scratch);
+    await query(`COPY (SELECT * EXCLUDE (app_id, device_os, device_model) FROM read_parquet('${scratch}')) TO '${old}' (FORMAT parquet)`);
+    const duck = await Duck.open({ threads: 1 });
+    try {
+      const files = [old, current];
+      const rows = await duck.json(
+        `SELECT event_id, schema_version, device_type, app_id, device_os, device_model FROM (SELECT ${rawColumnsSelect(await parquetColumns(duck, files))} FROM read_parquet(${sqlList(files)}, union_by_name = true)) ORDER BY event_id`,
+      );
+      expect(rows).toEqual([
+        { event_id: 'evt_v1', schema_version: 1, device_type: 'smart_tv', app_id: null, device_os: null, device_model: null },
+        { event_id: 'evt_v2', schema_version: 2, device_type: 'smart_tv', app_id: 'tv-app', device_os: 'tizen', device_model: 'QE55' },
+      ]);
+    } finally {
+      duck.close();
+    }
+  });
+});
