@@ -286,7 +286,8 @@ function render(t: Template, prefix: string, ts: string): string {
 
 interface RunRequest {
   type: 'run';
-  url: string;
+  /** Collector base URLs; requests go round-robin (what a load balancer in front of several collectors does). */
+  urls: string[];
   apiKey: string;
   /** Events/s; 0 = as fast as answers come back. */
   rate: number;
@@ -324,8 +325,8 @@ async function loadgenRole(): Promise<void> {
   });
 
   async function runLoad(req: RunRequest): Promise<LoadStats> {
-    const u = new URL('/v1/events', req.url);
-    const agent = new http.Agent({ keepAlive: true, maxSockets: req.concurrency });
+    const targets = req.urls.map((url) => ({ u: new URL('/v1/events', url), agent: new http.Agent({ keepAlive: true, maxSockets: req.concurrency }) }));
+    let turn = 0;
     const stats: LoadStats = { offeredRate: req.rate, sentEvents: 0, sentRequests: 0, accepted: 0, rejected: 0, status429: 0, status503: 0, otherErrors: 0, behind: 0, seconds: 0, latencyP50Ms: 0, latencyP99Ms: 0 };
     const latencies: number[] = [];
     const start = performance.now();
@@ -342,6 +343,7 @@ async function loadgenRole(): Promise<void> {
       }
       const body = render(t, `${runId}p${pass}_`, String(Date.now()));
       const sentAt = performance.now();
+      const { u, agent } = targets[turn++ % targets.length];
       inFlight++;
       stats.sentRequests++;
       stats.sentEvents += t.events;
@@ -397,7 +399,7 @@ async function loadgenRole(): Promise<void> {
     }
     while (inFlight > 0) await new Promise<void>((r) => ((wake = r), setTimeout(r, 20)));
     stats.seconds = (performance.now() - start) / 1000;
-    agent.destroy();
+    for (const t of targets) t.agent.destroy();
     latencies.sort((a, b) => a - b);
     stats.latencyP50Ms = Math.round(latencies[Math.floor(latencies.length * 0.5)] ?? 0);
     stats.latencyP99Ms = Math.round(latencies[Math.floor(latencies.length * 0.99)] ?? 0);
@@ -469,6 +471,7 @@ interface RunFlags {
   invalid: number;
   partitions: number;
   speedProcesses: number;
+  collectors: number;
   lake: boolean;
   cpuProf?: string;
   collectorEnv: string[];
@@ -626,7 +629,7 @@ async function runLadder(f: RunFlags): Promise<void> {
   if (lake) await ensureBucket(s3Client(cfg), cfg.s3.bucket);
   const out = (s: string) => process.stdout.write(`${s}\n`);
   out(`# ingest benchmark ${id}: ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), ${Math.round(os.totalmem() / 2 ** 30)} GiB, node ${process.version}, load ${loadAvg()}`);
-  out(`topic ${cfg.kafka.rawTopic} (${f.partitions} partitions), prefix ${cfg.redis.keyPrefix}, ${f.speedProcesses} speed process(es), group ${cfg.kafka.speedGroup}`);
+  out(`topic ${cfg.kafka.rawTopic} (${f.partitions} partitions), prefix ${cfg.redis.keyPrefix}, ${f.collectors} collector(s), ${f.speedProcesses} speed process(es), group ${cfg.kafka.speedGroup}`);
   if (lake) {
     out(`lake writer: group ${cfg.kafka.lakeGroup}, bucket ${cfg.s3.bucket}, roll at ${lakeCfg.lake.rollAgeSec} s or ${(lakeCfg.lake.rollBytes / 2 ** 20).toFixed(0)} MiB`);
     if (f.duration < 2 * lakeHoldBackSec) out(`note: steps shorter than ${2 * lakeHoldBackSec} s (twice the lake's hold-back) cannot show its lag growing nor its steady-state memory`);
@@ -635,12 +638,16 @@ async function runLadder(f: RunFlags): Promise<void> {
   // One directory per process: the tsx loader's worker thread writes a profile of its own beside the main thread's.
   const nodeArgs = (name: string) => (f.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(f.cpuProf, `${id}-${name}`)}`] : []);
   if (f.cpuProf) fs.mkdirSync(f.cpuProf, { recursive: true });
-  const collectorPort = await freePort();
-  const collector: Child = {
-    name: 'collector',
-    port: collectorPort,
-    proc: startTs('collector', 'ingestion/collector/main.ts', { ...benchEnv, COLLECTOR_HOST: '127.0.0.1', COLLECTOR_PORT: String(collectorPort), ...envPairs(f.collectorEnv) }, nodeArgs('collector')),
-  };
+  const collectors: Child[] = [];
+  for (let i = 0; i < f.collectors; i++) {
+    const port = await freePort();
+    const name = `collector${f.collectors > 1 ? i + 1 : ''}`;
+    collectors.push({
+      name,
+      port,
+      proc: startTs(name, 'ingestion/collector/main.ts', { ...benchEnv, COLLECTOR_HOST: '127.0.0.1', COLLECTOR_PORT: String(port), ...envPairs(f.collectorEnv) }, nodeArgs(name)),
+    });
+  }
   const speeds: Child[] = [];
   const startSpeeds = async () => {
     for (let i = 0; i < f.speedProcesses; i++) {
@@ -666,15 +673,15 @@ async function runLadder(f: RunFlags): Promise<void> {
   await admin.connect();
   const results: StepResult[] = [];
   try {
-    await waitHealthy(`http://127.0.0.1:${collector.port}/health`, 60_000, collector.proc);
+    for (const c of collectors) await waitHealthy(`http://127.0.0.1:${c.port}/health`, 60_000, c.proc);
     for (const s of speeds) await waitHealthy(`http://127.0.0.1:${s.port}/health`, 60_000, s.proc);
     if (lakeWriter) await waitHealthy(`http://127.0.0.1:${lakeWriter.port}/health`, 60_000, lakeWriter.proc);
 
-    const collectorUrl = `http://127.0.0.1:${collector.port}`;
+    const collectorUrls = collectors.map((c) => `http://127.0.0.1:${c.port}`);
     if (f.catchup) {
       // The speed layer alone: fill the topic first (collector at full speed, no consumer), then time the drain.
-      const fill = await loadgen.run({ url: collectorUrl, apiKey: cfg.collector.apiKeys[0], rate: 0, durationSec: f.catchup, concurrency: f.concurrency });
-      out(`filled: ${fill.accepted.toLocaleString('en-US')} events accepted in ${fill.seconds.toFixed(1)} s (${Math.round(fill.accepted / fill.seconds).toLocaleString('en-US')}/s, the collector alone at full speed; collector CPU ${(procSample(collector.proc.pid!)?.cpuSec ?? 0).toFixed(1)} s since start)`);
+      const fill = await loadgen.run({ urls: collectorUrls, apiKey: cfg.collector.apiKeys[0], rate: 0, durationSec: f.catchup, concurrency: f.concurrency });
+      out(`filled: ${fill.accepted.toLocaleString('en-US')} events accepted in ${fill.seconds.toFixed(1)} s (${Math.round(fill.accepted / fill.seconds).toLocaleString('en-US')}/s, the collector alone at full speed; collector CPU ${collectors.reduce((sum, c) => sum + (procSample(c.proc.pid!)?.cpuSec ?? 0), 0).toFixed(1)} s since start)`);
       const t0 = performance.now();
       await startSpeeds();
       for (const s of speeds) await waitHealthy(`http://127.0.0.1:${s.port}/health`, 60_000, s.proc);
@@ -696,12 +703,12 @@ async function runLadder(f: RunFlags): Promise<void> {
       return;
     }
     const scrapeAll = async () => ({
-      collector: await scrape(`${collectorUrl}/metrics`),
+      collector: await Promise.all(collectorUrls.map((u) => scrape(`${u}/metrics`))),
       speed: await Promise.all(speeds.map((s) => scrape(`http://127.0.0.1:${s.port}/metrics`))),
       lake: lakeWriter ? await scrape(`http://127.0.0.1:${lakeWriter.port}/metrics`) : null,
     });
     type Scrape = Awaited<ReturnType<typeof scrapeAll>>;
-    const acceptedTotal = (m: Scrape) => sumMetric([m.collector], 'collector_events_accepted_total');
+    const acceptedTotal = (m: Scrape) => sumMetric(m.collector, 'collector_events_accepted_total');
     const consumedTotal = (m: Scrape) => sumMetric(m.speed, 'speed_events_consumed_total');
     const lakeTotal = (m: Scrape, name: string) => (m.lake ? sumMetric([m.lake], name) : 0);
 
@@ -727,7 +734,7 @@ async function runLadder(f: RunFlags): Promise<void> {
     const drainLimits = [speedDrainMax, ...(lake ? [lakeDrainMax] : [])];
 
     // Warm-up: JIT, connections, the groups' assignment; not reported. Both groups start the ladder at lag 0.
-    const warm = await loadgen.run({ url: collectorUrl, apiKey: cfg.collector.apiKeys[0], rate: Math.min(5000, f.rates[0]), durationSec: f.warmup, concurrency: f.concurrency });
+    const warm = await loadgen.run({ urls: collectorUrls, apiKey: cfg.collector.apiKeys[0], rate: Math.min(5000, f.rates[0]), durationSec: f.warmup, concurrency: f.concurrency });
     const warmDrain = await waitDrained(drainLimits.map((s) => Math.max(60, s)));
     out(`warm-up: ${warm.accepted} events accepted, drained ${warmDrain.map((d, i) => `${i === 0 ? 'speed' : 'lake'} ${d === null ? 'NOT within the limit' : `in ${d.toFixed(1)} s`}`).join(', ')}`);
 
@@ -735,7 +742,7 @@ async function runLadder(f: RunFlags): Promise<void> {
       const stack = stackPids(cfg);
       const list: Array<{ name: string; pid: number | null }> = [
         { name: 'loadgen', pid: loadgen.proc.pid ?? null },
-        { name: 'collector', pid: collector.proc.pid ?? null },
+        ...collectors.map((c) => ({ name: c.name, pid: c.proc.pid ?? null })),
         ...speeds.map((s) => ({ name: s.name, pid: s.proc.pid ?? null })),
         ...(lakeWriter ? [{ name: 'lake', pid: lakeWriter.proc.pid ?? null }] : []),
         { name: 'kafka', pid: stack.kafka },
@@ -747,7 +754,7 @@ async function runLadder(f: RunFlags): Promise<void> {
     };
     /** Columns of the per-process tables: the speed processes summed into one. */
     const columns = ['loadgen', 'collector', 'speed', 'lake', 'kafka', 'redis', 'minio'];
-    const column = (name: string) => (name.startsWith('speed') ? 'speed' : name);
+    const column = (name: string) => (name.startsWith('speed') ? 'speed' : name.startsWith('collector') ? 'collector' : name);
 
     out('');
     out('| offered/s | accepted/s | applied/s | lake/s | fresh p50/95/99 ms | lag speed/lake | drain s | clean |');
@@ -762,7 +769,7 @@ async function runLadder(f: RunFlags): Promise<void> {
       const m0 = await scrapeAll();
       const tStart = performance.now();
       const sampler = sampleLag(readLag, 500);
-      const load = await loadgen.run({ url: collectorUrl, apiKey: cfg.collector.apiKeys[0], rate, durationSec: f.duration, concurrency: f.concurrency });
+      const load = await loadgen.run({ urls: collectorUrls, apiKey: cfg.collector.apiKeys[0], rate, durationSec: f.duration, concurrency: f.concurrency });
       const tEnd = performance.now();
       const stepSec = (tEnd - tStart) / 1000;
       const samples = await sampler.stop();
@@ -783,9 +790,9 @@ async function runLadder(f: RunFlags): Promise<void> {
       const applyCount = sumMetric(m1.speed, 'speed_batch_apply_seconds_count') - sumMetric(m0.speed, 'speed_batch_apply_seconds_count');
       const applySum = sumMetric(m1.speed, 'speed_batch_apply_seconds_sum') - sumMetric(m0.speed, 'speed_batch_apply_seconds_sum');
       const okOnly = (l: string) => l.includes('outcome="ok"');
-      const prodCount = sumMetric([m1.collector], 'collector_produce_latency_seconds_count', okOnly) - sumMetric([m0.collector], 'collector_produce_latency_seconds_count', okOnly);
-      const prodSum = sumMetric([m1.collector], 'collector_produce_latency_seconds_sum', okOnly) - sumMetric([m0.collector], 'collector_produce_latency_seconds_sum', okOnly);
-      const prodMsgs = sumMetric([m1.collector], 'collector_produce_batch_messages_sum') - sumMetric([m0.collector], 'collector_produce_batch_messages_sum');
+      const prodCount = sumMetric(m1.collector, 'collector_produce_latency_seconds_count', okOnly) - sumMetric(m0.collector, 'collector_produce_latency_seconds_count', okOnly);
+      const prodSum = sumMetric(m1.collector, 'collector_produce_latency_seconds_sum', okOnly) - sumMetric(m0.collector, 'collector_produce_latency_seconds_sum', okOnly);
+      const prodMsgs = sumMetric(m1.collector, 'collector_produce_batch_messages_sum') - sumMetric(m0.collector, 'collector_produce_batch_messages_sum');
       const cpu: StepResult['cpu'] = {};
       for (const p of ps) {
         const [a, b, c] = [cpu0.get(p.name), cpu1.get(p.name), cpu2.get(p.name)];
@@ -892,7 +899,7 @@ async function runLadder(f: RunFlags): Promise<void> {
     }
   } finally {
     await loadgen.stop().catch(() => {});
-    await stopChild(collector.proc);
+    await Promise.all(collectors.map((c) => stopChild(c.proc)));
     await Promise.all(speeds.map((s) => stopChild(s.proc)));
     // Its stop flushes open files and waits for their upload (up to 60 s).
     if (lakeWriter) await stopChild(lakeWriter.proc, 70_000);
@@ -931,7 +938,7 @@ async function runLoadgenAlone(f: { rates: number[]; duration: number; batchSize
   for (const rate of f.rates) {
     const a = procSample(g.proc.pid!);
     const s = procSample(stub.pid!);
-    const st = await g.run({ url: `http://127.0.0.1:${port}`, apiKey: 'x', rate, durationSec: f.duration, concurrency: f.concurrency });
+    const st = await g.run({ urls: [`http://127.0.0.1:${port}`], apiKey: 'x', rate, durationSec: f.duration, concurrency: f.concurrency });
     const a2 = procSample(g.proc.pid!);
     const s2 = procSample(stub.pid!);
     const mib = (st.sentRequests * (g.info.bytes / g.info.bodies)) / 2 ** 20 / st.seconds;
@@ -1033,6 +1040,7 @@ async function main(): Promise<void> {
     .option('--invalid <f>', 'extra invalid events per valid one (dead-lettered)', frac('--invalid'), 0.001)
     .option('--partitions <n>', 'partitions of the bench topic', int('--partitions'), 6)
     .option('--speed-processes <n>', 'speed-layer processes in the consumer group', int('--speed-processes'), 1)
+    .option('--collectors <n>', 'collector processes; the load generator spreads requests over them round-robin', int('--collectors'), 1)
     .option('--no-lake', 'do not run the lake writer (the figures of issue 3: speed layer only)')
     .option('--cpu-prof <dir>', 'write V8 CPU profiles of the collector, the speed layer(s) and the lake writer here')
     .option('--collector-env <KEY=VALUE>', 'extra environment for the collector (repeatable)', collect, [])
