@@ -42,7 +42,7 @@ export interface InputFile {
 export interface InputRow {
   parsed: unknown;
   parseError?: string;
-  /** The text a dead letter carries: the line (NDJSON), the element (JSON), the row as a JSON object (CSV, Parquet). */
+  /** The text a dead letter carries: the line (NDJSON), the element (JSON), the row as the event it stands for (CSV, Parquet). */
   raw: string;
   /** Where it stood: `file:line` or `file:row`. */
   where: string;
@@ -181,8 +181,9 @@ async function* duckChunks(file: InputFile, skip: number, size: number): AsyncGe
       if (!chunk || chunk.rowCount === 0) break;
       for (const [j] of chunk.getRows()) {
         row++;
-        const flat = JSON.parse(String(j)) as Record<string, unknown>;
-        out.push({ parsed: toEvent(flat, file.format === 'csv'), raw: String(j), where: `${file.name}:row ${row}` });
+        const parsed = toEvent(JSON.parse(String(j)) as Record<string, unknown>, file.format === 'csv');
+        // No JSON was sent: a dead letter carries the event as the collector would have been sent it, so `dlq replay` can resend it.
+        out.push({ parsed, raw: JSON.stringify(parsed), where: `${file.name}:row ${row}` });
         if (out.length === size) {
           yield out;
           out = [];
