@@ -126,7 +126,7 @@ interface Chunk {
  * else its `sent_at` (the client's send time; no clock-skew correction is possible without the
  * receive time), else the import's clock. Read and removed, so it does not land in `extra`.
  */
-function receivedAtOf(parsed: unknown, clock: number): { event: unknown; receivedAt: number } {
+export function receivedAtOf(parsed: unknown, clock: number): { event: unknown; receivedAt: number } {
   if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) return { event: parsed, receivedAt: clock };
   const { received_at: given, ...event } = parsed as Record<string, unknown>;
   if (Number.isSafeInteger(given) && (given as number) > 0) return { event, receivedAt: given as number };
