@@ -2,8 +2,8 @@
  * `npm run import` on real MinIO: an NDJSON file (the simulator's sends: valid, late, duplicate
  * and invalid lines, plus copies of events the lake already holds) and a CSV file (new events,
  * invalid rows, copies of both) go into a lake that already holds part of the history. The import
- * is SIGKILLed after its first object and run again; then the hourly and daily jobs run and every
- * exact view must equal the independent SQL over the valid, de-duplicated rows
+ * is SIGKILLed after its first object and run again; then `--backfill` recomputes its days on a real
+ * Temporal worker and every exact view must equal the independent SQL over the valid, de-duplicated rows
  * (test/support/expected-sql.ts). The DLQ zone must hold every invalid row once, with its reason,
  * and no event may be written twice.
  */
@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import type { Client } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { s3Client } from '../../common/clients';
 import type { Config } from '../../common/config';
@@ -19,7 +20,7 @@ import { validateEvent, type DlqReason, type EventRecord } from '../../common/co
 import { hourId, lakePaths, type RunManifest } from '../../common/lake';
 import { deleteObjects, getJson, listObjects, stageObjects, uploadFile } from '../../common/lake-io';
 import { writeRawParquet, type RawRow } from '../../batch-layer/lake-writer/parquet';
-import { hoursOfDay, jobContext, listDirty, runDaily, runHourly, type JobContext } from '../../batch-layer/jobs';
+import { hoursOfDay, jobContext, listDirty, type JobContext } from '../../batch-layer/jobs';
 import { Duck, sqlList } from '../../batch-layer/jobs/duck';
 import { logger } from '../../common/log';
 import { pseudonymiser } from '../../ingestion/collector/pseudonymise';
@@ -27,8 +28,11 @@ import { simulate, type SimulatedSend } from '../../ingestion/simulator/generate
 import type { ImportState } from '../../ingestion/import/import';
 import { importIdOf, listInputs } from '../../ingestion/import/read';
 import { defineExpected, expectedSql } from '../support/expected-sql';
+import { buildWorkflowBundle } from '../../workflows/service';
 import { isolatedConfig } from '../support/isolated';
 import { spawnMain } from '../support/spawn-main';
+import { quietTemporalRuntime } from '../support/temporal';
+import { orchestrationOverrides, startOrchestration, type Orchestration } from './workflow-support';
 
 const run = promisify(execFile);
 const TSX = path.resolve('node_modules/.bin/tsx');
@@ -45,6 +49,8 @@ let tmp: string;
 let inputDir: string;
 let env: NodeJS.ProcessEnv;
 let duck: Duck;
+let orchestration: Orchestration | undefined;
+let client: Client;
 /** What went into the lake before the import (valid sends of the first quarter). */
 const lakeLines: string[] = [];
 const ndjsonLines: string[] = [];
@@ -86,12 +92,21 @@ function jsonOf(row: Record<string, string | number | undefined>): string {
 }
 
 beforeAll(async () => {
-  cfg = await isolatedConfig('import');
+  quietTemporalRuntime();
+  cfg = await isolatedConfig('import', orchestrationOverrides('import'));
   ctx = jobContext(cfg, logger('import-test'));
+  const bundle = buildWorkflowBundle();
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'import-it-'));
   inputDir = path.join(tmp, 'input');
   fs.mkdirSync(inputDir);
-  env = { ...process.env, S3_BUCKET: cfg.s3.bucket, IMPORT_CHUNK_ROWS: '25', LOG_LEVEL: 'warn' };
+  env = {
+    ...process.env,
+    S3_BUCKET: cfg.s3.bucket,
+    TEMPORAL_TASK_QUEUE: cfg.temporal.taskQueue,
+    TEMPORAL_WORKFLOW_ID_PREFIX: cfg.orchestration.workflowIdPrefix,
+    IMPORT_CHUNK_ROWS: '25',
+    LOG_LEVEL: 'warn',
+  };
 
   const sends: SimulatedSend[] = [...simulate({ seed: 15, users: 12, startMs: START, endMs: END, lateFraction: 0.02, duplicateFraction: 0.06, invalidFraction: 0.05 })];
   const cut = Math.floor(sends.length / 4);
@@ -161,9 +176,12 @@ beforeAll(async () => {
   duck = await Duck.open({ threads: 2 });
   await defineExpected(duck, expected, CLOCK);
   await duck.run(`CREATE TABLE lake_ids AS SELECT unnest(${sqlList(rows.map((r) => r.record.event_id))}) AS event_id`);
-}, 120_000);
+  orchestration = await startOrchestration(cfg, await bundle);
+  client = orchestration.client;
+}, 180_000);
 
 afterAll(async () => {
+  await orchestration?.stop();
   duck?.close();
   if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
   if (cfg) {
@@ -263,9 +281,17 @@ describe('npm run import', () => {
     expect(dirty.filter((d) => d.kind === 'hourly').map((d) => d.period)).toEqual(state.hours);
   }, 180_000);
 
-  it('the batch jobs then publish views equal to the SQL over the valid, de-duplicated rows', async () => {
-    for (const hour of HOURS) await runHourly(ctx, hour);
-    for (const day of DAYS) await runDaily(ctx, day);
+  it('once finished, the same command writes nothing; with --backfill it starts the backfill of the days it touched', async () => {
+    const before = (await listObjects(s3Client(cfg), cfg.s3.bucket, 'raw/')).map((o) => o.key).sort();
+    const { stdout } = await run(TSX, ['ingestion/import/main.ts', inputDir, '--backfill'], { env });
+    expect(stdout).toContain('already finished');
+    expect(stdout).toContain(`backfill started: 2 day(s) ${DAYS[0]}..${DAYS[1]}`);
+    expect((await listObjects(s3Client(cfg), cfg.s3.bucket, 'raw/')).map((o) => o.key).sort()).toEqual(before);
+    const workflowId = /\n  workflow (\S+)\n/.exec(stdout)![1];
+    await client.workflow.getHandle(workflowId).result();
+  }, 400_000);
+
+  it('the backfill publishes views equal to the SQL over the valid, de-duplicated rows, and clears the marks', async () => {
     expect(await listDirty(ctx)).toEqual([]);
     await expectEqual('processed', 'events', HOURS, expectedSql.events());
     await expectEqual('aggregated', 'hourly_events', HOURS, expectedSql.hourlyEvents(HOURS));
@@ -275,12 +301,5 @@ describe('npm run import', () => {
     await expectEqual('aggregated', 'daily_sessions', DAYS, expectedSql.dailySessions());
     await expectEqual('aggregated', 'daily_aggregates_with_dimensions', DAYS, expectedSql.dailyAggregatesWithDimensions());
     await expectEqual('aggregated', 'retention_cohorts', DAYS, expectedSql.retentionCohorts());
-  }, 300_000);
-
-  it('running it again once finished does nothing', async () => {
-    const before = (await listObjects(s3Client(cfg), cfg.s3.bucket, 'raw/')).length;
-    const { stdout } = await run(TSX, ['ingestion/import/main.ts', inputDir], { env });
-    expect(stdout).toContain('already finished');
-    expect((await listObjects(s3Client(cfg), cfg.s3.bucket, 'raw/')).length).toBe(before);
-  });
+  }, 120_000);
 });
