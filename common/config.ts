@@ -381,6 +381,10 @@ export function loadConfig(env: Env = process.env) {
     logLevel: str(env, 'LOG_LEVEL', 'info'),
     /** What the collector keeps of `context.ip_address` (docs/metrics.md, "IP addresses"): never the full address. */
     privacy: ipPolicy(env),
+    import: {
+      /** Rows per step of `npm run import`: each step's objects are uploaded, then its checkpoint written (the unit a crash re-does). */
+      chunkRows: int(env, 'IMPORT_CHUNK_ROWS', 50_000, 1),
+    },
   };
 }
 

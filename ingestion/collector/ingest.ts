@@ -69,7 +69,7 @@ function clip(raw: string, max: number): { raw: string; note: string } {
   return raw.length <= max ? { raw, note: '' } : { raw: raw.slice(0, max), note: ` (raw truncated to ${max} of ${raw.length} characters)` };
 }
 
-function deadLetter(ips: Pseudonymiser, reason: DlqReason, detail: string, raw: string, receivedAt: number, index?: number): OutMessage {
+export function deadLetter(ips: Pseudonymiser, reason: DlqReason, detail: string, raw: string, receivedAt: number, index?: number): OutMessage {
   const c = clip(ips.raw(raw, receivedAt), DLQ_RAW_MAX_CHARS);
   const letter: DeadLetter = { reason, detail: detail + c.note, received_at: receivedAt, raw: c.raw };
   if (index !== undefined) letter.index = index;
