@@ -30,7 +30,7 @@ import { status, up } from '../infra/stack';
 import { connectClient } from '../workflows/client';
 import { startBackfill } from '../workflows/cli/backfill';
 import { FAILURE_KINDS, KIND_NAMES, availability, killOrder, rng, stats, type Attempt, type KindName, type Signal } from './chaos-plan';
-import { freePort } from './support';
+import { envPairs, freePort } from './support';
 
 const DAY = BUCKET_MS.day;
 const INGEST_KEY = 'chaos-ingest-key';
@@ -50,6 +50,7 @@ interface Options {
   invalid: number;
   out: string;
   keep: boolean;
+  env: string[];
 }
 
 // ─────────────────────────────── the app's processes ───────────────────────────────
@@ -447,6 +448,7 @@ async function main(opts: Options): Promise<number> {
     SERVING_HOST: '127.0.0.1',
     SERVING_PORT: String(ports.serving),
     SERVING_API_KEYS: READ_KEY,
+    ...envPairs(opts.env),
   };
   const apps = Object.fromEntries(
     (Object.keys(SCRIPTS) as AppName[]).map((n) => [n, new App(n, ports[n], env, path.join(dir, `${n}.log`))]),
@@ -846,6 +848,7 @@ const program = new Command('chaos')
   .option('--clients <n>', 'concurrent client connections', (v) => Math.trunc(positive(v)), 16)
   .option('--invalid <fraction>', 'share of invalid events (rejected to the DLQ)', (v) => Number(v), 0.005)
   .option('--out <file>', 'JSON result file', `test-results/chaos-${new Date().toISOString().replace(/[:.]/g, '-')}.json`)
+  .option('--env <KEY=VALUE...>', 'a setting for every app process (e.g. SPEED_SESSION_TIMEOUT_MS=10000), repeatable', (v: string, prev: string[]) => [...prev, v], [] as string[])
   .option('--keep', 'leave the replicated stack running at the end (prints its STACK_HOME)', false)
   .showHelpAfterError();
 
