@@ -540,7 +540,10 @@ async function main(opts: Options): Promise<number> {
       [...killed].map((kind) => {
         const primary = FAILURE_KINDS[kind].primary;
         const fromKill = kills.filter((k) => k.kind === kind).map((k) => k.recovery[primary]).filter((v): v is number => v != null);
-        const fromRestart = kills.filter((k) => k.kind === kind && k.restartedAt !== null && k.recovery[primary] != null).map((k) => Math.max(0, k.killedAt + k.recovery[primary]! - k.restartedAt!));
+        // Only where recovery waited for the restart: a failover (broker, Redis, drive) recovers before it.
+        const fromRestart = kills
+          .filter((k) => k.kind === kind && k.restartedAt !== null && k.recovery[primary] != null && k.killedAt + k.recovery[primary]! > k.restartedAt)
+          .map((k) => k.killedAt + k.recovery[primary]! - k.restartedAt!);
         const unrecovered = kills.filter((k) => k.kind === kind && k.recovery[primary] == null).length;
         return [kind, { signal: primary, fromKill: stats(fromKill), fromRestart: stats(fromRestart), unrecovered }];
       }),
