@@ -285,10 +285,11 @@ class Load {
 
 /** Times at which each signal was seen working, polled in the background. */
 class Probes {
-  seen: Record<Signal, number[]> = { accept: [], speed: [], lake: [], api: [], worker: [] };
+  /** API and worker: times a probe was answered 200. */
+  seen: Record<'api' | 'worker', number[]> = { api: [], worker: [] };
+  /** Speed and lake: each poll's time and counter (events applied, raw objects uploaded). */
+  samples: Record<'speed' | 'lake', Array<{ t: number; v: number }>> = { speed: [], lake: [] };
   private timers: NodeJS.Timeout[] = [];
-  private lastApplied = -1;
-  private lastObjects = -1;
 
   constructor(
     private readonly cfg: Config,
@@ -312,29 +313,34 @@ class Probes {
     const s3 = s3Client(this.cfg);
     every(500, async () => {
       const events = await readStats(this.redis, this.cfg).then((s) => s.events).catch(() => null);
-      if (events !== null && this.lastApplied >= 0 && events > this.lastApplied) this.seen.speed.push(Date.now());
-      if (events !== null) this.lastApplied = events;
+      if (events !== null) this.samples.speed.push({ t: Date.now(), v: events });
     });
     every(1000, async () => {
       const counts = await Promise.all(this.day().map((d) => listObjects(s3, this.cfg.s3.bucket, lakePaths.rawDayPrefix(d)).then((o) => o.length))).catch(() => null);
-      const n = counts?.reduce((a, b) => a + b, 0) ?? null;
-      if (n !== null && this.lastObjects >= 0 && n > this.lastObjects) this.seen.lake.push(Date.now());
-      if (n !== null) this.lastObjects = n;
+      if (counts !== null) this.samples.lake.push({ t: Date.now(), v: counts.reduce((a, b) => a + b, 0) });
     });
     every(500, async () => {
       const t = Date.now();
       if ((await httpStatus(`http://127.0.0.1:${this.apps.serving.port}/v1/freshness`, { 'x-api-key': READ_KEY })) === 200) this.seen.api.push(t);
     });
     every(500, async () => {
-      if (await this.apps.worker.healthy()) this.seen.worker.push(Date.now());
+      const t = Date.now();
+      if (await this.apps.worker.healthy()) this.seen.worker.push(t);
     });
   }
 
-  /** The first time after `since` the signal was seen working (accept: a request started after it answered 200). */
+  /**
+   * The first time after `since` the signal was seen working: accept, a request started after it
+   * answered 200; speed and lake, the counter grew past its first reading after `since` (a step or
+   * an upload finished just before a kill must not count as recovery).
+   */
   firstAfter(signal: Signal, since: number): number | null {
-    const list = signal === 'accept' ? this.load.okStarts : this.seen[signal];
-    for (const t of list) if (t > since) return t;
-    return null;
+    if (signal === 'accept') return this.load.okStarts.find((t) => t > since) ?? null;
+    if (signal === 'api' || signal === 'worker') return this.seen[signal].find((t) => t > since) ?? null;
+    const list = this.samples[signal];
+    const i = list.findIndex((x) => x.t > since);
+    if (i < 0) return null;
+    return list.slice(i + 1).find((x) => x.v > list[i].v)?.t ?? null;
   }
 
   end(): void {
