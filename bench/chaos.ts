@@ -148,8 +148,8 @@ interface Batch {
 
 class Load {
   attempts: Attempt[] = [];
-  /** End times of requests answered 200, in order (recovery of `accept`). */
-  okStarts: number[] = [];
+  /** Requests answered 200, in the order of their answers (recovery of `accept`). */
+  okAnswers: Array<{ start: number; end: number }> = [];
   sent = 0;
   maxBacklog = 0;
   retries = 0;
@@ -268,7 +268,7 @@ class Load {
         }
         this.attempts.push({ start, end: Date.now(), status });
         if (status === 200) {
-          this.okStarts.push(start);
+          this.okAnswers.push({ start, end: Date.now() });
           this.sent += batch.events;
           break;
         }
@@ -335,7 +335,7 @@ class Probes {
    * an upload finished just before a kill must not count as recovery).
    */
   firstAfter(signal: Signal, since: number): number | null {
-    if (signal === 'accept') return this.load.okStarts.find((t) => t > since) ?? null;
+    if (signal === 'accept') return this.load.okAnswers.find((a) => a.start > since)?.end ?? null;
     if (signal === 'api' || signal === 'worker') return this.seen[signal].find((t) => t > since) ?? null;
     const list = this.samples[signal];
     const i = list.findIndex((x) => x.t > since);
