@@ -10,7 +10,9 @@
  *   - recomputing  (not exact)    when it is below W and published but some period in it is dirty
  *                                 (late data arrived; a re-run is due): the last published value,
  *   - speed        (approximate)  otherwise, when the speed layer still holds all of it,
- *   - none         (not covered)  otherwise: value null, never a zero.
+ *   - none         (not covered)  otherwise: value null, never a zero; also a speed bucket while
+ *                                 Redis cannot answer (a failover), with `reason: speed_unavailable`,
+ *                                 so the batch buckets of the reply are still served.
  * Periods are judged one by one (`stateOf`), so one old or dirty period never
  * drags the boundary back over weeks of good data.
  * W = min(the layer's computed watermark, the operator's pin), see `boundaryOf`.
@@ -42,6 +44,8 @@ export interface Bucket<V> {
   covered: boolean;
   value: V | null;
   error?: ErrorBound;
+  /** Why a bucket a layer should hold is `none`: the speed layer's store did not answer. */
+  reason?: 'speed_unavailable';
 }
 
 export type SeriesKey = Record<string, string>;
@@ -222,14 +226,23 @@ export async function merge<P, V>(
   const speedBuckets = all.filter((b) => sourceOf.get(b) === 'speed');
   const recomputing = all.filter((b) => sourceOf.get(b) === 'recomputing').length;
 
+  const speedUnavailable = new Set<number>();
   const [batchRows, speedRows] = await Promise.all([
     batch && batchBuckets.length > 0
       ? batch.read({ params: q.params, granularity: q.granularity, buckets: batchBuckets, ...span(batchBuckets, q.granularity), boundary: bound.end! })
       : Promise.resolve([] as LayerRows<V>),
     speed && speedBuckets.length > 0
-      ? speed.read({ params: q.params, granularity: q.granularity, buckets: speedBuckets, ...span(speedBuckets, q.granularity) })
+      ? speed.read({ params: q.params, granularity: q.granularity, buckets: speedBuckets, ...span(speedBuckets, q.granularity) }).catch((): LayerRows<V> => {
+          // Redis failing over or down: its buckets are unknown, not zero; the batch buckets stand.
+          for (const b of speedBuckets) {
+            sourceOf.set(b, 'none');
+            speedUnavailable.add(b);
+          }
+          return [];
+        })
       : Promise.resolve([] as LayerRows<V>),
   ]);
+  const servedSpeed = speedBuckets.length - speedUnavailable.size;
 
   // Series are the union of what both layers saw; a series one layer lacks is zero in that layer's covered buckets.
   const keys = new Map<string, SeriesKey>();
@@ -251,8 +264,8 @@ export async function merge<P, V>(
   // `recomputing` appears only when some bucket is, so clients that know three sources see no change otherwise.
   const coverage: Coverage = {
     batch: batchBuckets.length - recomputing,
-    speed: speedBuckets.length,
-    none: all.length - batchBuckets.length - speedBuckets.length,
+    speed: servedSpeed,
+    none: all.length - batchBuckets.length - servedSpeed,
     ...(recomputing > 0 ? { recomputing } : {}),
   };
   const rse = speed?.relativeStdError;
@@ -262,7 +275,11 @@ export async function merge<P, V>(
       key,
       buckets: all.map((start): Bucket<V> => {
         const source = sourceOf.get(start)!;
-        if (source === 'none') return { start, source, exact: false, covered: false, value: null };
+        if (source === 'none') {
+          return speedUnavailable.has(start)
+            ? { start, source, exact: false, covered: false, value: null, reason: 'speed_unavailable' }
+            : { start, source, exact: false, covered: false, value: null };
+        }
         const layer = source === 'speed' ? fromSpeed : fromBatch;
         const value = layer.get(id)?.get(start) ?? def.zero(key);
         const bucket: Bucket<V> = { start, source, exact: source === 'batch', covered: true, value };

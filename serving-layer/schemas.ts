@@ -219,6 +219,7 @@ export function mergedResponse(value: object, description: string) {
                   exact: { type: 'boolean' },
                   covered: { type: 'boolean', description: 'false: neither layer holds this bucket; value is null (unknown, not zero)' },
                   value,
+                  reason: { type: 'string', enum: ['speed_unavailable'], description: 'why a bucket is none: speed_unavailable when Redis did not answer (a failover); retry shortly' },
                   error: {
                     type: 'object',
                     description: 'error bound of an estimate: value ± ci95 is its 95 % interval, measured for Redis HyperLogLog (at least ±2; ±1.4 % below 20,000, ±1.9 % above; bench/hll-error.ts)',

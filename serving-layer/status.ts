@@ -58,7 +58,8 @@ export class ServingStatus {
 
   async freshness() {
     const t = this.now();
-    const f = await readFreshness(this.redis, this.cfg);
+    // Unknown (null) while Redis fails over: a metric reply must not fail for its freshness note.
+    const f = await readFreshness(this.redis, this.cfg).catch(() => null);
     const hourlyEnd = boundaryOf(this.store.watermark(), 'hourly').end;
     return {
       speed_lag_ms: f?.lastMs ?? null,

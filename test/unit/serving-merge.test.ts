@@ -145,3 +145,24 @@ describe('merge: the time boundary W', () => {
     await expect(merge(fakeMetric(), { ...q(T0, T0 + H), granularity: 'second' }, ctx(watermark(null)))).rejects.toMatchObject({ parameter: 'granularity' });
   });
 });
+
+describe('merge: the speed layer unreachable (a Redis failover)', () => {
+  it('serves the batch buckets and marks the speed buckets none with a reason, instead of failing the reply', async () => {
+    const def = fakeMetric();
+    def.speed!.read = async () => {
+      throw new Error('All sentinels are unreachable');
+    };
+    const r = await merge(def, q(T0, T0 + 6 * H), ctx(watermark(T0 + 4 * H)));
+    const b = r.series[0].buckets;
+    expect(b.map((x) => [x.source, x.value, x.reason])).toEqual([
+      ['batch', 1000, undefined],
+      ['batch', 1001, undefined],
+      ['batch', 0, undefined],
+      ['batch', 1003, undefined],
+      ['none', null, 'speed_unavailable'],
+      ['none', null, 'speed_unavailable'],
+    ]);
+    expect(r.coverage).toEqual({ batch: 4, speed: 0, none: 2 });
+    expect(r.complete).toBe(false);
+  });
+});
