@@ -269,7 +269,7 @@ export function loadConfig(env: Env = process.env) {
       /** Multipart part size for large objects. */
       partSizeBytes: int(env, 'LAKE_PART_SIZE_BYTES', 16 * 1024 * 1024, 5 * 1024 * 1024),
       /** How long a crashed writer holds its partitions before the group hands them to another member. */
-      sessionTimeoutMs: int(env, 'LAKE_SESSION_TIMEOUT_MS', 30_000, 6_000),
+      sessionTimeoutMs: int(env, 'LAKE_SESSION_TIMEOUT_MS', 10_000, 6_000),
       /**
        * Consumer-lag alerts on the lake group (raised by the serving layer): more messages than this behind,
        * or no committed progress for this long while behind. Files roll after LAKE_ROLL_AGE_SEC, so its
@@ -308,7 +308,7 @@ export function loadConfig(env: Env = process.env) {
       /** A Redis step not answered within this is retried (a hung Redis must not stall the partition silently). */
       redisTimeoutMs: int(env, 'SPEED_REDIS_TIMEOUT_MS', 10_000, 100),
       /** A killed consumer's partitions move to the others after this long (Kafka's minimum is 6 s). */
-      sessionTimeoutMs: int(env, 'SPEED_SESSION_TIMEOUT_MS', 30_000, 6000),
+      sessionTimeoutMs: int(env, 'SPEED_SESSION_TIMEOUT_MS', 10_000, 6000),
       /**
        * Bounds of one Redis step (one script call): a consumed batch whose fold would exceed any of them is
        * applied as several steps, each over a sub-range of offsets with its own offset guard. What a step

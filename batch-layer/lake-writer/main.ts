@@ -18,7 +18,7 @@ Environment (defaults in common/config.ts):
   LAKE_PART_SIZE_BYTES     multipart part size (16 MB)
   LAKE_DUCKDB_THREADS      threads of the Parquet encoder (2)
   LAKE_WRITER_PORT         /metrics and /health (9471)
-  LAKE_SESSION_TIMEOUT_MS  consumer-group session timeout (30000)
+  LAKE_SESSION_TIMEOUT_MS  consumer-group session timeout (10000)
   LAKE_GROUP, TOPIC_RAW, TOPIC_DLQ, S3_BUCKET, S3_ENDPOINT, KAFKA_BROKERS`,
   start: ({ cfg }) => startLakeWriter(cfg),
   stopping: 'stopping: flushing open files',
