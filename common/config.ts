@@ -381,6 +381,15 @@ export function loadConfig(env: Env = process.env) {
     logLevel: str(env, 'LOG_LEVEL', 'info'),
     /** What the collector keeps of `context.ip_address` (docs/metrics.md, "IP addresses"): never the full address. */
     privacy: ipPolicy(env),
+    erasure: {
+      /**
+       * Key of the HMAC-SHA256 that names erased users in audit records and derives a request's id
+       * (never the ids in clear). The default suits the local stack only: set a secret in production.
+       */
+      auditKey: str(env, 'ERASURE_AUDIT_KEY', 'local-stack-erasure-audit-key'),
+      /** Scan, rewrite and re-scan rounds before an erasure that keeps finding the users fails. */
+      maxRounds: int(env, 'ERASURE_MAX_ROUNDS', 3, 1),
+    },
   };
 }
 
