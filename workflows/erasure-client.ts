@@ -3,7 +3,7 @@
  * admin routes. Workflow and query by name with type-only imports, so the serving layer
  * never loads the workflow code.
  */
-import { WorkflowNotFoundError, type Client, type WorkflowHandle } from '@temporalio/client';
+import { WorkflowNotFoundError, type Client, type WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
 import { checkUsers, erasureRequestId } from '../batch-layer/erasure/lake';
 import type { Config } from '../common/config';
 import { workflowLink } from './client';
@@ -16,7 +16,7 @@ export interface StartedErasure {
   requestId: string;
   workflowId: string;
   url: string;
-  handle: WorkflowHandle<typeof eraseUsers>;
+  handle: WorkflowHandleWithFirstExecutionRunId<typeof eraseUsers>;
 }
 
 /** Starts the erasure workflow (one per set of users: a repeated request joins the running one). */
