@@ -111,12 +111,13 @@ async function holderOf(duck: Duck, file: string): Promise<Holder> {
 
 /**
  * The rows of the users. A dead letter holds the event as received: its user is readable when
- * the id appears as a JSON string in it (the quotes keep `u1` from matching `u10`).
+ * the id appears as a JSON string in it, or ends a line cut short (the quotes keep `u1` from
+ * matching `u10`).
  */
-function erasedRows(holder: Exclude<Holder, null>): string {
+export function erasedRows(holder: Exclude<Holder, null>): string {
   return holder === 'user_id'
     ? `user_id IN (SELECT id FROM erased_users)`
-    : `EXISTS (SELECT 1 FROM erased_users u WHERE contains(raw, '"' || u.id || '"'))`;
+    : `EXISTS (SELECT 1 FROM erased_users u WHERE contains(raw, '"' || u.id || '"') OR ends_with(raw, '"' || u.id))`;
 }
 
 async function countErased(duck: Duck, file: string, holder: Exclude<Holder, null>): Promise<number> {
@@ -386,7 +387,7 @@ export interface ErasureAudit {
 }
 
 /** The audit record, beside the pin audit; the plan object is removed, its round is over. */
-export async function writeErasureAudit(ctx: JobContext, audit: Omit<ErasureAudit, 'userHashes' | 'completedAt'>, users: readonly string[]): Promise<ErasureAudit> {
+export async function writeErasureAudit(ctx: JobContext, audit: Omit<ErasureAudit, 'userHashes' | 'completedAt'>, users: readonly string[]): Promise<{ key: string; record: ErasureAudit }> {
   const ids = checkUsers(users);
   const at = new Date();
   const record: ErasureAudit = { ...audit, completedAt: at.toISOString(), userHashes: ids.map((u) => userHash(ctx.cfg.erasure.auditKey, u)).sort() };
@@ -397,5 +398,5 @@ export async function writeErasureAudit(ctx: JobContext, audit: Omit<ErasureAudi
   await deleteObjects(ctx.s3, ctx.bucket, [erasurePlanKey(audit.requestId)]);
   const { userHashes: _h, ...line } = record;
   ctx.log.warn({ audit: 'erasure', ...line, key: existing?.key ?? key }, 'users erased');
-  return record;
+  return { key: existing?.key ?? key, record };
 }
