@@ -38,7 +38,7 @@ export async function startErasure(client: Client, cfg: Config, users: readonly 
   return { requestId, workflowId, url: workflowLink(cfg, workflowId), handle };
 }
 
-export type ErasureState = 'running' | 'completed' | 'failed' | 'cancelled' | 'terminated' | 'timed_out' | 'unknown';
+export type ErasureState = 'running' | 'completed' | 'failed' | 'cancelled' | 'terminated' | 'timed_out' | 'continued_as_new' | 'unknown';
 
 export interface ErasureStatus {
   requestId: string;
