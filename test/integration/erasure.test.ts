@@ -120,12 +120,13 @@ async function objectsHolding(ids: readonly string[]): Promise<string[]> {
   const hits: string[] = [];
   const objects = await listObjects(s3, cfg.s3.bucket, '');
   const dir = fs.mkdtempSync(path.join(tmp, 'scan-'));
-  for (const o of objects) {
+  for (const [i, o] of objects.entries()) {
     const res = await s3.send(new GetObjectCommand({ Bucket: cfg.s3.bucket, Key: o.key }));
     const bytes = Buffer.from(await res.Body!.transformToByteArray());
     if (ids.some((id) => bytes.includes(id))) hits.push(`${o.key} (bytes)`);
     if (!o.key.endsWith('.parquet')) continue;
-    const file = path.join(dir, 'o.parquet');
+    // A name per object: DuckDB caches a Parquet file's metadata by its path.
+    const file = path.join(dir, `${i}.parquet`);
     fs.writeFileSync(file, bytes);
     const n = await duck.scalar(
       `SELECT count(*) FROM read_parquet(${sqlString(file)}, hive_partitioning = false) t WHERE ${ids.map((id) => `contains(CAST(t AS VARCHAR), ${sqlString(id)})`).join(' OR ')}`,
