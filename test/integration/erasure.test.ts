@@ -27,7 +27,9 @@ import { Duck, sqlList, sqlString } from '../../batch-layer/jobs/duck';
 import { erasureAuditPrefix, erasurePlanKey, userHash, type ErasureAudit } from '../../batch-layer/erasure/lake';
 import { writeNdjson, type SimulatedSend } from '../../ingestion/simulator/generate';
 import { erasureStatus, startErasure } from '../../workflows/erasure-client';
+import { startServing, type Serving } from '../../serving-layer/service';
 import { buildWorkflowBundle } from '../../workflows/service';
+import type { eraseUsers } from '../../workflows/workflows';
 import { main as eraseCli } from '../../workflows/cli/erase';
 import { defineExpected, expectedSql } from '../support/expected-sql';
 import { dropIsolated, isolatedConfig } from '../support/isolated';
@@ -44,6 +46,7 @@ const NOW = END + 2 * 86_400_000;
 const PARTITIONS = 2;
 const HOURS = DAYS.flatMap(hoursOfDay);
 const SEED = 57;
+const ADMIN = 'erasure-admin-key';
 
 let cfg: Config;
 let redis: Redis;
@@ -179,7 +182,7 @@ async function expectEqual(table: string, periods: readonly string[], expected: 
 
 beforeAll(async () => {
   quietTemporalRuntime();
-  cfg = await isolatedConfig('erasure', { ...orchestrationOverrides('erasure'), BATCH_SUPERSEDED_GRACE_MS: '3000' });
+  cfg = await isolatedConfig('erasure', { ...orchestrationOverrides('erasure'), BATCH_SUPERSEDED_GRACE_MS: '3000', SERVING_ADMIN_KEYS: ADMIN, SERVING_API_KEYS: 'erasure-read-key' });
   redis = redisClient(cfg);
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'erasure-it-'));
   const ndjson = path.join(tmp, 'sends.ndjson');
@@ -216,13 +219,30 @@ describe('erasure of two users', () => {
   }, 120_000);
 
   it('removes them from every object and key, survives a worker stopped mid-way, recomputes exactly, and leaves an audit record without the ids', async () => {
-    let worker = await startTestWorker(cfg, bundle);
     const requestedAt = Date.now();
-    const started = await startErasure(client, cfg, erased);
-    expect(started.requestId).toMatch(/^er-[0-9a-f]{16}$/);
-    expect(started.url).toContain(encodeURIComponent(started.workflowId));
-    // The same users again join the running request.
-    expect((await startErasure(client, cfg, [...erased].reverse())).handle.firstExecutionRunId).toBe(started.handle.firstExecutionRunId);
+    // Through the admin API (no worker yet: the request waits in Temporal); the CLI starts it through the same client code (workflows/erasure-client.ts).
+    const serving: Serving = await startServing(cfg, { port: 0, host: '127.0.0.1' });
+    let reply: { request_id: string; workflow_id: string; workflow_url: string; status_url: string };
+    try {
+      const post = (users: string[]) =>
+        fetch(`${serving.url}/v1/admin/erasures`, { method: 'POST', headers: { 'x-api-key': ADMIN, 'content-type': 'application/json' }, body: JSON.stringify({ users }) });
+      const res = await post(erased);
+      expect(res.status).toBe(202);
+      reply = (await res.json()) as typeof reply;
+      expect(reply.request_id).toMatch(/^er-[0-9a-f]{16}$/);
+      expect(reply.workflow_url).toContain(encodeURIComponent(reply.workflow_id));
+      // The same users again (any order) join the running request.
+      expect(((await (await post([...erased].reverse())).json()) as typeof reply).request_id).toBe(reply.request_id);
+      const got = await fetch(`${serving.url}${reply.status_url}`, { headers: { 'x-api-key': ADMIN } });
+      expect(got.status).toBe(200);
+      expect(await got.json()).toMatchObject({ request_id: reply.request_id, workflow_id: reply.workflow_id, state: 'running', audit_key: null });
+    } finally {
+      await serving.stop();
+    }
+    const started = { requestId: reply.request_id, workflowId: reply.workflow_id, handle: client.workflow.getHandle<typeof eraseUsers>(reply.workflow_id) };
+    // The CLI's path names the same request.
+    expect((await startErasure(client, cfg, erased)).requestId).toBe(started.requestId);
+    let worker = await startTestWorker(cfg, bundle);
 
     // Stop the worker while a step of the erasure is in flight, then start another one.
     const midway = await waitFor('the erasure to reach its recompute', async () => {
