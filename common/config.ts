@@ -385,8 +385,20 @@ export function loadConfig(env: Env = process.env) {
       /** Rows per step of `npm run import`: each step's objects are uploaded, then its checkpoint written (the unit a crash re-does). */
       chunkRows: int(env, 'IMPORT_CHUNK_ROWS', 50_000, 1),
     },
+    erasure: {
+      /**
+       * Key of the HMAC-SHA256 that names erased users in audit records and derives a request's id
+       * (never the ids in clear). The default suits the local stack only: set a secret in production.
+       */
+      auditKey: str(env, 'ERASURE_AUDIT_KEY', DEFAULT_ERASURE_AUDIT_KEY),
+      /** Scan, rewrite and re-scan rounds before an erasure that keeps finding the users fails. */
+      maxRounds: int(env, 'ERASURE_MAX_ROUNDS', 3, 1),
+    },
   };
 }
+
+/** The erasure audit key of the local stack; a production serving layer refuses it (common/http/production.ts). */
+export const DEFAULT_ERASURE_AUDIT_KEY = 'local-stack-erasure-audit-key';
 
 /** IP_PSEUDONYMISATION `truncate` (IPv4 /24, IPv6 /48) or `hash` (HMAC-SHA256 keyed by IP_HASH_SALT, per UTC day with IP_HASH_ROTATION=daily). */
 function ipPolicy(env: Env) {

@@ -40,6 +40,7 @@ import type { Config } from '../common/config';
 import type { RunManifest, Watermark } from '../common/lake';
 import { logger } from '../common/log';
 import { speedKeys } from '../common/speed-keys';
+import { createErasureActivities } from './erasure-activities';
 import type { DayInOneStepResult, LateData, OrchestrationSettings, PrepareDayResult, RunSummary } from './types';
 
 function summarize(m: RunManifest): RunSummary {
@@ -239,7 +240,8 @@ export function createActivities(cfg: Config) {
     await redis?.quit().catch(() => undefined);
   }
 
-  return { activities, close };
+  // The erasure steps (erasure-activities.ts) share this worker's step wrapper and Redis connection.
+  return { activities: Object.assign(activities, createErasureActivities(cfg, step, () => (redis ??= redisClient(cfg)))), close };
 }
 
 export type BatchActivities = ReturnType<typeof createActivities>['activities'];

@@ -22,6 +22,11 @@ export function compactWorkflowId(prefix: string, day: string): string {
   return `${prefix}compact-${day}`;
 }
 
+/** `erasure-er-<16 hex>`: one workflow per erasure request (its id derives from the set of users). */
+export function erasureWorkflowId(prefix: string, requestId: string): string {
+  return `${prefix}erasure-${requestId}`;
+}
+
 export const SCHEDULE_NAMES = ['hourly', 'daily', 'reconcile', 'retention', 'compact'] as const;
 export type ScheduleName = (typeof SCHEDULE_NAMES)[number];
 

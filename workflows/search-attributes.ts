@@ -10,7 +10,7 @@ export const BATCH_PERIOD = defineSearchAttributeKey('BatchPeriod', SearchAttrib
 export const SCHEDULED_START_TIME = defineSearchAttributeKey('TemporalScheduledStartTime', SearchAttributeType.DATETIME);
 
 /** Kinds shown in BatchKind; the scheduled triggers get their own so a period lists its real run once. */
-export type BatchKind = 'hourly' | 'daily' | 'backfill' | 'reconcile' | 'compact' | 'retention' | 'scheduled-hourly' | 'scheduled-daily';
+export type BatchKind = 'hourly' | 'daily' | 'backfill' | 'reconcile' | 'compact' | 'retention' | 'scheduled-hourly' | 'scheduled-daily' | 'erasure';
 
 export function batchAttributes(kind: BatchKind, period?: string): SearchAttributePair[] {
   const pairs: SearchAttributePair[] = [{ key: BATCH_KIND, value: kind }];

@@ -99,3 +99,28 @@ export interface FanOutResult {
  * workflow bundle can use them without pulling in the batch layer).
  */
 export const NON_RETRYABLE_TYPES = ['NonRetryableBatchError', 'CorruptObjectError', 'MissingHoursError', 'QualityCheckError', 'InvalidPeriodError', 'RawInputGoneError'];
+
+/** What starts an erasure: the request id (derived from the users) and the users themselves. */
+export interface ErasureInput {
+  requestId: string;
+  users: string[];
+  requestedAt: string;
+}
+
+export type ErasureStepName = 'starting' | 'scanning' | 'rewriting raw' | 'rewriting published' | 'redis' | 'recomputing hours' | 'recomputing days' | 'waiting out the grace' | 'removing superseded' | 'auditing' | 'finished';
+
+/** The erasure workflow's progress (query `erasureProgress`): counts only, never an id. */
+export interface ErasureProgress {
+  requestId: string;
+  users: number;
+  step: ErasureStepName;
+  round: number;
+  objectsScanned: number;
+  rewritten: { raw: number; dlq: number; published: number };
+  rowsRemoved: number;
+  objectsRemoved: number;
+  redisRemoved: number;
+  periods: { hourly: { done: number; total: number }; daily: { done: number; total: number } };
+  failures: PeriodFailure[];
+  userTables: string[];
+}

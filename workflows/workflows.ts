@@ -39,6 +39,8 @@ import {
   type BackfillInput,
   type BackfillMode,
   type BackfillProgress,
+  type ErasureInput,
+  type ErasureProgress,
   type FanOutResult,
   type OrchestrationSettings,
   type PeriodFailure,
@@ -544,4 +546,125 @@ export async function applyRetention(): Promise<{
   const retention = await heavy.removeExpiredRaw(now);
   const gc = await heavy.collectOldRuns(now);
   return { ...retention, supersededRuns: gc };
+}
+
+export const erasureProgressQuery = defineQuery<ErasureProgress>('erasureProgress');
+
+export interface ErasureResult {
+  requestId: string;
+  auditKey: string;
+  rounds: number;
+  progress: ErasureProgress;
+}
+
+/**
+ * Erases users from every zone of the lake and from Redis, then recomputes what they were
+ * counted in. Each round: scan the lake; rewrite the raw objects and dead letters holding them
+ * in place, and the published outputs through a manifest swap; clear Redis (first round);
+ * recompute the touched hours, then every published day from the first touched one, in order,
+ * as the period workflows (so never at once with another run of a period); wait out the
+ * grace a reader of a previous manifest has; delete the superseded objects. The next round's
+ * scan must find nothing (a run racing the erasure can publish the users again: then it goes
+ * round again, at most ERASURE_MAX_ROUNDS times). The audit record comes last.
+ */
+export async function eraseUsers(input: ErasureInput): Promise<ErasureResult> {
+  const progress: ErasureProgress = {
+    requestId: input.requestId,
+    users: input.users.length,
+    step: 'starting',
+    round: 0,
+    objectsScanned: 0,
+    rewritten: { raw: 0, dlq: 0, published: 0 },
+    rowsRemoved: 0,
+    objectsRemoved: 0,
+    redisRemoved: 0,
+    periods: { hourly: { done: 0, total: 0 }, daily: { done: 0, total: 0 } },
+    failures: [],
+    userTables: [],
+  };
+  setHandler(erasureProgressQuery, () => progress);
+  const s = await orchestrationSettings();
+  const { erasureSettings } = proxyLocalActivities<BatchActivities>({ startToCloseTimeout: '30 seconds' });
+  const e = await erasureSettings();
+  const { heavy, light } = activitiesFor(s);
+  const hourly = new Set<string>();
+  const daily = new Set<string>();
+  let objectsScanned = 0;
+  for (let round = 0; ; round++) {
+    progress.round = round;
+    progress.step = 'scanning';
+    const plan = await heavy.findErasedUsers(input.requestId, input.users, round);
+    objectsScanned += plan.objectsScanned;
+    progress.objectsScanned = objectsScanned;
+    if (round === 0) progress.userTables = plan.userTables;
+    if (plan.raw + plan.dlq + plan.published + plan.unnamed === 0) break;
+    if (round >= e.maxRounds) {
+      throw ApplicationFailure.create({
+        type: 'ErasureIncomplete',
+        message: `erasure ${input.requestId}: objects still hold the users after ${round} round(s) (raw ${plan.raw}, dead letters ${plan.dlq}, published ${plan.published}, unnamed ${plan.unnamed}); a batch run keeps publishing them?`,
+        nonRetryable: true,
+        details: [progress],
+      });
+    }
+    progress.step = 'rewriting raw';
+    const raw = await heavy.rewriteRawWithoutUsers(input.requestId, input.users);
+    progress.rewritten.raw += plan.raw;
+    progress.rewritten.dlq += plan.dlq;
+    progress.rowsRemoved += raw.rows;
+    progress.step = 'rewriting published';
+    const published = await heavy.rewritePublishedWithoutUsers(input.requestId, input.users);
+    progress.rewritten.published += published.objects;
+    progress.rowsRemoved += published.rows;
+    if (round === 0) {
+      progress.step = 'redis';
+      progress.redisRemoved = await light.eraseUsersFromRedis(input.users);
+    }
+    // Hours first (a day reads its hours' processed events), then the days oldest first.
+    progress.step = 'recomputing hours';
+    progress.periods.hourly.total += plan.hours.length;
+    const hours = await fanOut(s, 'hourly', plan.hours, s.childConcurrency);
+    progress.periods.hourly.done += hours.done.length;
+    progress.step = 'recomputing days';
+    progress.periods.daily.total += plan.days.length;
+    const days = await fanOut(s, 'daily', [...plan.days].sort(), 1);
+    progress.periods.daily.done += days.done.length;
+    progress.failures.push(...hours.failures, ...days.failures);
+    for (const h of hours.done) hourly.add(h);
+    for (const d of days.done) daily.add(d);
+    progress.step = 'waiting out the grace';
+    await sleep(e.graceMs);
+    progress.step = 'removing superseded';
+    const removed = await light.removeSupersededObjects(input.requestId, published.superseded, Date.now());
+    progress.objectsRemoved += removed.deleted;
+  }
+  progress.step = 'auditing';
+  const info = workflowInfo();
+  const auditKey = await light.writeErasureAudit(
+    {
+      requestId: input.requestId,
+      workflowId: info.workflowId,
+      requestedAt: input.requestedAt,
+      users: input.users.length,
+      rounds: progress.round,
+      objectsScanned,
+      objectsRewritten: progress.rewritten,
+      objectsRemoved: progress.objectsRemoved,
+      rowsRemoved: progress.rowsRemoved,
+      periodsRecomputed: { hourly: [...hourly].sort(), daily: [...daily].sort() },
+      redisRemoved: progress.redisRemoved,
+      userTables: progress.userTables,
+      hllExpireBy: new Date(Date.now() + e.retentionMs + 86_400_000).toISOString(),
+    },
+    input.users,
+  );
+  progress.step = 'finished';
+  if (progress.failures.length > 0) {
+    throw ApplicationFailure.create({
+      type: 'ErasureRecomputeFailed',
+      message: failuresMessage(`erasure ${input.requestId}: the lake holds no trace of the users, but recomputing`, progress.failures, progress.periods.hourly.total + progress.periods.daily.total),
+      nonRetryable: true,
+      details: [progress],
+    });
+  }
+  return { requestId: input.requestId, auditKey, rounds: progress.round, progress };
 }

@@ -4,7 +4,7 @@
  * naming the variable to change; ALLOW_INSECURE_SETTINGS=true overrides (for a
  * staging box behind a firewall, say) and is logged as a warning.
  */
-import { ConfigError, type Config } from '../config';
+import { ConfigError, DEFAULT_ERASURE_AUDIT_KEY, type Config } from '../config';
 
 export type HttpService = 'serving' | 'collector';
 
@@ -23,6 +23,8 @@ export function insecureSettings(service: HttpService, cfg: Config): string[] {
     devKeys('SERVING_ADMIN_KEYS', cfg.serving.adminKeys);
     if (cfg.serving.corsOrigins.includes('*')) out.push('SERVING_CORS_ORIGINS=* lets any web page call the API: list the dashboard origins');
     bindAll('SERVING_HOST', cfg.serving.host);
+    // The serving layer starts erasures (POST /v1/admin/erasures); with the published default key anyone can test an id against the audit records.
+    if (cfg.erasure.auditKey === DEFAULT_ERASURE_AUDIT_KEY) out.push('ERASURE_AUDIT_KEY is the local-stack default: set a secret (it keys the hashes of erased users in the audit records)');
   } else {
     devKeys('COLLECTOR_API_KEYS', cfg.collector.apiKeys);
     bindAll('COLLECTOR_HOST', cfg.collector.host);

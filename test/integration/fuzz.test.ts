@@ -9,6 +9,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { Client, Connection } from '@temporalio/client';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { redisClient } from '../../common/clients';
@@ -51,8 +52,9 @@ describe('fuzzing from the OpenAPI documents', () => {
 
   beforeAll(async () => {
     st = ensureSchemathesis(config(), (l) => process.stderr.write(`[fuzz] ${l}\n`));
-    // The fuzzer holds the admin key: what it pins stays in this test's own bucket and prefix.
-    cfg = await isolatedConfig('fuzz', { SERVING_API_KEYS: 'fuzz-read', SERVING_ADMIN_KEYS: 'fuzz-admin', COLLECTOR_API_KEYS: 'fuzz-ingest', SERVING_RATE_LIMIT_PER_MIN: '1000000', SERVING_ANONYMOUS_RATE_LIMIT_PER_MIN: '1000000', COLLECTOR_ANONYMOUS_RATE_LIMIT_PER_MIN: '1000000' });
+    // The fuzzer holds the admin key: what it pins stays in this test's own bucket and prefix, the
+    // erasures it requests in its own task queue and workflow ids (no worker: afterAll ends them).
+    cfg = await isolatedConfig('fuzz', { TEMPORAL_WORKFLOW_ID_PREFIX: `fuzz-${process.pid}-`, SERVING_API_KEYS: 'fuzz-read', SERVING_ADMIN_KEYS: 'fuzz-admin', COLLECTOR_API_KEYS: 'fuzz-ingest', SERVING_RATE_LIMIT_PER_MIN: '1000000', SERVING_ANONYMOUS_RATE_LIMIT_PER_MIN: '1000000', COLLECTOR_ANONYMOUS_RATE_LIMIT_PER_MIN: '1000000' });
     // Published batch views, so generated queries reach DuckDB and not only empty tables.
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fuzz-'));
     const start = bucketStart(Date.now(), 'day') - BUCKET_MS.day;
@@ -68,6 +70,13 @@ describe('fuzzing from the OpenAPI documents', () => {
   afterAll(async () => {
     await serving?.stop();
     await collector?.stop();
+    if (cfg) {
+      const temporal = new Client({ connection: await Connection.connect({ address: cfg.temporal.address }), namespace: cfg.temporal.namespace });
+      for await (const w of temporal.workflow.list({ query: `TaskQueue = '${cfg.temporal.taskQueue}' AND ExecutionStatus = 'Running'` })) {
+        await temporal.workflow.getHandle(w.workflowId, w.runId).terminate('fuzz test over').catch(() => undefined);
+      }
+      await temporal.connection.close();
+    }
     const redis = redisClient(cfg);
     await dropIsolated(cfg, redis);
     redis.disconnect();
@@ -75,7 +84,7 @@ describe('fuzzing from the OpenAPI documents', () => {
 
   it('the query API: no 5xx, every reply as documented', async () => {
     const r = await schemathesis(st, serving.url, 'fuzz-admin');
-    expect(r.out).toMatch(/Tested: 16/);
+    expect(r.out).toMatch(/Tested: 18/);
     expect(r.code, report(r.out)).toBe(0);
     expect(r.out).toMatch(/No issues found/);
   }, 15 * 60_000);

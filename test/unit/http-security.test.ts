@@ -63,17 +63,17 @@ describe('KeyRing', () => {
 describe('production settings', () => {
   const dev = loadConfig({});
   it('refuses the development defaults with NODE_ENV=production, naming each setting', () => {
-    expect(() => checkProductionSettings('serving', dev, { NODE_ENV: 'production' })).toThrow(/SERVING_API_KEYS[\s\S]*SERVING_ADMIN_KEYS[\s\S]*SERVING_CORS_ORIGINS[\s\S]*SERVING_HOST/);
+    expect(() => checkProductionSettings('serving', dev, { NODE_ENV: 'production' })).toThrow(/SERVING_API_KEYS[\s\S]*SERVING_ADMIN_KEYS[\s\S]*SERVING_CORS_ORIGINS[\s\S]*SERVING_HOST[\s\S]*ERASURE_AUDIT_KEY/);
     expect(() => checkProductionSettings('collector', dev, { NODE_ENV: 'production' })).toThrow(/COLLECTOR_API_KEYS[\s\S]*COLLECTOR_HOST/);
   });
   it('allows them outside production, or with the explicit override', () => {
     expect(checkProductionSettings('serving', dev, {})).toEqual({ problems: [], overridden: false });
     const r = checkProductionSettings('serving', dev, { NODE_ENV: 'production', ALLOW_INSECURE_SETTINGS: 'true' });
     expect(r.overridden).toBe(true);
-    expect(r.problems.length).toBe(4);
+    expect(r.problems.length).toBe(5);
   });
   it('starts with production settings', () => {
-    const prod = loadConfig({ SERVING_API_KEYS: 'r-9f2c', SERVING_ADMIN_KEYS: 'a-77d1', SERVING_CORS_ORIGINS: 'https://dash.example', SERVING_HOST: '10.0.0.5', COLLECTOR_API_KEYS: 'i-1', COLLECTOR_HOST: '10.0.0.6' });
+    const prod = loadConfig({ SERVING_API_KEYS: 'r-9f2c', SERVING_ADMIN_KEYS: 'a-77d1', SERVING_CORS_ORIGINS: 'https://dash.example', SERVING_HOST: '10.0.0.5', COLLECTOR_API_KEYS: 'i-1', COLLECTOR_HOST: '10.0.0.6', ERASURE_AUDIT_KEY: 'k-5e0a91c2' });
     expect(checkProductionSettings('serving', prod, { NODE_ENV: 'production' }).problems).toEqual([]);
     expect(checkProductionSettings('collector', prod, { NODE_ENV: 'production' }).problems).toEqual([]);
   });
