@@ -246,7 +246,7 @@
     for (const el of document.querySelectorAll('[data-range]:not(button)')) el.textContent = rangeText(s);
     // Users per country come from the daily one big table only.
     const usersBy = s.granularity === 'day' ? ['device_type', 'country'] : ['device_type'];
-    scope('eventsHourly', FILTERS, '');
+    scope('eventsHourly', FILTERS);
     scope('activeUsers', usersBy, 'per country: ranges over 8 days');
     scope('playback', []);
     scope('playbackRates', []);
