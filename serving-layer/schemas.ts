@@ -32,7 +32,10 @@ export const eventsQuery = rangeQuery(['second', 'minute', 'hour', 'day'], {
   country: dimValue('country'),
   app_version: dimValue('app_version'),
 });
-export const activeUsersQuery = rangeQuery(['minute', 'hour', 'day'], { device_type: dimValue('device_type') });
+export const activeUsersQuery = rangeQuery(['minute', 'hour', 'day'], {
+  device_type: dimValue('device_type'),
+  country: { ...dimValue('country'), description: 'only country equal to this (ALL = the roll-up); granularity=day only, from batch' },
+});
 export const playbackQuery = rangeQuery(['minute', 'hour', 'day']);
 export const topContentQuery = rangeQuery(['hour', 'day'], { limit: { type: 'integer', minimum: 1, maximum: 100, default: 10 } });
 export const dailyQuery = rangeQuery(['day']);

@@ -10,6 +10,104 @@
   const LIVE_MS = 2000;
   const SLOW_MS = 30000;
 
+  // ─── the view: a time range and filters, kept in the query string so a link reopens it ───
+  const MIN = 60e3;
+  const PRESETS = { '15m': 15 * MIN, '1h': HOUR, '24h': DAY, '7d': 7 * DAY, '30d': 30 * DAY, '90d': 90 * DAY };
+  const DEFAULT_PRESET = '7d';
+  const FILTERS = ['device_type', 'country', 'app_version'];
+  const ALL_OF = { device_type: 'all devices', country: 'all countries', app_version: 'all versions' };
+  const ISO_DAY = /^\d{4}-\d{2}-\d{2}$/;
+  const floorTo = (t, size) => Math.floor(t / size) * size;
+  const ceilTo = (t, size) => Math.ceil(t / size) * size;
+
+  /** ?range=<preset> or ?from=<day>&to=<day> (UTC days, both included), plus ?device_type= &country= &app_version=. */
+  function viewFromUrl(search) {
+    const p = new URLSearchParams(search);
+    const filters = {};
+    for (const f of FILTERS) if (p.get(f)) filters[f] = p.get(f);
+    const [from, to] = [p.get('from'), p.get('to')];
+    if (!p.has('range') && ISO_DAY.test(from ?? '') && ISO_DAY.test(to ?? '') && from <= to) return { preset: null, from, to, filters };
+    return { preset: Object.hasOwn(PRESETS, p.get('range') ?? '') ? p.get('range') : DEFAULT_PRESET, from: null, to: null, filters };
+  }
+  function viewToSearch(v) {
+    const p = new URLSearchParams(v.preset ? { range: v.preset } : { from: v.from, to: v.to });
+    for (const f of FILTERS) if (v.filters[f]) p.set(f, v.filters[f]);
+    return `?${p}`;
+  }
+  let view = viewFromUrl(location.search);
+
+  /** Minutes up to 2 h, hours up to 8 days, days beyond: at most a few hundred buckets per chart. */
+  const granularityOf = (span) => (span <= 2 * HOUR ? 'minute' : span <= 8 * DAY ? 'hour' : 'day');
+
+  /**
+   * The view at this instant. A preset is live: it ends now and slides on each refresh; an absolute
+   * range is whole UTC days. `days` is the range widened to whole days, for the daily panels.
+   */
+  function state() {
+    let from;
+    let to;
+    let granularity;
+    if (view.preset) {
+      granularity = granularityOf(PRESETS[view.preset]);
+      const size = { minute: MIN, hour: HOUR, day: DAY }[granularity];
+      to = floorTo(Date.now(), size) + size;
+      from = to - PRESETS[view.preset];
+    } else {
+      from = Date.parse(view.from);
+      to = Date.parse(view.to) + DAY;
+      granularity = granularityOf(to - from);
+    }
+    return {
+      preset: view.preset,
+      live: view.preset !== null,
+      from,
+      to,
+      granularity,
+      days: { from: floorTo(from, DAY), to: ceilTo(to, DAY) },
+      filters: { ...view.filters },
+    };
+  }
+
+  /** The filters of the view that a panel's endpoint supports, as query parameters. */
+  function filterParams(supported) {
+    return Object.fromEntries(supported.filter((f) => view.filters[f]).map((f) => [f, view.filters[f]]));
+  }
+
+  /** Says on a panel which set filters it does not apply ("all countries"), instead of ignoring them silently. */
+  function scope(panel, supported, why = '') {
+    const section = (typeof panel === 'string' ? document.getElementById(panel) : panel).closest('section');
+    let note = section.querySelector(':scope > .scope');
+    if (!note) {
+      note = Object.assign(document.createElement('p'), { className: 'scope' });
+      section.querySelector('h2').after(note);
+    }
+    const ignored = FILTERS.filter((f) => view.filters[f] && !supported.includes(f));
+    note.textContent = ignored.length ? `${ignored.map((f) => ALL_OF[f]).join(' · ')}${why ? ` (${why})` : ''}` : '';
+    note.hidden = ignored.length === 0;
+    note.dataset.ignored = ignored.join(',');
+  }
+
+  /**
+   * What other panels (funnel.js, user-features.js…) build on, loaded after this file with `defer`:
+   *   dashboard.state()    the view now: {preset, live, from, to, granularity, days: {from, to}, filters}
+   *   dashboard.params(['device_type', …])  from/to/granularity plus the set filters among those named
+   *   dashboard.scope(el, ['device_type', …], why?)  the "all devices" note of a panel's section
+   *   dashboard.api(path)  GET with the read key (rejects while dashboard.ready is false: no key yet)
+   *   dashboard.addEventListener('rangechange', (e) => e.detail)  after every change of range or filters,
+   *     detail = state(); presets also slide: poll state() on your own refresh.
+   */
+  const dashboard = Object.assign(new EventTarget(), {
+    ready: false,
+    state,
+    params: (supported = []) => {
+      const s = state();
+      return { from: s.from, to: s.to, granularity: s.granularity, ...filterParams(supported) };
+    },
+    scope,
+    api: () => Promise.reject(new Error('no read key yet')),
+  });
+  window.dashboard = dashboard;
+
   // The key lives in this browser's storage, never in a URL (URLs end up in history, proxies' logs and Referer headers).
   const params = new URLSearchParams(location.search);
   if (params.has('key')) {
@@ -42,12 +140,14 @@
     if (!res.ok) throw new Error(`${path.split('?')[0]}: HTTP ${res.status}`);
     return res.json();
   }
+  dashboard.api = api;
+  dashboard.ready = true;
   const q = (metric, o) => `/v1/metrics/${metric}?${new URLSearchParams(o)}`;
   const hh = (t) => new Date(t).toISOString().slice(11, 16);
   const dayLabel = (t) => new Date(t).toISOString().slice(5, 10);
   const hourLabel = (t) => `${dayLabel(t)} ${hh(t)}`;
+  const LABELS = { minute: hh, hour: hourLabel, day: dayLabel };
   const pct = (x) => (x === null || x === undefined ? '–' : `${(x * 100).toFixed(1)} %`);
-  const floorTo = (t, size) => Math.floor(t / size) * size;
   /** Live buckets get a "≈" so the approximate ones are visible even in a multi-series chart. */
   const label = (b, fmt) => (b.source === 'speed' ? `≈${fmt(b.start)}` : fmt(b.start));
 
@@ -107,8 +207,12 @@
   }
 
   async function refreshEventsPerSecond() {
+    // Always the last 2 min, whatever the range: say so when the range is not a live preset.
+    const live = ['device_type', 'country'];
+    document.getElementById('liveWindow').textContent = `live, last 2 min, every 2 s${view.preset ? '' : ' · not the chosen dates'}`;
+    scope('eventsPerSecond', live, 'the live counts keep no app_version');
     const to = floorTo(Date.now(), 1000);
-    const r = await api(q('events', { granularity: 'second', from: to - 120e3, to, group_by: 'event_type' }));
+    const r = await api(q('events', { granularity: 'second', from: to - 120e3, to, group_by: 'event_type', ...filterParams(live) }));
     chart('eventsPerSecond', {
       type: 'line',
       data: {
@@ -128,16 +232,35 @@
     });
   }
 
-  async function refreshHourly() {
-    const to = floorTo(Date.now(), HOUR) + HOUR;
-    const range = { granularity: 'hour', from: to - 72 * HOUR, to };
-    const [events, users, playback] = await Promise.all([api(q('events', range)), api(q('active_users', range)), api(q('playback', range))]);
-    sourceBars('eventsHourly', events.series[0].buckets, (b) => b.value, hourLabel, 'events');
-    sourceBars('activeUsers', users.series[0].buckets, (b) => b.value, hourLabel, 'active users', {
+  /** A preset as words, an absolute range as its days. */
+  function rangeText(s) {
+    if (s.preset) return `last ${document.querySelector(`[data-range="${s.preset}"]`).textContent}`;
+    return s.from + DAY === s.to ? view.from : `${view.from} → ${view.to}`;
+  }
+
+  async function refreshTimeline() {
+    const s = state();
+    const range = { granularity: s.granularity, from: s.from, to: s.to };
+    const fmt = LABELS[s.granularity];
+    for (const el of document.querySelectorAll('[data-granularity]')) el.textContent = s.granularity;
+    for (const el of document.querySelectorAll('[data-range]:not(button)')) el.textContent = rangeText(s);
+    // Users per country come from the daily one big table only.
+    const usersBy = s.granularity === 'day' ? ['device_type', 'country'] : ['device_type'];
+    scope('eventsHourly', FILTERS);
+    scope('activeUsers', usersBy, 'per country: ranges over 8 days');
+    scope('playback', []);
+    scope('playbackRates', []);
+    const [events, users, playback] = await Promise.all([
+      api(q('events', { ...range, ...filterParams(FILTERS) })),
+      api(q('active_users', { ...range, ...filterParams(usersBy) })),
+      api(q('playback', range)),
+    ]);
+    sourceBars('eventsHourly', events.series[0].buckets, (b) => b.value, fmt, 'events');
+    sourceBars('activeUsers', users.series[0].buckets, (b) => b.value, fmt, 'active users', {
       tooltip: (b) => (b.error ? `± ${b.error.ci95.toFixed(1)} (95 %, HyperLogLog)` : b.exact ? 'exact' : ''),
     });
     const pb = playback.series[0].buckets;
-    const labels = pb.map((b) => label(b, hourLabel));
+    const labels = pb.map((b) => label(b, fmt));
     const val = (f) => pb.map((b) => (b.covered ? b.value[f] : null));
     chart('playback', {
       type: 'bar',
@@ -173,7 +296,7 @@
   if (/^#retention=/.test(location.hash)) modeSwitch.value = decodeURIComponent(location.hash.slice('#retention='.length));
   if (!modeSwitch.value) modeSwitch.value = 'first_seen/day';
   modeSwitch.addEventListener('change', () => {
-    history.replaceState(null, '', `${location.pathname}${location.search}#retention=${encodeURIComponent(modeSwitch.value)}`);
+    history.replaceState(history.state, '', `${location.pathname}${location.search}#retention=${encodeURIComponent(modeSwitch.value)}`);
     refreshRetention().catch((err) => {
       document.body.dataset.error = err.message;
     });
@@ -181,8 +304,9 @@
 
   async function refreshRetention() {
     const [mode, period] = modeSwitch.value.split('/');
-    const to = floorTo(Date.now(), DAY) + DAY;
-    const retention = await api(q('retention', { granularity: 'day', from: to - (period === 'week' ? 10 * 7 : 35) * DAY, to, mode, period }));
+    const { days } = state();
+    scope('retention', []);
+    const retention = await api(q('retention', { granularity: 'day', ...days, mode, period }));
     const cohorts = retention.series[0].buckets.filter((b) => b.covered && b.value.cohort_size > 0);
     document.getElementById('retentionAsOf').textContent = cohorts[0] ? `as of ${cohorts[0].value.as_of_day}` : 'no cohorts yet';
     const cell = (n, size) => {
@@ -205,12 +329,14 @@
     rendered('retention', cohorts.length);
   }
 
+  /** The daily panels read whole days: the range widened to its days. */
   async function refreshDaily() {
-    const to = floorTo(Date.now(), DAY) + DAY;
-    const range = { granularity: 'day', from: to - 14 * DAY, to };
+    const range = { granularity: 'day', ...state().days };
+    for (const id of ['topContent', 'clicksToPlay', 'topPaths', 'binge', 'lifecycle', 'churnRisk']) scope(id, []);
+    scope('dailySessions', ['device_type']);
     const [top, sessions, clicks, paths, binge, lifecycle, churnRisk] = await Promise.all([
-      api(q('top_content', { granularity: 'day', from: to - 3 * DAY, to, limit: 10 })),
-      api(q('daily_sessions', range)),
+      api(q('top_content', { ...range, limit: 10 })),
+      api(q('daily_sessions', { ...range, ...filterParams(['device_type']) })),
       api(q('clicks_to_play', range)),
       api(q('top_paths', { ...range, limit: 10 })),
       api(q('binge_users', { ...range, limit: 20 })),
@@ -236,16 +362,16 @@
 
     // Lifecycle: batch only, so a day after the daily watermark is an empty (not covered) column.
     const lb = lifecycle.series[0].buckets;
-    const state = (f, sign = 1) => lb.map((b) => (b.covered ? sign * b.value[f] : null));
+    const lifecycleOf = (f, sign = 1) => lb.map((b) => (b.covered ? sign * b.value[f] : null));
     chart('lifecycle', {
       type: 'bar',
       data: {
         labels: lb.map((b) => dayLabel(b.start)),
         datasets: [
-          { label: 'new', data: state('new'), backgroundColor: '#16a34a' },
-          { label: 'returning', data: state('returning'), backgroundColor: COLORS.batch },
-          { label: 'resurrecting', data: state('resurrecting'), backgroundColor: '#9333ea' },
-          { label: 'dormant', data: state('dormant', -1), backgroundColor: '#dc2626' },
+          { label: 'new', data: lifecycleOf('new'), backgroundColor: '#16a34a' },
+          { label: 'returning', data: lifecycleOf('returning'), backgroundColor: COLORS.batch },
+          { label: 'resurrecting', data: lifecycleOf('resurrecting'), backgroundColor: '#9333ea' },
+          { label: 'dormant', data: lifecycleOf('dormant', -1), backgroundColor: '#dc2626' },
         ],
       },
       options: { scales: { x: { stacked: true, ticks: { maxTicksLimit: 14 } }, y: { stacked: true } }, plugins: { legend: { position: 'right' } } },
@@ -285,10 +411,15 @@
     sourceBars('binge', binge.series[0].buckets, (b) => b.value.count, dayLabel, 'binging users', { tooltip: (b) => (b.covered ? b.value.users.slice(0, 5).join(', ') : '') });
   }
 
+  /** Runs fn every ms, never two at once; the returned function runs it now (or right after the running one). */
   function every(ms, fn) {
     let running = false;
+    let again = false;
     const tick = async () => {
-      if (running) return;
+      if (running) {
+        again = true;
+        return;
+      }
       running = true;
       try {
         await fn();
@@ -298,17 +429,109 @@
         document.getElementById('freshness').textContent = `API error: ${err.message}`;
       } finally {
         running = false;
+        if (again) {
+          again = false;
+          void tick();
+        }
       }
     };
     void tick();
     setInterval(tick, ms);
+    return tick;
   }
 
-  every(LIVE_MS, async () => {
+  // ─── the view's controls ───
+  const viewForm = document.getElementById('view');
+  const fromInput = document.getElementById('rangeFrom');
+  const toInput = document.getElementById('rangeTo');
+  const selects = Object.fromEntries(FILTERS.map((f) => [f, viewForm.querySelector(`select[data-filter="${f}"]`)]));
+
+  /** The controls say what the view is: the pressed preset, the dates it covers, the selected filters. */
+  function showView() {
+    const s = state();
+    for (const b of viewForm.querySelectorAll('[data-range]')) b.setAttribute('aria-pressed', String(b.dataset.range === view.preset));
+    fromInput.value = view.from ?? new Date(s.from).toISOString().slice(0, 10);
+    toInput.value = view.to ?? new Date(s.to - 1).toISOString().slice(0, 10);
+    for (const f of FILTERS) {
+      const v = view.filters[f] ?? '';
+      if (v && ![...selects[f].options].some((o) => o.value === v)) selects[f].add(new Option(v, v));
+      selects[f].value = v;
+    }
+    document.getElementById('viewNote').textContent = view.preset
+      ? `live: ${rangeText(s)}, per ${s.granularity}, sliding`
+      : `${rangeText(s)} (UTC), per ${s.granularity}; the live chart stays on the last 2 min`;
+  }
+
+  function announce() {
+    dashboard.dispatchEvent(new CustomEvent('rangechange', { detail: state() }));
+  }
+
+  function setView(next) {
+    view = next;
+    history.pushState(null, '', `${location.pathname}${viewToSearch(view)}${location.hash}`);
+    showView();
+    announce();
+    void refreshLive();
+    void refreshSlow();
+  }
+
+  viewForm.addEventListener('click', (e) => {
+    const preset = e.target.closest('[data-range]')?.dataset.range;
+    if (preset) setView({ ...view, preset, from: null, to: null });
+  });
+  viewForm.addEventListener('submit', (e) => {
+    e.preventDefault();
+    const [from, to] = [fromInput.value, toInput.value];
+    if (!ISO_DAY.test(from) || !ISO_DAY.test(to) || from > to) {
+      document.getElementById('viewNote').textContent = 'from must be a day on or before to';
+      return;
+    }
+    setView({ ...view, preset: null, from, to });
+  });
+  for (const f of FILTERS) {
+    selects[f].addEventListener('change', () => {
+      const filters = { ...view.filters };
+      if (selects[f].value) filters[f] = selects[f].value;
+      else delete filters[f];
+      setView({ ...view, filters });
+    });
+  }
+  // Back and forward walk through the views.
+  window.addEventListener('popstate', () => {
+    view = viewFromUrl(location.search);
+    showView();
+    announce();
+    void refreshLive();
+    void refreshSlow();
+  });
+
+  /** The values offered are those in the data: the one big table's finest level over the last 90 days and the range. */
+  async function refreshFilterValues() {
+    const s = state();
+    const to = ceilTo(Math.max(s.to, Date.now()), DAY);
+    const from = Math.max(Math.min(s.days.from, to - 90 * DAY), to - 4000 * DAY);
+    const obt = await api(q('obt', { granularity: 'day', from, to, group_by: FILTERS.join(',') }));
+    for (const f of FILTERS) {
+      const values = new Set(obt.series.filter((x) => x.buckets.some((b) => b.covered && b.value.total_events > 0)).map((x) => x.key[f]));
+      if (view.filters[f]) values.add(view.filters[f]);
+      const known = [...selects[f].options].slice(1).map((o) => o.value);
+      const sorted = [...values].sort();
+      if (known.join('\n') === sorted.join('\n')) continue;
+      selects[f].replaceChildren(selects[f].options[0], ...sorted.map((v) => new Option(v, v)));
+      selects[f].value = view.filters[f] ?? '';
+    }
+  }
+
+  showView();
+
+  const refreshLive = every(LIVE_MS, async () => {
     await Promise.all([refreshStatus(), refreshAlerts(), refreshEventsPerSecond()]);
   });
-  every(SLOW_MS, async () => {
-    await Promise.all([refreshHourly(), refreshDaily()]);
+  const refreshSlow = every(SLOW_MS, async () => {
+    const shown = location.search;
+    await Promise.all([refreshTimeline(), refreshDaily(), refreshFilterValues()]);
     document.body.dataset.loaded = 'true';
+    // What the panels show now, for a test or a screenshot to wait on.
+    if (location.search === shown) document.body.dataset.view = shown;
   });
 })();

@@ -116,13 +116,18 @@ export const metricRoutes: FastifyPluginAsync<ServingContext> = async (app, ctx)
       return { params: { groupBy, filters }, groupBy };
     },
   });
-  metricRoute<RangeQs & { device_type?: string }, UsersParams, number>({
+  metricRoute<RangeQs & { device_type?: string; country?: string }, UsersParams, number>({
     name: 'active_users',
-    summary: 'Distinct users per bucket (HAU/DAU); speed values are HyperLogLog estimates with their error',
+    summary: 'Distinct users per bucket (HAU/DAU); speed values are HyperLogLog estimates with their error; by country per day only (batch)',
     querystring: S.activeUsersQuery,
     value: S.valueSchemas.count,
     def: activeUsersMetric(src),
-    params: (qs) => ({ params: { deviceType: qs.device_type ?? ALL }, groupBy: [] }),
+    params: (qs) => {
+      const country = qs.country ?? ALL;
+      // Only the daily one big table counts users per country; hourly_users and the HyperLogLogs do not.
+      if (country !== ALL && qs.granularity !== 'day') throw new MergeError('country', 'country needs granularity=day: only the daily one big table counts users per country');
+      return { params: { deviceType: qs.device_type ?? ALL, country }, groupBy: [] };
+    },
   });
   metricRoute<RangeQs, Record<string, never>, PlaybackValue>({
     name: 'playback',

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Redis } from 'ioredis';
-import { chromium, type Browser } from 'playwright-core';
+import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { redisClient } from '../../common/clients';
 import { REPO_ROOT, type Config } from '../../common/config';
@@ -90,15 +90,7 @@ afterAll(async () => {
 describe('dashboard in headless Chromium', () => {
   it('renders every chart with real data, shows what is exact and what is live, logs no errors', async () => {
     const page = await browser.newPage({ viewport: { width: 1440, height: 1500 } });
-    const problems: string[] = [];
-    page.on('console', (m) => {
-      if (m.type() === 'error') problems.push(`console: ${m.text()}`);
-    });
-    page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
-    page.on('requestfailed', (r) => problems.push(`requestfailed: ${r.url()}`));
-    page.on('response', (r) => {
-      if (r.status() >= 400) problems.push(`HTTP ${r.status()}: ${r.url()}`);
-    });
+    const problems = watchProblems(page);
 
     // A first visit asks for the key in a form; the key is never put in the URL.
     await page.goto(`${serving.url}/`);
@@ -148,4 +140,128 @@ describe('dashboard in headless Chromium', () => {
     expect(problems).toEqual([]);
     await page.close();
   });
+
+  it('follows the time-range picker and the filters, keeps the view in the URL, and says which panels a filter skips', async () => {
+    const page = await browser.newPage({ viewport: { width: 1440, height: 1500 } });
+    const problems = watchProblems(page);
+    await page.addInitScript(() => localStorage.setItem('clickstream.key', 'dev-read-key'));
+    const api = async (q: string) => (await (await fetch(`${serving.url}${q}`, { headers: { 'x-api-key': 'dev-read-key' } })).json()) as any;
+    const chartData = (id: string) =>
+      page.evaluate((id) => {
+        const c = (window as unknown as { Chart: { getChart(id: string): { data: { labels: string[]; datasets: Array<{ data: (number | null)[] }> } } } }).Chart.getChart(id);
+        return { labels: c.data.labels, values: c.data.datasets[0].data };
+      }, id);
+    const shown = (search: string) => page.waitForSelector(`body[data-view="${search}"]`, { timeout: 30_000 });
+    const note = (id: string) => page.$eval(`#${id}`, (el) => el.closest('section')!.querySelector('.scope')?.textContent ?? '');
+
+    await page.goto(`${serving.url}/`);
+    await shown('');
+    expect(await page.getAttribute('[data-range="7d"]', 'aria-pressed')).toBe('true');
+
+    // A preset: the last 24 h, per hour; other panels (funnel.js…) hear of it through window.dashboard.
+    await page.evaluate(() => {
+      const w = window as unknown as { dashboard: EventTarget; heard: unknown[] };
+      w.heard = [];
+      w.dashboard.addEventListener('rangechange', (e) => w.heard.push((e as CustomEvent).detail));
+    });
+    await page.click('[data-range="24h"]');
+    await shown('?range=24h');
+    expect((await chartData('eventsHourly')).labels).toHaveLength(24);
+    const heard = await page.evaluate(() => (window as unknown as { heard: Array<{ preset: string; granularity: string; from: number; to: number }> }).heard);
+    expect(heard).toHaveLength(1);
+    expect(heard[0]).toMatchObject({ preset: '24h', live: true, granularity: 'hour', filters: {} });
+    expect(heard[0].to - heard[0].from).toBe(DAY);
+
+    // An absolute range: day D alone, per hour, each bar the API's exact count.
+    const day = dayOf(D);
+    await page.fill('#rangeFrom', day);
+    await page.fill('#rangeTo', day);
+    await page.click('#rangeApply');
+    const absolute = `?from=${day}&to=${day}`;
+    await shown(absolute);
+    expect(new URL(page.url()).search).toBe(absolute);
+    const all = await api(`/v1/metrics/events?granularity=hour&from=${D}&to=${D + DAY}`);
+    expect(all.series[0].buckets.every((b: { source: string }) => b.source === 'batch')).toBe(true);
+    expect((await chartData('eventsHourly')).values).toEqual(all.series[0].buckets.map((b: { value: number }) => b.value));
+    expect(await page.textContent('#liveWindow')).toContain('not the chosen dates');
+
+    // A filter: the values offered come from the data; the filtered bars are the API's answer for the same filter.
+    const devices = await page.$$eval('select[data-filter="device_type"] option', (os) => os.map((o) => (o as HTMLOptionElement).value).filter(Boolean));
+    const obt = await api(`/v1/metrics/obt?granularity=day&from=${D}&to=${D + DAY}&group_by=device_type`);
+    expect(devices).toEqual(obt.series.map((x: { key: { device_type: string } }) => x.key.device_type).sort());
+    // The busiest (device, country) of day D, so both filters leave something to draw.
+    const pairs = await api(`/v1/metrics/obt?granularity=day&from=${D}&to=${D + DAY}&group_by=device_type,country`);
+    const busiest = pairs.series.reduce((a: any, b: any) => (b.buckets[0].value.total_events > a.buckets[0].value.total_events ? b : a));
+    const { device_type: device, country } = busiest.key as { device_type: string; country: string };
+    await page.selectOption('select[data-filter="device_type"]', device);
+    const filtered = `${absolute}&device_type=${device}`;
+    await shown(filtered);
+    const byDevice = await api(`/v1/metrics/events?granularity=hour&from=${D}&to=${D + DAY}&device_type=${device}`);
+    const deviceValues = byDevice.series[0].buckets.map((b: { value: number }) => b.value);
+    expect((await chartData('eventsHourly')).values).toEqual(deviceValues);
+    const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+    expect(sum(deviceValues)).toBeGreaterThan(0);
+    expect(sum(deviceValues)).toBeLessThan(sum(all.series[0].buckets.map((b: { value: number }) => b.value)));
+    const users = await api(`/v1/metrics/active_users?granularity=hour&from=${D}&to=${D + DAY}&device_type=${device}`);
+    expect((await chartData('activeUsers')).values).toEqual(users.series[0].buckets.map((b: { value: number }) => b.value));
+    // Panels whose endpoint has no device_type say so instead of showing the unfiltered numbers as filtered.
+    expect(await note('playback')).toBe('all devices');
+    expect(await note('lifecycle')).toBe('all devices');
+    expect(await note('eventsHourly')).toBe('');
+    expect(await note('dailySessions')).toBe('');
+
+    // A country too: the events follow it; hourly active users cannot (the one big table is daily).
+    await page.selectOption('select[data-filter="country"]', country);
+    const both = `${filtered}&country=${country}`;
+    await shown(both);
+    const byBoth = await api(`/v1/metrics/events?granularity=hour&from=${D}&to=${D + DAY}&device_type=${device}&country=${country}`);
+    const bothValues = (await chartData('eventsHourly')).values;
+    expect(bothValues).toEqual(byBoth.series[0].buckets.map((b: { value: number }) => b.value));
+    expect(sum(bothValues as number[])).toBe(busiest.buckets[0].value.total_events);
+    expect(await note('activeUsers')).toMatch(/^all countries/);
+    await page.screenshot({ path: path.join(REPO_ROOT, 'test-results', 'dashboard-filtered.png'), fullPage: true });
+
+    // The link reopens the same view: range, filters and the bars.
+    await page.reload();
+    await shown(both);
+    expect(await page.inputValue('#rangeFrom')).toBe(day);
+    expect(await page.inputValue('#rangeTo')).toBe(day);
+    expect(await page.inputValue('select[data-filter="device_type"]')).toBe(device);
+    expect(await page.inputValue('select[data-filter="country"]')).toBe(country);
+    expect((await chartData('eventsHourly')).values).toEqual(bothValues);
+    expect(await page.evaluate(() => (window as unknown as { dashboard: { state(): unknown } }).dashboard.state())).toMatchObject({
+      preset: null,
+      from: D,
+      to: D + DAY,
+      granularity: 'hour',
+      filters: { device_type: device, country },
+    });
+
+    // A long preset goes daily, where active users do follow the country (from the one big table).
+    await page.click('[data-range="30d"]');
+    await shown(`?range=30d&device_type=${device}&country=${country}`);
+    expect((await chartData('eventsHourly')).labels).toHaveLength(30);
+    expect(await note('activeUsers')).toBe('');
+    const dailyUsers = await api(`/v1/metrics/active_users?granularity=day&from=${D}&to=${D + DAY}&device_type=${device}&country=${country}`);
+    const labels = (await chartData('activeUsers')).labels;
+    expect((await chartData('activeUsers')).values[labels.indexOf(day.slice(5))]).toBe(dailyUsers.series[0].buckets[0].value);
+    await page.screenshot({ path: path.join(REPO_ROOT, 'test-results', 'dashboard-30d.png'), fullPage: true });
+
+    expect(problems).toEqual([]);
+    await page.close();
+  });
 });
+
+/** Console errors, uncaught exceptions, failed requests and HTTP errors of a page. */
+function watchProblems(page: Page): string[] {
+  const problems: string[] = [];
+  page.on('console', (m) => {
+    if (m.type() === 'error') problems.push(`console: ${m.text()}`);
+  });
+  page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
+  page.on('requestfailed', (r) => problems.push(`requestfailed: ${r.url()}`));
+  page.on('response', (r) => {
+    if (r.status() >= 400) problems.push(`HTTP ${r.status()}: ${r.url()}`);
+  });
+  return problems;
+}

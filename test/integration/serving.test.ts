@@ -155,6 +155,21 @@ describe('serving: batch below W, speed above it', () => {
     expect(day.body.series[0].buckets[0]).toMatchObject({ source: 'batch', exact: true, value: users((e) => e.ts >= D && e.ts < D + DAY) });
   });
 
+  it('active users per country: exact per day from the one big table, not covered where only speed holds the day, 400 below a day', async () => {
+    const { country, device_type: device } = distinct[0];
+    const onD = (e: EventRecord) => e.ts >= D && e.ts < D + DAY;
+    const r = await get(`/v1/metrics/active_users?granularity=day&from=${D}&to=${Y + DAY}&country=${country}`);
+    const [d, y] = r.body.series[0].buckets;
+    expect(d).toMatchObject({ source: 'batch', exact: true, value: users((e) => onD(e) && e.country === country) });
+    expect(d.value).toBeLessThan(users(onD));
+    // The HyperLogLogs keep no country: the speed-only day is unknown, not a per-device or overall estimate.
+    expect(y).toMatchObject({ source: 'none', covered: false, value: null });
+    const both = await get(`/v1/metrics/active_users?granularity=day&from=${D}&to=${D + DAY}&country=${country}&device_type=${device}`);
+    expect(both.body.series[0].buckets[0]).toMatchObject({ source: 'batch', value: users((e) => onD(e) && e.country === country && e.device_type === device) });
+    const hourly = await get(`/v1/metrics/active_users?granularity=hour&from=${D}&to=${D + DAY}&country=${country}`);
+    expect(hourly).toMatchObject({ status: 400, body: { parameter: 'country' } });
+  });
+
   it('playback and rates per hour equal the events; top content ranks plays', async () => {
     const r = await get(`/v1/metrics/playback?granularity=hour&from=${D}&to=${END}`);
     for (const b of r.body.series[0].buckets) {
