@@ -275,7 +275,7 @@ export const funnelQuery = {
     steps: {
       type: 'string',
       pattern: `^${FUNNEL_STEP}(,${FUNNEL_STEP}){1,${FUNNEL_MAX_STEPS - 1}}$`,
-      description: `2 to ${FUNNEL_MAX_STEPS} comma-separated steps in order, each an event type, optionally with one filter :${FUNNEL_PROPERTIES.join('= or :')}=<value>`,
+      description: `2 to ${FUNNEL_MAX_STEPS} comma-separated steps in order, each an event type, optionally with one filter ${FUNNEL_PROPERTIES.map((p) => `:${p}=<value>`).join(' or ')}`,
     },
     window: {
       type: 'integer',
@@ -284,8 +284,8 @@ export const funnelQuery = {
       default: FUNNEL_DEFAULT_WINDOW_MS,
       description: 'conversion window in ms from the step-1 event (at most 24 h)',
     },
-    device_type: dimValue('device_type of the step-1 event'),
-    country: dimValue('country of the step-1 event'),
+    device_type: { type: 'string', minLength: 1, maxLength: 128, description: 'only users whose counted attempt started on this device_type' },
+    country: { type: 'string', minLength: 1, maxLength: 128, description: 'only users whose counted attempt started in this country' },
     group_by: { type: 'string', pattern: listOf(FUNNEL_DIMENSIONS), description: `comma-separated: ${FUNNEL_DIMENSIONS.join(', ')}` },
   }),
   required: ['steps'],

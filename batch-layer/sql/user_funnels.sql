@@ -14,15 +14,22 @@ matches AS (
   JOIN funnel_steps s ON e.event_type = s.event_type
     AND (s.property IS NULL OR (s.property = 'content_id' AND e.content_id = s.value) OR (s.property = 'page' AND e.page = s.value))
 ),
+-- Each match's next step: the nearest later match of the step after it (a later one could only
+-- reach fewer steps within the same window). Materialized: DuckDB cannot run an ASOF join inside the
+-- recursive CTE below, so the attempts follow these links by equality.
+links AS MATERIALIZED (
+  SELECT m.funnel, m.user_id, m.day, m.step, m.seq, n.seq AS next_seq, n.ts AS next_ts
+  FROM matches m
+  ASOF JOIN matches n ON n.funnel = m.funnel AND n.user_id = m.user_id AND n.day = m.day AND n.step = m.step + 1 AND m.seq < n.seq
+),
 attempts(funnel, user_id, day, start_seq, start_ts, window_ms, device_type, country, step, seq, step_ts) AS (
   SELECT funnel, user_id, day, seq, ts, window_ms, device_type, country, 1, seq, [ts]
   FROM matches WHERE step = 1
   UNION ALL
-  -- The nearest later match: a later one could only reach fewer steps within the same window.
-  SELECT a.funnel, a.user_id, a.day, a.start_seq, a.start_ts, a.window_ms, a.device_type, a.country, a.step + 1, m.seq, list_append(a.step_ts, m.ts)
+  SELECT a.funnel, a.user_id, a.day, a.start_seq, a.start_ts, a.window_ms, a.device_type, a.country, a.step + 1, l.next_seq, list_append(a.step_ts, l.next_ts)
   FROM attempts a
-  ASOF JOIN matches m ON m.funnel = a.funnel AND m.user_id = a.user_id AND m.day = a.day AND m.step = a.step + 1 AND a.seq < m.seq
-  WHERE m.ts <= a.start_ts + a.window_ms
+  JOIN links l ON l.funnel = a.funnel AND l.user_id = a.user_id AND l.day = a.day AND l.step = a.step AND l.seq = a.seq
+  WHERE l.next_ts <= a.start_ts + a.window_ms
 )
 SELECT day, funnel, user_id, device_type, country, step AS steps_reached, step_ts
 FROM attempts
