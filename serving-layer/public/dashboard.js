@@ -304,6 +304,9 @@
     setInterval(tick, ms);
   }
 
+  // Panels in their own files (funnel.js) use these helpers.
+  window.dashboard = { api, q, chart, every, COLORS, DAY, dayLabel, pct, floorTo };
+
   every(LIVE_MS, async () => {
     await Promise.all([refreshStatus(), refreshAlerts(), refreshEventsPerSecond()]);
   });
