@@ -4,7 +4,7 @@
  * a repeated step, a property filter, midnight.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { parseFunnelSteps } from '../../common/config';
+import { ConfigError, loadConfig, parseFunnelSteps } from '../../common/config';
 import { Duck } from '../../batch-layer/jobs/duck';
 
 const D0 = Date.parse('2024-03-10T00:00:00Z');
@@ -105,5 +105,32 @@ describe('user_funnels', () => {
 
   it('has no row for a user who never entered step 1', async () => {
     expect(await funnel('page_view,click', [e('u', 'a', HOUR, 'click')])).toEqual([]);
+  });
+});
+
+describe('FUNNELS', () => {
+  it('defaults to browse_to_play, 1 h', () => {
+    expect(loadConfig({}).funnels).toEqual([
+      {
+        name: 'browse_to_play',
+        steps: ['page_view', 'click', 'video_play', 'video_complete'].map((t) => ({ event_type: t, property: null, value: null })),
+        window_ms: 3_600_000,
+      },
+    ]);
+  });
+
+  it('reads steps with a property filter, and refuses what the API would refuse', () => {
+    const one = (f: object) => loadConfig({ FUNNELS: JSON.stringify([f]) }).funnels;
+    expect(one({ name: 'home', steps: ['page_view:page=home', 'video_play'], window_ms: 60_000 })[0].steps[0]).toEqual({ event_type: 'page_view', property: 'page', value: 'home' });
+    const bad: Array<[object | string, RegExp]> = [
+      [{ name: 'x', steps: ['page_view', 'purchase'] }, /unknown event type purchase/],
+      [{ name: 'x', steps: ['page_view:target=a', 'click'] }, /content_id or page, not target/],
+      [{ name: 'x', steps: ['page_view'] }, /2 to 8 steps/],
+      [{ name: 'x', steps: Array.from({ length: 9 }, () => 'click') }, /2 to 8 steps/],
+      [{ name: 'x', steps: ['page_view', 'click'], window_ms: 86_400_001 }, /window_ms/],
+      [{ name: 'Bad Name', steps: ['page_view', 'click'] }, /unique name/],
+    ];
+    for (const [f, message] of bad) expect(() => one(f as object)).toThrow(message);
+    expect(() => loadConfig({ FUNNELS: '[{' })).toThrow(ConfigError);
   });
 });
