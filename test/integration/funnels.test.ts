@@ -15,7 +15,7 @@ import { redisClient, s3Client } from '../../common/clients';
 import { parseFunnelSteps, type Config, type FunnelStep } from '../../common/config';
 import { validateEvent, type EventRecord } from '../../common/contract';
 import { hourId, lakePaths, type RunManifest } from '../../common/lake';
-import { getJson, stageObjects } from '../../common/lake-io';
+import { getJson, putJson, stageObjects } from '../../common/lake-io';
 import { logger } from '../../common/log';
 import { hoursOfDay, jobContext, runDaily, runHourly, type JobContext } from '../../batch-layer/jobs';
 import { Duck, sqlList, sqlString } from '../../batch-layer/jobs/duck';
@@ -269,6 +269,15 @@ describe('ad-hoc funnels (processed/events in the serving layer)', () => {
     expect(r.status).toBe(200);
     expect(r.body.funnel.steps[0].value).toBe("x'OR'1");
     expect(r.body.series[0].buckets.every((b: any) => b.value.entered === 0)).toBe(true);
+  });
+
+  // Last: it marks a day's processed events as removed.
+  it('answers 400 for a day whose processed events retention removed, and keeps the declared funnels', async () => {
+    await putJson(s3Client(cfg), cfg.s3.bucket, lakePaths.processedRetention(DAYS[0]), { zone: 'processed', day: DAYS[0], removedAt: new Date(CLOCK).toISOString(), objects: 24, maxAgeDays: 1 });
+    const r = await get(`/v1/metrics/funnel?${range}&steps=page_view,click&window=60000`);
+    expect(r.status).toBe(400);
+    expect(r.body.message).toContain(`processed retention removed the events of ${DAYS[0]}`);
+    expect((await get(`/v1/metrics/funnel?${range}&steps=${BROWSE.join(',')}`)).status).toBe(200);
   });
 
   it('is in /openapi.json', async () => {
