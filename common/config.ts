@@ -8,6 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { EVENT_TYPES } from './contract';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -394,6 +395,8 @@ export function loadConfig(env: Env = process.env) {
       /** Scan, rewrite and re-scan rounds before an erasure that keeps finding the users fails. */
       maxRounds: int(env, 'ERASURE_MAX_ROUNDS', 3, 1),
     },
+    /** The funnels the daily batch precomputes (docs/metrics.md, "Funnels"); an ad-hoc query with the same steps and window reads them. */
+    funnels: funnelsOf(env),
   };
 }
 
@@ -417,4 +420,63 @@ let cached: Config | undefined;
 export function config(): Config {
   cached ??= loadConfig();
   return cached;
+}
+
+/** The event properties a funnel step may filter on (one per step). */
+export const FUNNEL_PROPERTIES = ['content_id', 'page'] as const;
+export const FUNNEL_MAX_STEPS = 8;
+export const FUNNEL_DEFAULT_WINDOW_MS = 3_600_000;
+export const FUNNEL_MAX_WINDOW_MS = 86_400_000;
+
+export interface FunnelStep {
+  event_type: string;
+  property: (typeof FUNNEL_PROPERTIES)[number] | null;
+  value: string | null;
+}
+
+export interface FunnelDef {
+  name: string;
+  steps: FunnelStep[];
+  window_ms: number;
+}
+
+/** One step as the API and FUNNELS spell it: `event_type` or `event_type:property=value`. */
+export const FUNNEL_STEP_RE = /^([a-z_]+)(?::([a-z_]+)=([^,:=\s]{1,128}))?$/;
+
+/** `page_view,click:page=home,…` into steps; throws on an unknown event type or property, or a count outside 2..8. */
+export function parseFunnelSteps(steps: readonly string[]): FunnelStep[] {
+  if (steps.length < 2 || steps.length > FUNNEL_MAX_STEPS) throw new ConfigError(`a funnel has 2 to ${FUNNEL_MAX_STEPS} steps, not ${steps.length}`);
+  return steps.map((text) => {
+    const m = FUNNEL_STEP_RE.exec(text);
+    if (!m) throw new ConfigError(`funnel step "${text}" is not event_type or event_type:property=value`);
+    if (!(EVENT_TYPES as readonly string[]).includes(m[1])) throw new ConfigError(`funnel step "${text}": unknown event type ${m[1]}`);
+    if (m[2] !== undefined && !(FUNNEL_PROPERTIES as readonly string[]).includes(m[2])) {
+      throw new ConfigError(`funnel step "${text}": a step filters on ${FUNNEL_PROPERTIES.join(' or ')}, not ${m[2]}`);
+    }
+    return { event_type: m[1], property: (m[2] as FunnelStep['property']) ?? null, value: m[3] ?? null };
+  });
+}
+
+/** FUNNELS: a JSON list of {name, steps, window_ms}; by default browse to play, the simulator's main path. */
+function funnelsOf(env: Env): FunnelDef[] {
+  const raw = str(env, 'FUNNELS', JSON.stringify([{ name: 'browse_to_play', steps: ['page_view', 'click', 'video_play', 'video_complete'], window_ms: FUNNEL_DEFAULT_WINDOW_MS }]));
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw);
+  } catch {
+    throw new ConfigError(`FUNNELS must be a JSON list of {name, steps, window_ms}, got "${raw}"`);
+  }
+  if (!Array.isArray(parsed)) throw new ConfigError('FUNNELS must be a JSON list of {name, steps, window_ms}');
+  const names = new Set<string>();
+  return parsed.map((f: { name?: unknown; steps?: unknown; window_ms?: unknown }) => {
+    const name = typeof f?.name === 'string' ? f.name : '';
+    if (!/^[a-z0-9_]{1,64}$/.test(name) || names.has(name)) throw new ConfigError(`FUNNELS: each funnel needs a unique name of [a-z0-9_]{1,64}, got "${String(f?.name)}"`);
+    names.add(name);
+    if (!Array.isArray(f.steps) || !f.steps.every((s) => typeof s === 'string')) throw new ConfigError(`FUNNELS ${name}: steps must be a list of strings`);
+    const windowMs = f.window_ms ?? FUNNEL_DEFAULT_WINDOW_MS;
+    if (!Number.isInteger(windowMs) || (windowMs as number) < 1 || (windowMs as number) > FUNNEL_MAX_WINDOW_MS) {
+      throw new ConfigError(`FUNNELS ${name}: window_ms must be an integer from 1 to ${FUNNEL_MAX_WINDOW_MS}`);
+    }
+    return { name, steps: parseFunnelSteps(f.steps as string[]), window_ms: windowMs as number };
+  });
 }

@@ -233,6 +233,7 @@ export const LAKE_TABLES: readonly LakeTable[] = [
   { table: 'lifecycle', zone: 'aggregated', period: 'daily', served: true, description: 'new / returning / resurrecting / dormant users of the day and of its ISO week to date' },
   { table: 'retention_variants', zone: 'aggregated', period: 'daily', served: true, description: 'recurring, unbounded and weekly retention per cohort, as of each day' },
   { table: 'churn_risk', zone: 'aggregated', period: 'daily', served: true, shard: { orderBy: 'user_id' }, description: 'users active >= 3 of the 14 days before the last 7 and none since, per day, with the reason' },
+  { table: 'user_funnels', zone: 'aggregated', period: 'daily', served: true, shard: { orderBy: 'funnel, user_id' }, description: "each declared funnel's entrants of the day: the steps their best attempt reached and when" },
 ];
 
 /** The tables a period kind publishes, in computing order. */

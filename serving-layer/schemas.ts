@@ -2,8 +2,9 @@
  * JSON Schemas of the query API: each validates a request, serialises a reply
  * and becomes part of /openapi.json (one schema, three uses).
  */
+import { FUNNEL_DEFAULT_WINDOW_MS, FUNNEL_MAX_STEPS, FUNNEL_MAX_WINDOW_MS, FUNNEL_PROPERTIES } from '../common/config';
 import { EVENT_TYPES } from '../common/contract';
-import { CLICK_BINS, EVENT_DIMENSIONS, OBT_DIMENSIONS, RETENTION_MODES, RETENTION_PERIODS, RETENTION_WEEKS } from './metrics';
+import { CLICK_BINS, EVENT_DIMENSIONS, FUNNEL_DIMENSIONS, OBT_DIMENSIONS, RETENTION_MODES, RETENTION_PERIODS, RETENTION_WEEKS } from './metrics';
 
 /** Epoch milliseconds, or an ISO-8601 date / date-time (UTC unless it carries an offset). */
 export const TIME_PATTERN = '^(\\d{1,15}|\\d{4}-\\d{2}-\\d{2}(T\\d{2}:\\d{2}(:\\d{2}(\\.\\d{1,3})?)?(Z|[+-]\\d{2}:\\d{2})?)?)$';
@@ -267,6 +268,72 @@ export const alertsResponse = {
           message: { type: 'string' },
         },
       },
+    },
+  },
+} as const;
+
+/** One funnel step: `event_type` or `event_type:property=value` (docs/metrics.md, "Funnels"). */
+const FUNNEL_STEP = `(${EVENT_TYPES.join('|')})(:(${FUNNEL_PROPERTIES.join('|')})=[^,:=\\s]{1,128})?`;
+export const funnelQuery = {
+  ...rangeQuery(['day'], {
+    steps: {
+      type: 'string',
+      pattern: `^${FUNNEL_STEP}(,${FUNNEL_STEP}){1,${FUNNEL_MAX_STEPS - 1}}$`,
+      description: `2 to ${FUNNEL_MAX_STEPS} comma-separated steps in order, each an event type, optionally with one filter ${FUNNEL_PROPERTIES.map((p) => `:${p}=<value>`).join(' or ')}`,
+    },
+    window: {
+      type: 'integer',
+      minimum: 1,
+      maximum: FUNNEL_MAX_WINDOW_MS,
+      default: FUNNEL_DEFAULT_WINDOW_MS,
+      description: 'conversion window in ms from the step-1 event (at most 24 h)',
+    },
+    device_type: { type: 'string', minLength: 1, maxLength: 128, description: 'only users whose counted attempt started on this device_type' },
+    country: { type: 'string', minLength: 1, maxLength: 128, description: 'only users whose counted attempt started in this country' },
+    group_by: { type: 'string', pattern: listOf(FUNNEL_DIMENSIONS), description: `comma-separated: ${FUNNEL_DIMENSIONS.join(', ')}` },
+  }),
+  required: ['steps'],
+} as const;
+
+const funnelValue = {
+  type: ['object', 'null'],
+  properties: {
+    entered: { ...count, description: 'users entering step 1' },
+    steps: {
+      type: 'array',
+      items: {
+        type: 'object',
+        properties: {
+          users: { ...count, description: 'users whose best attempt reached this step' },
+          conversion: { ...nullableNumber, description: "users / the previous step's users (null for step 1)" },
+          median_ms: { ...nullableNumber, description: 'median ms from the previous step (null for step 1)' },
+        },
+      },
+    },
+    conversion: { ...nullableNumber, description: 'last step users / entered' },
+  },
+} as const;
+
+const merged = mergedResponse(funnelValue, 'Funnel conversion per day');
+export const funnelResponse = {
+  ...merged,
+  properties: {
+    ...merged.properties,
+    funnel: {
+      type: 'object',
+      properties: {
+        name: { type: ['string', 'null'], description: 'the declared funnel (FUNNELS) answering from its precomputed table, or null (computed over processed/events)' },
+        steps: {
+          type: 'array',
+          items: { type: 'object', properties: { event_type: { type: 'string' }, property: { type: ['string', 'null'] }, value: { type: ['string', 'null'] } } },
+        },
+        window_ms: count,
+      },
+    },
+    speed: {
+      type: 'object',
+      description: 'why buckets after the batch watermark are `none`',
+      properties: { source: { type: 'string', enum: ['none'] }, reason: { type: 'string' } },
     },
   },
 } as const;

@@ -16,7 +16,8 @@ import { BINGE_WINDOW_MS } from '../../common/contract';
 import { lakePaths, lakeTables, type QualityCheck, type RawRetentionRecord, type RunManifest, type Zone } from '../../common/lake';
 import { getJson, listObjects, putDirtyMarker, putJson, withScratchDir, type LakeObject } from '../../common/lake-io';
 import { checkpoint, hoursOfDay, keepAlive, mapLimit, newRunId, parsePeriod, previousDay, timed, type JobContext, type Period } from './context';
-import { sqlList } from './duck';
+import type { FunnelDef } from '../../common/config';
+import { sqlList, type Duck } from './duck';
 import { MissingHoursError, MissingPreviousDaysError, NonRetryableBatchError, RawInputGoneError } from './errors';
 import { handoffOf, withLocalRun, type DayRun, type LocalRun } from './handoff';
 import { discardStaging, publish } from './publish';
@@ -157,6 +158,7 @@ export async function runDailyShard(ctx: JobContext, day: string, runId: string,
       await duck.run(`CREATE OR REPLACE VIEW prev_completes AS ${inputSelect('prev_completes', sources.prev_completes, { filtered: true })}`);
       await duck.run(`CREATE OR REPLACE VIEW history_activity AS ${inputSelect('history', sources.history, { filtered: true })}`);
       await duck.setVariables({ day: { date: day }, day_start: period.startMs, day_end: period.endMs });
+      await createFunnelSteps(duck, ctx.cfg.funnels);
       const rowCounts: Record<string, number> = {};
       for (const table of SHARD_TABLES) {
         rowCounts[table] = await timed(ctx, `shard.compute.${table}`, () => duck.materialize(table));
@@ -311,12 +313,16 @@ const SHARD_INPUTS: readonly ShardInput[] = ['events', 'prev_completes', 'histor
 
 /**
  * What a shard reads of each input: only the columns the per-user SQL files use
- * (7 of processed/events' 22), and of the previous day only the completes a binge
+ * (9 of processed/events' columns), and of the previous day only the completes a binge
  * window can reach. The split writes these selects; shards read them as they are.
  */
 const INPUT_SELECT: Record<ShardInput, { columns: Record<string, string>; where?: string }> = {
   events: {
-    columns: { event_id: 'VARCHAR', event_type: 'VARCHAR', user_id: 'VARCHAR', ts: 'BIGINT', device_type: 'VARCHAR', app_version: 'VARCHAR', country: 'VARCHAR' },
+    columns: {
+      event_id: 'VARCHAR', event_type: 'VARCHAR', user_id: 'VARCHAR', ts: 'BIGINT', device_type: 'VARCHAR', app_version: 'VARCHAR', country: 'VARCHAR',
+      // The properties a funnel step may filter on.
+      content_id: 'VARCHAR', page: 'VARCHAR',
+    },
   },
   prev_completes: {
     columns: { user_id: 'VARCHAR', event_id: 'VARCHAR', ts: 'BIGINT' },
@@ -331,6 +337,16 @@ function inputSelect(name: ShardInput, source: string | null, opts: { filtered?:
   if (source === null) return `SELECT ${Object.entries(columns).map(([c, t]) => `CAST(NULL AS ${t}) AS ${c}`).join(', ')} WHERE false`;
   const filter = where && opts.filtered !== true ? ` WHERE ${where}` : '';
   return `SELECT ${Object.keys(columns).join(', ')} FROM read_parquet(${source}, hive_partitioning = false)${filter}`;
+}
+
+/** The declared funnels (FUNNELS) as the table user_funnels.sql reads: one row per step, values bound. */
+async function createFunnelSteps(duck: Duck, funnels: readonly FunnelDef[]): Promise<void> {
+  await duck.run('CREATE OR REPLACE TABLE funnel_steps (funnel VARCHAR, step INTEGER, event_type VARCHAR, property VARCHAR, value VARCHAR, window_ms BIGINT)');
+  for (const f of funnels) {
+    for (const [i, s] of f.steps.entries()) {
+      await duck.con.run('INSERT INTO funnel_steps VALUES ($1, $2, $3, $4, $5, $6)', [f.name, i + 1, s.event_type, s.property, s.value, f.window_ms]);
+    }
+  }
 }
 
 /**

@@ -27,6 +27,17 @@ export {
   type RetentionParams,
 } from './retention-variants';
 export { churnRiskMetric, type ChurnRiskParams, type ChurnRiskValue } from './churn-risk';
+export {
+  FUNNEL_ADHOC_MAX_DAYS,
+  FUNNEL_DIMENSIONS,
+  FUNNEL_SPEED_REASON,
+  declaredFunnel,
+  funnelMetric,
+  type FunnelDimension,
+  type FunnelParams,
+  type FunnelValue,
+} from './funnel';
+export { lakeFunnelEvents } from './funnel-events';
 export { weekBuckets, weekStartOf } from './weeks';
 export { EVENT_DIMENSIONS, OBT_DIMENSIONS, type BatchSource, type EventDimension, type ObtDimension, type Sources } from './shared';
 export type { MetricDef } from '../merge';

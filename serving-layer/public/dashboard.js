@@ -524,6 +524,9 @@
 
   showView();
 
+  // Panels in their own files (funnel.js…) also draw with these.
+  Object.assign(dashboard, { q, chart, every, COLORS, DAY, dayLabel, pct, floorTo });
+
   const refreshLive = every(LIVE_MS, async () => {
     await Promise.all([refreshStatus(), refreshAlerts(), refreshEventsPerSecond()]);
   });

@@ -4,6 +4,8 @@
  * is applied by `merge` alone.
  */
 import type { FastifyPluginAsync } from 'fastify';
+import { s3Client } from '../../common/clients';
+import { parseFunnelSteps, type FunnelStep } from '../../common/config';
 import { ALL } from '../../common/contract';
 import { MergeError, merge, type MetricDef } from '../merge';
 import {
@@ -12,6 +14,14 @@ import {
   churnRiskMetric,
   clicksToPlayMetric,
   dailySessionsMetric,
+  declaredFunnel,
+  FUNNEL_ADHOC_MAX_DAYS,
+  FUNNEL_DIMENSIONS,
+  FUNNEL_SPEED_REASON,
+  funnelMetric,
+  lakeFunnelEvents,
+  type FunnelDimension,
+  type FunnelParams,
   eventsMetric,
   lifecycleMetric,
   obtLevelError,
@@ -221,6 +231,57 @@ export const metricRoutes: FastifyPluginAsync<ServingContext> = async (app, ctx)
       return { params: p, groupBy };
     },
   });
+
+  // funnel: its own route, as its steps decide the value's shape and whether a declared funnel answers.
+  type FunnelQs = RangeQs & { steps: string; window: number; device_type?: string; country?: string; group_by?: string };
+  const funnelEvents = lakeFunnelEvents(cfg, s3Client(cfg));
+  metricNames.push('funnel');
+  app.get(
+    '/v1/metrics/funnel',
+    {
+      config: { access: 'read' },
+      schema: {
+        tags: ['metrics'],
+        summary: `Funnel conversion per day: users entering step 1, reaching each later step in order within the window, median time between steps (batch only; an undeclared funnel over at most ${FUNNEL_ADHOC_MAX_DAYS} days)`,
+        querystring: S.funnelQuery,
+        response: { 200: S.funnelResponse, 400: S.errorSchema, ...GUARDED },
+      },
+    },
+    async (req) => {
+      const t = now();
+      const qs = req.query as FunnelQs;
+      const range = rangeOf(qs, t);
+      let steps: FunnelStep[];
+      try {
+        steps = parseFunnelSteps(qs.steps.split(','));
+      } catch (err) {
+        throw new MergeError('steps', (err as Error).message);
+      }
+      const declared = declaredFunnel(cfg.funnels, steps, qs.window);
+      if (declared === null && range.to - range.from > FUNNEL_ADHOC_MAX_DAYS * 86_400_000) {
+        throw new MergeError('from', `an ad-hoc funnel (not declared in FUNNELS) reads every event of its range: at most ${FUNNEL_ADHOC_MAX_DAYS} days, not ${Math.ceil((range.to - range.from) / 86_400_000)}`);
+      }
+      const groupBy = csv<FunnelDimension>(qs.group_by);
+      const filters: FunnelParams['filters'] = {};
+      for (const d of FUNNEL_DIMENSIONS) if (qs[d] !== undefined) filters[d] = qs[d];
+      const params: FunnelParams = { steps, windowMs: qs.window, declared, filters, groupBy };
+      const [result, freshness] = await Promise.all([
+        merge(funnelMetric(src, funnelEvents, steps.length), { ...range, granularity: qs.granularity, params, groupBy }, { watermark: store.watermark(), now: t, maxBuckets: cfg.serving.maxBuckets }),
+        status.freshness(),
+      ]);
+      for (const s of ['batch', 'speed', 'none', 'recomputing'] as const) {
+        const n = result.coverage[s] ?? 0;
+        if (n > 0) metrics.bucketsServed.inc({ metric: 'funnel', source: s }, n * result.series.length);
+      }
+      return {
+        ...result,
+        watermark: status.watermark(),
+        freshness,
+        funnel: { name: declared, steps, window_ms: qs.window },
+        speed: { source: 'none', reason: FUNNEL_SPEED_REASON },
+      };
+    },
+  );
 
   app.get<{ Params: { metric: string } }>(
     '/v1/metrics/:metric',

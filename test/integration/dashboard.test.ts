@@ -103,11 +103,17 @@ describe('dashboard in headless Chromium', () => {
     const firstFreshness = await page.textContent('#freshness');
     await page.waitForTimeout(2500);
 
+    await page.waitForSelector('#funnel[data-rendered="true"]', { timeout: 30_000 });
     const points = await page.$$eval('[data-chart]', (els) => Object.fromEntries(els.map((e) => [e.id, Number((e as HTMLElement).dataset.points ?? -1)])));
     for (const [id, n] of Object.entries(points)) expect({ id, hasData: n > 0 }).toEqual({ id, hasData: true });
     expect(Object.keys(points).sort()).toEqual(
-      ['activeUsers', 'binge', 'churnRisk', 'clicksToPlay', 'dailySessions', 'eventsHourly', 'eventsPerSecond', 'lifecycle', 'playback', 'playbackRates', 'retention', 'topContent', 'topPaths'].sort(),
+      ['activeUsers', 'binge', 'churnRisk', 'clicksToPlay', 'dailySessions', 'eventsHourly', 'eventsPerSecond', 'funnel', 'lifecycle', 'playback', 'playbackRates', 'retention', 'topContent', 'topPaths'].sort(),
     );
+    // The funnel panel draws D's browse-to-play steps as the API answers them.
+    const funnelApi = await (await fetch(`${serving.url}/v1/metrics/funnel?granularity=day&from=${D}&to=${D + DAY}&steps=page_view,click,video_play,video_complete`, { headers: { 'x-api-key': 'dev-read-key' } })).json();
+    const funnelChart = await page.evaluate(() => (window as unknown as { Chart: { getChart(id: string): { data: { datasets: Array<{ data: number[] }> } } } }).Chart.getChart('funnel').data.datasets[0].data);
+    expect(funnelChart).toEqual(funnelApi.series[0].buckets[0].value.steps.map((x: { users: number }) => x.users));
+    expect(funnelChart[0]).toBeGreaterThan(0);
     // Lifecycle: D is the only published day and the lake's first, so its users are all new.
     const lifecycle = await page.evaluate(() => {
       const c = (window as unknown as { Chart: { getChart(id: string): { data: { datasets: Array<{ label: string; data: (number | null)[] }> } } } }).Chart.getChart('lifecycle');
