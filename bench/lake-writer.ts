@@ -135,7 +135,7 @@ async function main(): Promise<void> {
       const value = f.invalidEvery > 0 && i % f.invalidEvery === f.invalidEvery - 1 ? broken : records[i % records.length];
       const message: MessageLike = { value, offset: String(offsets[p]++), timestamp: String(Date.now()) };
       const d = decodeMessage(TOPIC, true, p, message);
-      const buf = state.add(d.kind, d.period, BigInt(message.offset), d.line, undefined, Date.now());
+      const buf = state.add(d.kind, d.period, BigInt(message.offset), d.line, undefined, Date.now(), d.head);
       if (buf.bytes >= f.rollBytes) roll(state, buf);
     }
     if (totalBytes() > f.maxBufferBytes) {
