@@ -6,7 +6,8 @@
  * one COPY. Measured on this shared 2-core machine for 100k events: NDJSON+COPY
  * ≈ 0.8 s, the row appender ≈ 0.85 s, the data-chunk appender ≈ 1.3 s. The
  * NDJSON path also lets the lake writer buffer each record as one compact
- * line instead of an object graph several times its size.
+ * line instead of an object graph several times its size, and a record in the
+ * collector's canonical form as its own bytes (canonical.ts), parsed only here.
  */
 import { randomBytes } from 'node:crypto';
 import fsp from 'node:fs/promises';
