@@ -21,7 +21,7 @@ export interface FileBuffer {
   period: string;
   firstOffset: bigint;
   lastOffset: bigint;
-  /** NDJSON lines (rawLine/dlqLine) as UTF-8: a record costs its encoded size, off the V8 heap. */
+  /** NDJSON lines (rawLine/dlqLine, or a canonical record's own bytes: decode.ts) as UTF-8: a record costs its encoded size, off the V8 heap. */
   rows: LineChunks;
   bytes: number;
   openedAt: number;
@@ -46,13 +46,15 @@ export class LineChunks {
   /** Bytes appended, newlines included. */
   bytes = 0;
 
-  /** Append one line (a newline is added); returns the bytes it took. */
-  append(line: string): number {
+  /** Append one line, `head` (bytes, copied as they are) then `line` (a newline is added); returns the bytes it took. */
+  append(line: string, head?: Buffer): number {
+    const headBytes = head === undefined ? 0 : head.length;
     // UTF-8 takes at most 3 bytes per UTF-16 code unit.
-    const worst = line.length * 3 + 1;
+    const worst = headBytes + line.length * 3 + 1;
     if (this.current === null || this.current.length - this.used < worst) this.grow(worst);
     const cur = this.current!;
-    const n = cur.write(line, this.used, 'utf8');
+    if (head !== undefined) head.copy(cur, this.used);
+    const n = headBytes + cur.write(line, this.used + headBytes, 'utf8');
     cur[this.used + n] = 0x0a;
     this.used += n + 1;
     this.length += 1;
@@ -152,15 +154,15 @@ export class PartitionState {
     readonly partition: number,
   ) {}
 
-  /** Append a line to the open file of its stream and period; it counts `bytes` (default: its UTF-8 size). */
-  add(kind: StreamKind, period: string, offset: bigint, line: string, bytes: number | undefined, now: number): FileBuffer {
+  /** Append a line (`head`, then `line`: LineChunks.append) to the open file of its stream and period; it counts `bytes` (default: its UTF-8 size). */
+  add(kind: StreamKind, period: string, offset: bigint, line: string, bytes: number | undefined, now: number, head?: Buffer): FileBuffer {
     const id = `${kind}|${period}`;
     let buf = this.open.get(id);
     if (!buf) {
       buf = { kind, topic: this.topic, partition: this.partition, period, firstOffset: offset, lastOffset: offset, rows: new LineChunks(), bytes: 0, openedAt: now };
       this.open.set(id, buf);
     }
-    const written = buf.rows.append(line);
+    const written = buf.rows.append(line, head);
     buf.lastOffset = offset;
     buf.bytes += bytes ?? written;
     this.consumed(offset);

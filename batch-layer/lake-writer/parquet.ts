@@ -6,7 +6,8 @@
  * one COPY. Measured on this shared 2-core machine for 100k events: NDJSON+COPY
  * ≈ 0.8 s, the row appender ≈ 0.85 s, the data-chunk appender ≈ 1.3 s. The
  * NDJSON path also lets the lake writer buffer each record as one compact
- * line instead of an object graph several times its size.
+ * line instead of an object graph several times its size, and a record in the
+ * collector's canonical form as its own bytes (canonical.ts), parsed only here.
  */
 import { randomBytes } from 'node:crypto';
 import fsp from 'node:fs/promises';
@@ -33,8 +34,8 @@ export interface DlqRow {
 }
 
 /** properties/context keys that have their own column; any other key goes to `extra`. */
-const PROPERTY_COLUMNS = ['content_id', 'device_type', 'video_quality', 'playback_position', 'duration_ms', 'page', 'target'] as const;
-const CONTEXT_COLUMNS = ['location', 'user_agent', 'ip_address', 'app_version'] as const;
+export const PROPERTY_COLUMNS = ['content_id', 'device_type', 'video_quality', 'playback_position', 'duration_ms', 'page', 'target'] as const;
+export const CONTEXT_COLUMNS = ['location', 'user_agent', 'ip_address', 'app_version'] as const;
 const KNOWN_PROPERTIES = new Set<string>(PROPERTY_COLUMNS);
 const KNOWN_CONTEXT = new Set<string>(CONTEXT_COLUMNS);
 /**
@@ -103,41 +104,78 @@ export function extraJson(record: EventRecord): string | null {
   return Object.keys(extra).length === 0 ? null : JSON.stringify(extra);
 }
 
-/** One raw row as the flat object of RAW_EVENT_COLUMNS (what is written to Parquet). */
+/**
+ * Where each raw column comes from: flattenRaw and the fast path's SQL (rawSelect) both derive
+ * from this and RAW_EVENT_COLUMNS, so a new top-level column is one entry of RAW_EVENT_COLUMNS
+ * and a new property or context column that entry plus its name here.
+ */
+export const RAW_FROM_PROPERTIES = ['video_quality', 'playback_position', 'duration_ms', 'page', 'target'] as const satisfies readonly RawEventColumn[];
+export const RAW_FROM_CONTEXT = ['location', 'user_agent', 'ip_address'] as const satisfies readonly RawEventColumn[];
+/** Columns that are not a field of the record: its Kafka position and the JSON of its unknown keys. */
+export const RAW_NOT_FROM_RECORD = ['kafka_partition', 'kafka_offset', 'extra'] as const satisfies readonly RawEventColumn[];
+
+/** schema_version 2's `properties.device` keys with a column of their own (NULL for other versions). */
+export const RAW_FROM_DEVICE = { device_os: 'os', device_model: 'model' } as const satisfies Partial<Record<RawEventColumn, string>>;
+
+/** 0: the record's top-level field of the column's name; 1: of properties; 2: of context; 3–5: RAW_NOT_FROM_RECORD; 6: of version 2's properties.device. */
+type Source = 0 | 1 | 2 | 3 | 4 | 5 | 6;
+function sourceOf(column: RawEventColumn): Source {
+  if (column in RAW_FROM_DEVICE) return 6;
+  if ((RAW_FROM_PROPERTIES as readonly string[]).includes(column)) return 1;
+  if ((RAW_FROM_CONTEXT as readonly string[]).includes(column)) return 2;
+  const i = (RAW_NOT_FROM_RECORD as readonly string[]).indexOf(column);
+  return i === -1 ? 0 : ((3 + i) as Source);
+}
+/** The largest magnitude an integer column holds: DuckDB refuses a larger number, failing the whole file. */
+const INT_MAX: Record<string, number> = { INTEGER: 2 ** 31 - 1, BIGINT: 2 ** 63 - 1 };
+const RAW_SOURCES = (Object.keys(RAW_EVENT_COLUMNS) as RawEventColumn[]).map(
+  (c) => [c, sourceOf(c), RAW_EVENT_COLUMNS[c] === 'DOUBLE', INT_MAX[RAW_EVENT_COLUMNS[c]] ?? 0] as const,
+);
+
+/** A top-level value; a number its integer column cannot hold (decodeRecord lets a huge schema_version through) NULL. */
+function topLevel(v: unknown, intMax: number): string | number | null {
+  if (intMax > 0 && typeof v === 'number' && !(Number.isInteger(v) && v <= intMax && v >= -intMax - 1)) return null;
+  return (v as string | number | null | undefined) ?? null;
+}
+
+/** A property or context value as its column types it: a value of another type is NULL. */
+function typed(v: unknown, double: boolean): string | number | null {
+  return double ? num(v) : str(v);
+}
+
+/** One raw row as the flat object of RAW_EVENT_COLUMNS (what is written to Parquet), in their order. */
 export function flattenRaw(row: RawRow): Record<RawEventColumn, string | number | null> {
-  const r = row.record;
-  const p = r.properties ?? {};
-  const c = r.context ?? {};
-  const device = r.schema_version === 2 && p.device !== null && typeof p.device === 'object' ? (p.device as Record<string, unknown>) : null;
-  return {
-    event_id: r.event_id,
-    event_type: r.event_type,
-    user_id: r.user_id,
-    session_id: r.session_id ?? null,
-    ts: r.ts,
-    schema_version: r.schema_version,
-    device_type: r.device_type,
-    country: r.country,
-    app_version: r.app_version,
-    content_id: r.content_id ?? null,
-    video_quality: str(p.video_quality),
-    playback_position: num(p.playback_position),
-    duration_ms: num(p.duration_ms),
-    page: str(p.page),
-    target: str(p.target),
-    location: str(c.location),
-    user_agent: str(c.user_agent),
-    ip_address: str(c.ip_address),
-    received_at: r.received_at,
-    kafka_partition: row.partition,
-    kafka_offset: Number(row.offset),
-    extra: extraJson(r),
-    device_ts: r.device_ts ?? null,
-    sent_at: r.sent_at ?? null,
-    app_id: r.app_id ?? null,
-    device_os: str(device?.os),
-    device_model: str(device?.model),
-  };
+  const r = row.record as unknown as Record<string, unknown>;
+  const p = (row.record.properties ?? {}) as Record<string, unknown>;
+  const c = (row.record.context ?? {}) as Record<string, unknown>;
+  const d = row.record.schema_version === 2 && p.device !== null && typeof p.device === 'object' ? (p.device as Record<string, unknown>) : {};
+  const out = {} as Record<RawEventColumn, string | number | null>;
+  for (const [column, source, double, intMax] of RAW_SOURCES) {
+    switch (source) {
+      case 0:
+        out[column] = topLevel(r[column], intMax);
+        break;
+      case 1:
+        out[column] = typed(p[column], double);
+        break;
+      case 2:
+        out[column] = typed(c[column], double);
+        break;
+      case 3:
+        out[column] = row.partition;
+        break;
+      case 4:
+        out[column] = Number(row.offset);
+        break;
+      case 5:
+        out[column] = extraJson(row.record);
+        break;
+      case 6:
+        out[column] = str(d[RAW_FROM_DEVICE[column as keyof typeof RAW_FROM_DEVICE]]);
+        break;
+    }
+  }
+  return out;
 }
 
 export function flattenDlq(row: DlqRow): Record<DlqColumn, string | number | null> {
@@ -178,7 +216,33 @@ export function dlqLine(row: DlqRow): string {
   return JSON.stringify(flattenDlq(row));
 }
 
-const COLUMNS = { raw: RAW_EVENT_COLUMNS, dlq: DLQ_COLUMNS } as const;
+function struct(columns: readonly RawEventColumn[]): string {
+  return `STRUCT(${columns.map((c) => `"${c}" ${RAW_EVENT_COLUMNS[c]}`).join(', ')})`;
+}
+
+/**
+ * A raw file's lines are of two shapes: rawLine's flat row, and a record of the collector's
+ * canonical form as it came from Kafka with its Kafka position appended (decode.ts, the fast
+ * path). So read_json reads the flat columns and properties/context as structs (their other keys
+ * ignored), and a property or context column is whichever of the two the line holds; the
+ * other is absent, hence NULL. The fast path's `extra` is `canonical_extra` beside the record's
+ * own `extra` (null).
+ */
+const READ_COLUMNS = {
+  raw: { ...RAW_EVENT_COLUMNS, properties: struct(RAW_FROM_PROPERTIES), context: struct(RAW_FROM_CONTEXT), canonical_extra: 'VARCHAR' },
+  dlq: DLQ_COLUMNS,
+} as const;
+const quoted = (c: string) => `"${c}"`;
+const SELECT = {
+  raw: RAW_SOURCES.map(([c, source]) =>
+    source === 1 || source === 2
+      ? `COALESCE("${c}", "${source === 1 ? 'properties' : 'context'}"."${c}") AS "${c}"`
+      : source === 5
+        ? `COALESCE("${c}", "canonical_extra") AS "${c}"`
+        : quoted(c),
+  ).join(', '),
+  dlq: Object.keys(DLQ_COLUMNS).map(quoted).join(', '),
+} as const;
 
 /** Write the buffered lines to the temporary NDJSON file as they are (views of their chunks, no copy). */
 async function writeLines(lines: LineChunks, file: string): Promise<void> {
@@ -192,18 +256,17 @@ async function writeLines(lines: LineChunks, file: string): Promise<void> {
   }
 }
 
-/** Turn NDJSON lines made by rawLine/dlqLine into zstd Parquet with exactly the lake's columns. */
+/** Turn NDJSON lines (rawLine/dlqLine, or the fast path's records) into zstd Parquet with exactly the lake's columns. */
 export async function writeParquetLines(kind: 'raw' | 'dlq', lines: LineChunks, file: string): Promise<void> {
-  const columns: Record<string, string> = COLUMNS[kind];
+  const columns: Record<string, string> = READ_COLUMNS[kind];
   await fsp.mkdir(path.dirname(file), { recursive: true });
   const tmpJson = `${file}.${randomBytes(4).toString('hex')}.ndjson`;
   const tmpParquet = `${file}.${randomBytes(4).toString('hex')}.tmp`;
   const conn = await (await duck()).connect();
   try {
     await writeLines(lines, tmpJson);
-    const names = Object.keys(columns).map((c) => `"${c}"`).join(', ');
     await conn.run(
-      `COPY (SELECT ${names} FROM read_json(${sqlString(tmpJson)}, format = 'newline_delimited', columns = ${columnsSpec(columns)},
+      `COPY (SELECT ${SELECT[kind]} FROM read_json(${sqlString(tmpJson)}, format = 'newline_delimited', columns = ${columnsSpec(columns)},
               maximum_object_size = 134217728))
        TO ${sqlString(tmpParquet)} (FORMAT parquet, COMPRESSION zstd)`,
     );

@@ -275,10 +275,10 @@ export class LakeWriter {
       return null;
     }
     const t = this.now();
-    const { kind, line, period } = this.decode(state, message as KafkaMessage & { value: Buffer });
+    const { kind, line, period, head } = this.decode(state, message as KafkaMessage & { value: Buffer });
     this.uncounted[kind] += 1;
     this.consumed += 1;
-    return state.add(kind, period, offset, line, undefined, t);
+    return state.add(kind, period, offset, line, undefined, t, head);
   }
 
   /** Decode a record; one that breaks the contract on the raw topic is counted and logged here. */

@@ -140,12 +140,17 @@ describe('rawLine', () => {
     });
   });
 
-  it('is the line decodeMessage buffers for a valid record', () => {
+  // A record in the collector's canonical form takes the fast path instead (its own bytes; lake-canonical.test.ts).
+  it('is the line decodeMessage buffers for a valid record not in canonical form', () => {
     const v = validateEvent({ event_id: 'e1', event_type: 'click', user_id: 'u', timestamp: NOW - 5, properties: { page: 'p', x: 1 } }, NOW);
     if (!v.ok) throw new Error(v.detail);
-    const d = decodeMessage('events.raw', true, 3, { value: Buffer.from(JSON.stringify(v.record)), offset: '7', timestamp: String(NOW) });
+    const d = decodeMessage('events.raw', true, 3, { value: Buffer.from(JSON.stringify(v.record, null, 1)), offset: '7', timestamp: String(NOW) });
     expect(d.kind).toBe('raw');
+    expect(d.head).toBeUndefined();
     expect(d.line).toBe(referenceLine({ record: v.record, partition: 3, offset: '7' }));
+    const fast = decodeMessage('events.raw', true, 3, { value: Buffer.from(JSON.stringify(v.record)), offset: '7', timestamp: String(NOW) });
+    expect(fast.head?.toString()).toBe(JSON.stringify(v.record).slice(0, -1));
+    expect(fast.line).toBe(',"kafka_partition":3,"kafka_offset":7,"canonical_extra":"{\\"properties\\":{\\"x\\":1}}"}');
   });
 });
 
