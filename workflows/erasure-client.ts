@@ -80,8 +80,9 @@ export async function erasureStatus(client: Client, cfg: Config, requestId: stri
     progress = result.progress;
     auditKey = result.auditKey;
   } else if (state === 'running') {
-    // Before the first workflow task has run there is no handler yet.
-    progress = await handle.query<ErasureProgress>('erasureProgress').catch(() => null);
+    // Before the first workflow task has run there is no handler yet; with no worker polling, a query
+    // waits for one: a status answer does not (found by the fuzzer: a 30 s read timeout).
+    progress = await client.withDeadline(Date.now() + 2_000, () => handle.query<ErasureProgress>('erasureProgress')).catch(() => null);
   } else {
     error = await handle.result().then(
       () => null,

@@ -4,7 +4,7 @@
 (() => {
   'use strict';
   const d = window.dashboard;
-  if (!d) return; // no key yet: the dashboard asks for one first
+  if (!d?.ready) return; // no key yet: the dashboard asks for one first
   const STEPS = ['page_view', 'click', 'video_play', 'video_complete'];
   const secs = (ms) => (ms === null ? '–' : ms < 120e3 ? `${Math.round(ms / 1000)} s` : `${(ms / 60e3).toFixed(1)} min`);
 
