@@ -8,12 +8,23 @@
  *
  * Runs the server in this process unless --url is given (then it needs a read key that is not rate limited
  * below the load: SERVING_RATE_LIMIT_PER_MIN on that server).
+ *
+ *   npx tsx bench/serving.ts --scenario features --users 1000 --rates 1000 --seconds 10
+ *
+ * The features scenario (GET /v1/users/{user_id}/features, target p99 < 10 ms at 1,000 req/s): the speed
+ * layer's real step (RedisApplier) first writes --users users' state, 60 events each over the last 24 h,
+ * under a Redis prefix of its own (removed at the end), and reports the bytes per user (MEMORY USAGE); then
+ * the requests rotate over those users on an in-process server.
  */
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
-import { loadConfig } from '../common/config';
-import { BUCKET_MS, bucketStart } from '../common/contract';
+import { redisClient } from '../common/clients';
+import { loadConfig, type Config } from '../common/config';
+import { BUCKET_MS, bucketStart, EVENT_TYPES, validateEvent } from '../common/contract';
+import { speedKeys } from '../common/speed-keys';
 import { startServing, type Serving } from '../serving-layer/service';
+import { RedisApplier } from '../speed-layer/apply';
+import { eventIdHash, foldEvents, type FoldInput } from '../speed-layer/fold';
 
 process.env.LOG_LEVEL ??= 'warn';
 
@@ -24,8 +35,13 @@ const { values: args } = parseArgs({
     seconds: { type: 'string', default: '5' },
     connections: { type: 'string', default: '20' },
     key: { type: 'string', default: 'dev-read-key' },
+    scenario: { type: 'string', default: 'dashboard' },
+    users: { type: 'string', default: '1000' },
   },
 });
+if (!['dashboard', 'features'].includes(args.scenario!)) throw new Error(`--scenario is dashboard or features, not ${args.scenario}`);
+const features = args.scenario === 'features';
+if (features && args.url) throw new Error('--scenario features runs its own server over the users it writes: no --url');
 
 /** What the dashboard asks every 2 s (live) and every 30 s (hourly/daily), in one rotation. */
 function dashboardPaths(now: number): string[] {
@@ -44,16 +60,66 @@ function dashboardPaths(now: number): string[] {
   ];
 }
 
-let serving: Serving | undefined;
-let base = args.url;
-if (!base) {
-  const cfg = loadConfig({ ...process.env, SERVING_RATE_LIMIT_PER_MIN: String(10_000_000) });
-  serving = await startServing(cfg, { port: 0, host: '127.0.0.1' });
-  base = serving.url;
+/** Write `n` users' feature state through the speed layer's own step: 60 events each over the last 24 h, 10 in the last hour. */
+async function seedUsers(cfg: Config, n: number): Promise<string[]> {
+  const redis = redisClient(cfg);
+  const applier = new RedisApplier(redis, cfg);
+  const now = Date.now();
+  const users = Array.from({ length: n }, (_, i) => `bench_user_${i}`);
+  let offset = 0;
+  for (let b = 0; b < n; b += 100) {
+    const inputs: FoldInput[] = [];
+    for (const user of users.slice(b, b + 100)) {
+      for (let e = 0; e < 60; e++) {
+        const ts = e < 50 ? now - 24 * BUCKET_MS.hour + e * 27 * 60_000 : now - (60 - e) * 5 * 60_000;
+        const id = `${user}-${e}`;
+        const v = validateEvent({ event_id: id, event_type: EVENT_TYPES[e % EVENT_TYPES.length], user_id: user, timestamp: ts, properties: { device_type: 'smart_tv', content_id: `movie_${e % 7}` } }, now);
+        if (!v.ok) throw new Error(v.detail);
+        inputs.push({ record: v.record, hash: eventIdHash(id) });
+      }
+    }
+    const fold = foldEvents(inputs, { now, secondRetentionMs: cfg.speed.secondRetentionMs, retentionMs: cfg.speed.retentionMs });
+    const res = await applier.apply({ topic: 'bench', partition: 0, firstOffset: offset, nextOffset: offset + inputs.length, now, fold, binges: [], unparseable: 0, crossBatchDuplicates: 0, freshnessMs: null });
+    if (res.status !== 'applied') throw new Error(`seeding step ${JSON.stringify(res)}`);
+    offset += inputs.length;
+  }
+  const keys = speedKeys(cfg);
+  const sample = users.slice(0, 100);
+  const bytes = await Promise.all(sample.map((u) => redis.memory('USAGE', keys.userFeatures(u))));
+  const fields = await Promise.all(sample.map((u) => redis.hlen(keys.userFeatures(u))));
+  const avg = (xs: Array<number | null>) => Math.round(xs.reduce<number>((a, x) => a + Number(x ?? 0), 0) / xs.length);
+  console.log(`seeded ${n} users (60 events each over 24 h): ${avg(bytes)} bytes per user (MEMORY USAGE, mean of ${sample.length}), ${avg(fields)} hash fields`);
+  redis.disconnect();
+  return users;
 }
 
-const paths = dashboardPaths(Date.now());
-console.log(`serving benchmark against ${base}: ${paths.length} dashboard queries in rotation, ${args.seconds} s per step`);
+async function dropPrefix(cfg: Config): Promise<void> {
+  const redis = redisClient(cfg);
+  for await (const batch of redis.scanStream({ match: speedKeys(cfg).glob(), count: 1000 })) if ((batch as string[]).length > 0) await redis.del(...(batch as string[]));
+  redis.disconnect();
+}
+
+let serving: Serving | undefined;
+let base = args.url;
+let benchCfg: Config | undefined;
+let paths: string[];
+if (!base) {
+  benchCfg = loadConfig({
+    ...process.env,
+    SERVING_RATE_LIMIT_PER_MIN: String(10_000_000),
+    ...(features ? { REDIS_KEY_PREFIX: `bench:features:${process.pid}:` } : {}),
+  });
+  serving = await startServing(benchCfg, { port: 0, host: '127.0.0.1' });
+  base = serving.url;
+}
+if (features) {
+  const users = await seedUsers(benchCfg!, Number(args.users));
+  paths = users.map((u) => `/v1/users/${u}/features`);
+} else {
+  paths = dashboardPaths(Date.now());
+}
+
+console.log(`serving benchmark against ${base}: ${paths.length} ${features ? 'users' : 'dashboard queries'} in rotation, ${args.seconds} s per step`);
 console.log('rate req/s | achieved | p50 ms | p90 ms | p99 ms | max ms | non-2xx | errors');
 for (const rate of args.rates!.split(',').map(Number)) {
   const result = await autocannon({
@@ -70,3 +136,4 @@ for (const rate of args.rates!.split(',').map(Number)) {
   );
 }
 await serving?.stop();
+if (features) await dropPrefix(benchCfg!);
