@@ -45,7 +45,7 @@ export async function buildServer(cfg: Config, deps: ServerDeps): Promise<Fastif
     genReqId,
     trustProxy: cfg.serving.trustProxy,
     // A path parameter may be a whole user_id (128 characters, the contract's bound); fastify's default is 100.
-    maxParamLength: 256,
+    routerOptions: { maxParamLength: 256 },
     ajv: { customOptions: { removeAdditional: false, coerceTypes: true, useDefaults: true, allErrors: false } },
   });
   const metrics = servingMetrics(store, { defaultMetrics: deps.defaultMetrics });
