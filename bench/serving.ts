@@ -14,12 +14,16 @@
  * The features scenario (GET /v1/users/{user_id}/features, target p99 < 10 ms at 1,000 req/s): the speed
  * layer's real step (RedisApplier) first writes --users users' state, 60 events each over the last 24 h,
  * under a Redis prefix of its own (removed at the end), and reports the bytes per user (MEMORY USAGE); then
- * the requests rotate over those users on an in-process server.
+ * the requests rotate over those users, sent to a serving process of its own (`serving-layer/main.ts` on a
+ * free port and that prefix), so autocannon does not share the server's event loop.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
+import path from 'node:path';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import { redisClient } from '../common/clients';
-import { loadConfig, type Config } from '../common/config';
+import { loadConfig, REPO_ROOT, type Config } from '../common/config';
 import { BUCKET_MS, bucketStart, EVENT_TYPES, validateEvent } from '../common/contract';
 import { speedKeys } from '../common/speed-keys';
 import { startServing, type Serving } from '../serving-layer/service';
@@ -99,23 +103,47 @@ async function dropPrefix(cfg: Config): Promise<void> {
   redis.disconnect();
 }
 
+async function freePort(): Promise<number> {
+  const srv = net.createServer().listen(0, '127.0.0.1');
+  await new Promise((r) => srv.once('listening', r));
+  const port = (srv.address() as net.AddressInfo).port;
+  await new Promise((r) => srv.close(r));
+  return port;
+}
+
+/** The serving layer as a process of its own, on `env`; resolves once /health answers. */
+async function spawnServing(env: Record<string, string>): Promise<{ child: ChildProcess; url: string }> {
+  const port = await freePort();
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'serving-layer/main.ts')], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, LOG_LEVEL: 'warn', ...env, SERVING_PORT: String(port), SERVING_HOST: '127.0.0.1' },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 300; i++) {
+    if (await fetch(`${url}/health`).then(() => true, () => false)) return { child, url };
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  child.kill();
+  throw new Error('the serving process did not start within 30 s');
+}
+
 let serving: Serving | undefined;
+let child: ChildProcess | undefined;
 let base = args.url;
 let benchCfg: Config | undefined;
 let paths: string[];
-if (!base) {
-  benchCfg = loadConfig({
-    ...process.env,
-    SERVING_RATE_LIMIT_PER_MIN: String(10_000_000),
-    ...(features ? { REDIS_KEY_PREFIX: `bench:features:${process.pid}:` } : {}),
-  });
-  serving = await startServing(benchCfg, { port: 0, host: '127.0.0.1' });
-  base = serving.url;
-}
 if (features) {
-  const users = await seedUsers(benchCfg!, Number(args.users));
+  const env = { REDIS_KEY_PREFIX: `bench:features:${process.pid}:`, SERVING_RATE_LIMIT_PER_MIN: String(10_000_000) };
+  benchCfg = loadConfig({ ...process.env, ...env });
+  const users = await seedUsers(benchCfg, Number(args.users));
   paths = users.map((u) => `/v1/users/${u}/features`);
+  ({ child, url: base } = await spawnServing(env));
 } else {
+  if (!base) {
+    serving = await startServing(loadConfig({ ...process.env, SERVING_RATE_LIMIT_PER_MIN: String(10_000_000) }), { port: 0, host: '127.0.0.1' });
+    base = serving.url;
+  }
   paths = dashboardPaths(Date.now());
 }
 
@@ -136,4 +164,5 @@ for (const rate of args.rates!.split(',').map(Number)) {
   );
 }
 await serving?.stop();
+child?.kill('SIGTERM');
 if (features) await dropPrefix(benchCfg!);
