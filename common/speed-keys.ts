@@ -488,6 +488,10 @@ function scoredMembers(flat: string[]): Map<string, number> {
  * | ss, sl, sn, sd | current session: start ts, last ts, events, device_type of its first event |
  * | lc, lct        | last content_id (of the latest event carrying one) and its ts |
  * | wo             | ts of the play or resume still open (no pause, stop, complete or play since) |
+ *
+ * Memory: measured 1,382 bytes per user (MEMORY USAGE, Redis 7.0, 62 fields) for 60 events spread over the last
+ * 24 h (bench/serving.ts --scenario features; docs/benchmarks.md, "User features"): ~1.4 GB per million users
+ * active in the last R, the key's TTL (R after the user's last applied event), at most 122 fields whatever they do.
  */
 export const USER_MINUTE_SLOTS = 60;
 export const USER_HOUR_SLOTS = 24;
