@@ -8,12 +8,27 @@
  *
  * Runs the server in this process unless --url is given (then it needs a read key that is not rate limited
  * below the load: SERVING_RATE_LIMIT_PER_MIN on that server).
+ *
+ *   npx tsx bench/serving.ts --scenario features --users 1000 --rates 1000 --seconds 10
+ *
+ * The features scenario (GET /v1/users/{user_id}/features, target p99 < 10 ms at 1,000 req/s): the speed
+ * layer's real step (RedisApplier) first writes --users users' state, 60 events each over the last 24 h,
+ * under a Redis prefix of its own (removed at the end), and reports the bytes per user (MEMORY USAGE); then
+ * the requests rotate over those users, sent to a serving process of its own (`serving-layer/main.ts` on a
+ * free port and that prefix), so autocannon does not share the server's event loop.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
+import path from 'node:path';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
-import { loadConfig } from '../common/config';
-import { BUCKET_MS, bucketStart } from '../common/contract';
+import { redisClient } from '../common/clients';
+import { loadConfig, REPO_ROOT, type Config } from '../common/config';
+import { BUCKET_MS, bucketStart, EVENT_TYPES, validateEvent } from '../common/contract';
+import { speedKeys } from '../common/speed-keys';
 import { startServing, type Serving } from '../serving-layer/service';
+import { RedisApplier } from '../speed-layer/apply';
+import { eventIdHash, foldEvents, type FoldInput } from '../speed-layer/fold';
 
 process.env.LOG_LEVEL ??= 'warn';
 
@@ -24,8 +39,13 @@ const { values: args } = parseArgs({
     seconds: { type: 'string', default: '5' },
     connections: { type: 'string', default: '20' },
     key: { type: 'string', default: 'dev-read-key' },
+    scenario: { type: 'string', default: 'dashboard' },
+    users: { type: 'string', default: '1000' },
   },
 });
+if (!['dashboard', 'features'].includes(args.scenario!)) throw new Error(`--scenario is dashboard or features, not ${args.scenario}`);
+const features = args.scenario === 'features';
+if (features && args.url) throw new Error('--scenario features runs its own server over the users it writes: no --url');
 
 /** What the dashboard asks every 2 s (live) and every 30 s (hourly/daily), in one rotation. */
 function dashboardPaths(now: number): string[] {
@@ -44,16 +64,90 @@ function dashboardPaths(now: number): string[] {
   ];
 }
 
-let serving: Serving | undefined;
-let base = args.url;
-if (!base) {
-  const cfg = loadConfig({ ...process.env, SERVING_RATE_LIMIT_PER_MIN: String(10_000_000) });
-  serving = await startServing(cfg, { port: 0, host: '127.0.0.1' });
-  base = serving.url;
+/** Write `n` users' feature state through the speed layer's own step: 60 events each over the last 24 h, 10 in the last hour. */
+async function seedUsers(cfg: Config, n: number): Promise<string[]> {
+  const redis = redisClient(cfg);
+  const applier = new RedisApplier(redis, cfg);
+  const now = Date.now();
+  const users = Array.from({ length: n }, (_, i) => `bench_user_${i}`);
+  let offset = 0;
+  for (let b = 0; b < n; b += 100) {
+    const inputs: FoldInput[] = [];
+    for (const user of users.slice(b, b + 100)) {
+      for (let e = 0; e < 60; e++) {
+        const ts = e < 50 ? now - 24 * BUCKET_MS.hour + e * 27 * 60_000 : now - (60 - e) * 5 * 60_000;
+        const id = `${user}-${e}`;
+        const v = validateEvent({ event_id: id, event_type: EVENT_TYPES[e % EVENT_TYPES.length], user_id: user, timestamp: ts, properties: { device_type: 'smart_tv', content_id: `movie_${e % 7}` } }, now);
+        if (!v.ok) throw new Error(v.detail);
+        inputs.push({ record: v.record, hash: eventIdHash(id) });
+      }
+    }
+    const fold = foldEvents(inputs, { now, secondRetentionMs: cfg.speed.secondRetentionMs, retentionMs: cfg.speed.retentionMs });
+    const res = await applier.apply({ topic: 'bench', partition: 0, firstOffset: offset, nextOffset: offset + inputs.length, now, fold, binges: [], unparseable: 0, crossBatchDuplicates: 0, freshnessMs: null });
+    if (res.status !== 'applied') throw new Error(`seeding step ${JSON.stringify(res)}`);
+    offset += inputs.length;
+  }
+  const keys = speedKeys(cfg);
+  const sample = users.slice(0, 100);
+  const bytes = await Promise.all(sample.map((u) => redis.memory('USAGE', keys.userFeatures(u))));
+  const fields = await Promise.all(sample.map((u) => redis.hlen(keys.userFeatures(u))));
+  const avg = (xs: Array<number | null>) => Math.round(xs.reduce<number>((a, x) => a + Number(x ?? 0), 0) / xs.length);
+  console.log(`seeded ${n} users (60 events each over 24 h): ${avg(bytes)} bytes per user (MEMORY USAGE, mean of ${sample.length}), ${avg(fields)} hash fields`);
+  redis.disconnect();
+  return users;
 }
 
-const paths = dashboardPaths(Date.now());
-console.log(`serving benchmark against ${base}: ${paths.length} dashboard queries in rotation, ${args.seconds} s per step`);
+async function dropPrefix(cfg: Config): Promise<void> {
+  const redis = redisClient(cfg);
+  for await (const batch of redis.scanStream({ match: speedKeys(cfg).glob(), count: 1000 })) if ((batch as string[]).length > 0) await redis.del(...(batch as string[]));
+  redis.disconnect();
+}
+
+async function freePort(): Promise<number> {
+  const srv = net.createServer().listen(0, '127.0.0.1');
+  await new Promise((r) => srv.once('listening', r));
+  const port = (srv.address() as net.AddressInfo).port;
+  await new Promise((r) => srv.close(r));
+  return port;
+}
+
+/** The serving layer as a process of its own, on `env`; resolves once /health answers. */
+async function spawnServing(env: Record<string, string>): Promise<{ child: ChildProcess; url: string }> {
+  const port = await freePort();
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'serving-layer/main.ts')], {
+    cwd: REPO_ROOT,
+    env: { ...process.env, LOG_LEVEL: 'warn', ...env, SERVING_PORT: String(port), SERVING_HOST: '127.0.0.1' },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 300; i++) {
+    if (await fetch(`${url}/health`).then(() => true, () => false)) return { child, url };
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  child.kill();
+  throw new Error('the serving process did not start within 30 s');
+}
+
+let serving: Serving | undefined;
+let child: ChildProcess | undefined;
+let base = args.url;
+let benchCfg: Config | undefined;
+let paths: string[];
+if (features) {
+  const env = { REDIS_KEY_PREFIX: `bench:features:${process.pid}:`, SERVING_RATE_LIMIT_PER_MIN: String(10_000_000) };
+  benchCfg = loadConfig({ ...process.env, ...env });
+  const users = await seedUsers(benchCfg, Number(args.users));
+  paths = users.map((u) => `/v1/users/${u}/features`);
+  ({ child, url: base } = await spawnServing(env));
+} else {
+  if (!base) {
+    serving = await startServing(loadConfig({ ...process.env, SERVING_RATE_LIMIT_PER_MIN: String(10_000_000) }), { port: 0, host: '127.0.0.1' });
+    base = serving.url;
+  }
+  paths = dashboardPaths(Date.now());
+}
+
+console.log(`serving benchmark against ${base}: ${paths.length} ${features ? 'users' : 'dashboard queries'} in rotation, ${args.seconds} s per step`);
 console.log('rate req/s | achieved | p50 ms | p90 ms | p99 ms | max ms | non-2xx | errors');
 for (const rate of args.rates!.split(',').map(Number)) {
   const result = await autocannon({
@@ -70,3 +164,5 @@ for (const rate of args.rates!.split(',').map(Number)) {
   );
 }
 await serving?.stop();
+child?.kill('SIGTERM');
+if (features) await dropPrefix(benchCfg!);

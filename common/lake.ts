@@ -218,7 +218,7 @@ export interface LakeTable {
 export const LAKE_TABLES: readonly LakeTable[] = [
   { table: 'events', zone: 'processed', period: 'hourly', served: false, sql: 'events_across_hours', expires: true, description: 'valid events de-duplicated by event_id, per hour' },
   { table: 'sessions', zone: 'processed', period: 'daily', served: false, shard: { orderBy: 'user_id, session_idx' }, expires: true, description: 'sessions per METRICS.md (30-minute gap, split at midnight)' },
-  { table: 'user_daily_activity', zone: 'processed', period: 'daily', served: false, shard: { orderBy: 'user_id' }, description: 'one row per user and active day' },
+  { table: 'user_daily_activity', zone: 'processed', period: 'daily', served: true, shard: { orderBy: 'user_id' }, description: 'one row per user and active day' },
   { table: 'event_ids', zone: 'processed', period: 'hourly', served: false, expires: true, description: "each hour's de-duplication index: where an id's first copy was received, whether the hour counted it" },
   { table: 'hourly_events', zone: 'aggregated', period: 'hourly', served: true, description: 'event counts per hour x type x device x country x app version, with ALL roll-ups' },
   { table: 'hourly_users', zone: 'aggregated', period: 'hourly', served: true, description: 'exact distinct users per hour, overall and per device' },

@@ -38,6 +38,7 @@
  * | alert   | {alert}:firing                       | hash   | rule → JSON {rule, since, value, threshold, message}         | never (removed when resolved) |
  * | alert   | {alert}:rebuild:<topic>              | hash   | partition → offset its rebuild must reach (Redis lost it)    | field removed when reached |
  * | dim     | {dim}:<name>:<YYYY-MM-DD>            | set    | the values of a dimension admitted that day (its bound)      | day end + R        |
+ * | usr     | {usr}:<base64url(user_id)>           | hash   | one user's real-time features (userFeaturesOf; METRICS.md "User features") | R after the user's last applied event |
  * | —       | watermark                            | pub/sub channel | the lake watermark moved (published by the batch layer and a pin) | —     |
  *
  * Dedupe memory: measured 50–56 bytes per event_id on Redis 7.0 (a hashtable set
@@ -56,7 +57,7 @@
  */
 import type { Redis } from 'ioredis';
 import type { Config } from './config';
-import { ALL, BUCKET_MS, bucketsIn, bucketStart, dayOf, type EventType } from './contract';
+import { ALL, BINGE_WINDOW_MS, BUCKET_MS, bucketsIn, bucketStart, dayOf, type EventType } from './contract';
 
 /** Standard error of Redis' HyperLogLog (16384 registers): 1.04 / sqrt(16384). The textbook figure; see hllErrorBound. */
 export const HLL_STANDARD_ERROR = 0.0081;
@@ -90,7 +91,7 @@ export type StatField = (typeof STAT_FIELDS)[number];
 export const ALERT_RULES = ['error_rate', 'throughput', 'consumer_lag', 'latency', 'redis_data_lost'] as const;
 export type AlertRule = (typeof ALERT_RULES)[number];
 
-export const FAMILIES = ['cnt', 'hll', 'pb', 'top', 'live', 'binge', 'dedup', 'ctl', 'alert', 'dim'] as const;
+export const FAMILIES = ['cnt', 'hll', 'pb', 'top', 'live', 'binge', 'dedup', 'ctl', 'alert', 'dim', 'usr'] as const;
 export type Family = (typeof FAMILIES)[number];
 
 export interface SpeedKeys {
@@ -116,6 +117,8 @@ export interface SpeedKeys {
   rebuild(topic: string): string;
   /** Pub/sub channel announcing that the lake watermark moved (not a key: no family, no slot). */
   watermarkChannel(): string;
+  /** One user's feature state. The id is base64url-encoded: whatever it holds, it cannot reach the hash tag, a glob or another user's key. */
+  userFeatures(userId: string): string;
 }
 
 export function speedKeys(cfg: Config): SpeedKeys {
@@ -140,6 +143,7 @@ export function speedKeys(cfg: Config): SpeedKeys {
     alerts: () => `${p}{alert}:firing`,
     rebuild: (topic) => `${p}{alert}:rebuild:${topic}`,
     watermarkChannel: () => `${p}watermark`,
+    userFeatures: (u) => `${p}{usr}:${Buffer.from(u, 'utf8').toString('base64url')}`,
   };
 }
 
@@ -468,4 +472,81 @@ function scoredMembers(flat: string[]): Map<string, number> {
   const out = new Map<string, number>();
   for (let i = 0; i < flat.length; i += 2) out.set(flat[i], Number(flat[i + 1]));
   return out;
+}
+
+/*
+ * User features (METRICS.md "User features"): one hash per user, `{usr}:<base64url(user_id)>`, written by
+ * the speed layer's step (op U of apply.lua) and read by readUserFeatures. Windows are rings of slots, so a
+ * hash never grows past 60 + 24 + 28 slot fields plus 10 scalars whatever the user does (Redis keeps it a
+ * listpack), and a slot holding an older bucket than an event's is reset by it, never trimmed by a scan:
+ * | field          | value                                                      |
+ * |----------------|------------------------------------------------------------|
+ * | m<minute % 60> | `<minute index>:<events>:<plays>` (index = floor(ts / 60 s)) |
+ * | h<hour % 24>   | `<hour index>:<events>:<plays>:<watch ms>`                 |
+ * | d<day % 28>    | `<day index>` (a day the user was active)                  |
+ * | fs, lt         | first and latest event ts the speed layer applied          |
+ * | ss, sl, sn, sd | current session: start ts, last ts, events, device_type of its first event |
+ * | lc, lct        | last content_id (of the latest event carrying one) and its ts |
+ * | wo             | ts of the play or resume still open (no pause, stop, complete or play since) |
+ *
+ * Memory: measured 1,382 bytes per user (MEMORY USAGE, Redis 7.0, 62 fields) for 60 events spread over the last
+ * 24 h (bench/serving.ts --scenario features; docs/benchmarks.md, "User features"): ~1.4 GB per million users
+ * active in the last R, the key's TTL (R after the user's last applied event), at most 122 fields whatever they do.
+ */
+export const USER_MINUTE_SLOTS = 60;
+export const USER_HOUR_SLOTS = 24;
+export const USER_DAY_SLOTS = 28;
+/** A play interval longer than this (a stop that never came) counts this long. */
+export const WATCH_INTERVAL_CAP_MS = 4 * 3_600_000;
+/** Playback events as the user feature fold sees them: a play counts as a play; open starts a watch interval, close ends one (a new open closes the previous). */
+export const WATCH_OPEN: ReadonlySet<string> = new Set(['video_play', 'video_resume']);
+export const WATCH_CLOSE: ReadonlySet<string> = new Set(['video_pause', 'video_stop', 'video_complete']);
+
+export interface UserFeatureState {
+  /** Minute buckets (start ms) with their events and plays; only what the ring still holds. */
+  minutes: Array<{ minute: number; events: number; plays: number }>;
+  hours: Array<{ hour: number; events: number; plays: number; watchMs: number }>;
+  /** Day starts (ms) the user was active on. */
+  days: number[];
+  firstSeen: number;
+  lastEvent: number;
+  session: { start: number; last: number; events: number; deviceType: string } | null;
+  lastContent: { contentId: string; ts: number } | null;
+  /** ts of the play still open, or null. */
+  playingSince: number | null;
+  /** Completes remembered by the binge detection in [now − 4 h, now], and whether the user binges today. */
+  completes4h: number;
+  bingeToday: boolean;
+}
+
+/** One user's feature state, or null when the speed layer holds none (never seen, or expired). One round trip. */
+export async function readUserFeatures(redis: Redis, cfg: Config, userId: string, now = Date.now()): Promise<UserFeatureState | null> {
+  const keys = speedKeys(cfg);
+  const [raw, completes, binging] = await pipelined<unknown>(redis, (p) => {
+    p.hgetall(keys.userFeatures(userId));
+    p.zcount(keys.bingeCompletes(userId), now - BINGE_WINDOW_MS, '+inf');
+    p.sismember(keys.bingeDay(dayOf(now)), userId);
+  });
+  const h = raw as Record<string, string>;
+  if (h.fs === undefined) return null;
+  const state: UserFeatureState = {
+    minutes: [],
+    hours: [],
+    days: [],
+    firstSeen: Number(h.fs),
+    lastEvent: Number(h.lt),
+    session: h.ss === undefined ? null : { start: Number(h.ss), last: Number(h.sl), events: Number(h.sn), deviceType: h.sd },
+    lastContent: h.lc === undefined ? null : { contentId: h.lc, ts: Number(h.lct) },
+    playingSince: h.wo === undefined || h.wo === '' ? null : Number(h.wo),
+    completes4h: Number(completes),
+    bingeToday: Number(binging) === 1,
+  };
+  for (const [field, value] of Object.entries(h)) {
+    const v = value.split(':').map(Number);
+    if (/^m\d+$/.test(field)) state.minutes.push({ minute: v[0] * BUCKET_MS.minute, events: v[1], plays: v[2] });
+    else if (/^h\d+$/.test(field)) state.hours.push({ hour: v[0] * BUCKET_MS.hour, events: v[1], plays: v[2], watchMs: v[3] });
+    else if (/^d\d+$/.test(field)) state.days.push(v[0] * BUCKET_MS.day);
+  }
+  state.days.sort((a, b) => a - b);
+  return state;
 }

@@ -337,3 +337,46 @@ export const funnelResponse = {
     },
   },
 } as const;
+
+/** A user id the features route looks up: the contract's length, a charset without separators, quotes or spaces. */
+export const USER_ID_PATTERN = '^[A-Za-z0-9_.:@+=-]{1,128}$';
+export const userFeaturesParams = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['user_id'],
+  properties: { user_id: { type: 'string', minLength: 1, maxLength: 128, pattern: USER_ID_PATTERN, description: 'the event user_id (1..128 of A-Z a-z 0-9 _ . : @ + = -)' } },
+} as const;
+const perWindow = (what: string) =>
+  ({ type: 'object', description: what, required: ['5m', '1h', '24h'], properties: { '5m': count, '1h': count, '24h': count } }) as const;
+const nullableMs = { type: ['integer', 'null'], minimum: 0 } as const;
+export const userFeaturesResponse = {
+  type: 'object',
+  description: 'One user\'s real-time features (METRICS.md "User features"): speed layer state, days and first seen with the batch layer\'s exact days',
+  required: ['user_id', 'as_of', 'sources', 'windows', 'events', 'plays', 'watch_time_ms_24h', 'playing_since', 'current_session', 'last_content', 'binge', 'days_active_28d', 'first_seen'],
+  properties: {
+    user_id: { type: 'string' },
+    as_of: count,
+    sources: { type: 'object', properties: { speed: { type: 'boolean' }, batch: { type: 'boolean' } } },
+    windows: perWindow('start (epoch ms) of each window: the current minute and the 4 / 59 before it; the current hour and the 23 before it'),
+    events: perWindow('events of the user since the window start'),
+    plays: perWindow('video_play events of the user since the window start'),
+    watch_time_ms_24h: { ...count, description: 'closed play intervals (play/resume to the next pause, stop, complete, play or resume; each capped at 4 h) ending in the 24 h window' },
+    playing_since: { ...nullableMs, description: 'ts of the play or resume still open, or null' },
+    current_session: {
+      type: ['object', 'null'],
+      description: 'the session of the latest event if it is still open (within 30 min of now, same UTC day), else null',
+      properties: { start: count, last_event: count, events: count, duration_ms: count, device_type: { type: 'string' } },
+    },
+    last_content: { type: ['object', 'null'], properties: { content_id: { type: 'string' }, ts: count } },
+    binge: { type: 'object', properties: { binging_today: { type: 'boolean' }, completes_4h: count } },
+    days_active_28d: {
+      type: 'object',
+      description: 'distinct UTC days with an event among today and the 27 before: published batch days before batch_until, speed layer days from it',
+      properties: { value: count, from_day: { type: 'string' }, batch_days: count, speed_days: count, batch_until: { type: ['string', 'null'] } },
+    },
+    first_seen: {
+      type: ['object', 'null'],
+      properties: { ts: nullableMs, day: { type: 'string' }, source: { type: 'string', enum: ['batch', 'speed'] } },
+    },
+  },
+} as const;

@@ -25,6 +25,7 @@ import type { ServingContext } from './routes/context';
 import { dashboardRoutes } from './routes/dashboard';
 import { metricRoutes } from './routes/metrics';
 import { operationRoutes } from './routes/operations';
+import { userRoutes } from './routes/users';
 import { ServingStatus } from './status';
 
 export interface ServerDeps {
@@ -43,6 +44,8 @@ export async function buildServer(cfg: Config, deps: ServerDeps): Promise<Fastif
     logger: false,
     genReqId,
     trustProxy: cfg.serving.trustProxy,
+    // A path parameter may be a whole user_id (128 characters, the contract's bound); fastify's default is 100.
+    routerOptions: { maxParamLength: 256 },
     ajv: { customOptions: { removeAdditional: false, coerceTypes: true, useDefaults: true, allErrors: false } },
   });
   const metrics = servingMetrics(store, { defaultMetrics: deps.defaultMetrics });
@@ -63,6 +66,7 @@ export async function buildServer(cfg: Config, deps: ServerDeps): Promise<Fastif
 
   // The routes, each file in its own scope.
   await app.register(metricRoutes, ctx);
+  await app.register(userRoutes, ctx);
   await app.register(operationRoutes, ctx);
   await app.register(adminRoutes, ctx);
   await app.register(dashboardRoutes);

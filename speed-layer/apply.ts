@@ -10,8 +10,20 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Redis } from 'ioredis';
 import type { Config } from '../common/config';
-import { BINGE_WINDOW_MS, bucketStart, type EventRecord } from '../common/contract';
-import { BINGE_STREAM_MAXLEN, expiresAt, LIVE_SESSIONS_WINDOW_MS, LIVE_USERS_WINDOW_MS, readCompletes, speedKeys, type SpeedKeys } from '../common/speed-keys';
+import { BINGE_WINDOW_MS, bucketStart, SESSION_GAP_MS, type EventRecord } from '../common/contract';
+import {
+  BINGE_STREAM_MAXLEN,
+  expiresAt,
+  LIVE_SESSIONS_WINDOW_MS,
+  LIVE_USERS_WINDOW_MS,
+  readCompletes,
+  speedKeys,
+  USER_DAY_SLOTS,
+  USER_HOUR_SLOTS,
+  USER_MINUTE_SLOTS,
+  WATCH_INTERVAL_CAP_MS,
+  type SpeedKeys,
+} from '../common/speed-keys';
 import { bingeDays } from './binge';
 import { dedupeEpoch, type Fold } from './fold';
 
@@ -20,7 +32,13 @@ import { dedupeEpoch, type Fold } from './fold';
  * startup. The stream's bound is prepended from common/speed-keys.ts, its one definition.
  */
 const lua = (file: string): string => readFileSync(fileURLToPath(new URL(file, import.meta.url)), 'utf8');
-const SCRIPT = `local BINGE_STREAM_MAXLEN = ${BINGE_STREAM_MAXLEN}\n${lua('./apply.lua')}`;
+const SCRIPT = [
+  `local BINGE_STREAM_MAXLEN = ${BINGE_STREAM_MAXLEN}`,
+  `local USER_SLOTS = { m = ${USER_MINUTE_SLOTS}, h = ${USER_HOUR_SLOTS}, d = ${USER_DAY_SLOTS} }`,
+  `local WATCH_INTERVAL_CAP_MS = ${WATCH_INTERVAL_CAP_MS}`,
+  `local SESSION_GAP_MS = ${SESSION_GAP_MS}`,
+  lua('./apply.lua'),
+].join('\n');
 /** The read-only check before the fold (RedisApplier.seenBefore): seen-before.lua, beside this file. */
 const SEEN_BEFORE = lua('./seen-before.lua');
 
@@ -166,6 +184,24 @@ export function buildPlan(cfg: Config, keys: SpeedKeys, req: ApplyRequest): Buil
   for (const [day, list] of byDay) {
     const dayStart = Date.parse(`${day}T00:00:00Z`);
     plan.op('B', keys.bingeDay(day), expiresAt(cfg, 'day', dayStart), [plan.key(keys.bingeStream()), ...list.flatMap((b) => [b.userId, b.day, b.ts])]);
+  }
+
+  // One op for the batch's users, in the same step as everything else: a replayed batch is refused whole.
+  // Per user 3 arguments: their key's index, their numbers packed (-1 = none), their strings packed (lengths among the numbers).
+  if (fold.userFeatures.size > 0) {
+    const userArgs: Array<string | number> = [];
+    for (const [user, u] of fold.userFeatures) {
+      const strings = [u.lastContent?.contentId ?? '', ...u.runs.map((r) => r.deviceType)];
+      const nums: number[] = [u.firstTs, u.lastTs, u.lastContent?.ts ?? -1, u.watchFirst ?? -1, u.watchOpen ?? -1, u.minutes.size, u.hours.size, u.days.size, u.runs.length];
+      for (const str of strings) nums.push(Buffer.byteLength(str));
+      for (const [m, [events, plays]] of u.minutes) nums.push(m, events, plays);
+      for (const [h, [events, plays, watch]] of u.hours) nums.push(h, events, plays, watch);
+      for (const d of u.days) nums.push(d);
+      for (const r of u.runs) nums.push(r.start, r.end, r.events);
+      userArgs.push(plan.key(keys.userFeatures(user)), nums.join(','), strings.join(''));
+    }
+    const first = keys.userFeatures(fold.userFeatures.keys().next().value as string);
+    plan.op('U', first, now + cfg.speed.retentionMs, userArgs);
   }
 
   const stats: Array<string | number> = ['batches', 1];

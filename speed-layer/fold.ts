@@ -3,8 +3,19 @@
  * Pure (no I/O, `now` passed in), so the Redis step only receives aggregates and
  * the rules here are unit-tested without a stack.
  */
-import { ALL, BINGE_WINDOW_MS, BUCKET_MS, bucketStart, dayOf, type EventRecord } from '../common/contract';
-import { countField, countFields, LIVE_SESSIONS_WINDOW_MS, LIVE_USERS_WINDOW_MS, parseCountField, PLAYBACK_FIELDS, type HllGranularity } from '../common/speed-keys';
+import { ALL, BINGE_WINDOW_MS, BUCKET_MS, bucketStart, dayOf, SESSION_GAP_MS, type EventRecord } from '../common/contract';
+import {
+  countField,
+  countFields,
+  LIVE_SESSIONS_WINDOW_MS,
+  LIVE_USERS_WINDOW_MS,
+  parseCountField,
+  PLAYBACK_FIELDS,
+  WATCH_CLOSE,
+  WATCH_INTERVAL_CAP_MS,
+  WATCH_OPEN,
+  type HllGranularity,
+} from '../common/speed-keys';
 
 export interface FoldInput {
   record: EventRecord;
@@ -87,10 +98,82 @@ export interface Fold {
   completes: Map<string, Array<{ ts: number; hash: string }>>;
   /** arrival-time epoch (see dedupeEpoch) → hashes of the event_ids counted (for the cross-batch dedupe). */
   dedupe: Map<number, string[]>;
+  /** user → what the batch adds to their feature state (METRICS.md "User features"). */
+  userFeatures: Map<string, UserBatch>;
   /** How many inputs were folded: all of them, or the prefix that fits opts.limits. */
   consumed: number;
   /** Upper bound of the step's plan size (see StepCost). */
   cost: StepCost;
+}
+
+/**
+ * One user's events of a batch, summarised in (ts, event_id) order for the step's user op (apply.lua, U):
+ * bucket indexes are floor(ts / unit). What depends on the state already in Redis (the play left open by an
+ * earlier batch, the session it may continue) is left to the script: watchFirst and the first run.
+ */
+export interface UserBatch {
+  firstTs: number;
+  lastTs: number;
+  lastContent: { ts: number; contentId: string } | null;
+  /** ts of the first play/resume/pause/stop/complete: it closes the interval an earlier batch left open. Null: no such event. */
+  watchFirst: number | null;
+  /** ts of the play or resume the batch leaves open; null when its last playback event closed it. */
+  watchOpen: number | null;
+  /** minute index → [events, plays]. */
+  minutes: Map<number, [number, number]>;
+  /** hour index → [events, plays, watch ms of the intervals closed in the hour]. */
+  hours: Map<number, [number, number, number]>;
+  days: Set<number>;
+  /**
+   * Sessions of the batch's events by METRICS.md's rule (30-minute gap, split at midnight): the first (it may
+   * continue the session in Redis) and, when there are more, the last (every run after the first starts a new session).
+   */
+  runs: Array<{ start: number; end: number; events: number; deviceType: string }>;
+}
+
+/** Summarise one user's events of a batch (any order; duplicates already removed). */
+export function userBatch(events: EventRecord[]): UserBatch {
+  const sorted = [...events].sort((a, b) => a.ts - b.ts || (a.event_id < b.event_id ? -1 : a.event_id > b.event_id ? 1 : 0));
+  const u: UserBatch = {
+    firstTs: sorted[0].ts,
+    lastTs: sorted[sorted.length - 1].ts,
+    lastContent: null,
+    watchFirst: null,
+    watchOpen: null,
+    minutes: new Map(),
+    hours: new Map(),
+    days: new Set(),
+    runs: [],
+  };
+  for (const e of sorted) {
+    const play = e.event_type === 'video_play' ? 1 : 0;
+    const minute = Math.floor(e.ts / BUCKET_MS.minute);
+    const hour = Math.floor(e.ts / BUCKET_MS.hour);
+    const day = Math.floor(e.ts / BUCKET_MS.day);
+    const m = u.minutes.get(minute) ?? [0, 0];
+    u.minutes.set(minute, [m[0] + 1, m[1] + play]);
+    const h = u.hours.get(hour) ?? [0, 0, 0];
+    h[0] += 1;
+    h[1] += play;
+    u.hours.set(hour, h);
+    u.days.add(day);
+    if (e.content_id !== null) u.lastContent = { ts: e.ts, contentId: e.content_id };
+    const open = WATCH_OPEN.has(e.event_type);
+    if (open || WATCH_CLOSE.has(e.event_type)) {
+      if (u.watchFirst === null) u.watchFirst = e.ts;
+      else if (u.watchOpen !== null) h[2] += Math.min(e.ts - u.watchOpen, WATCH_INTERVAL_CAP_MS);
+      u.watchOpen = open ? e.ts : null;
+    }
+    const run = u.runs[u.runs.length - 1];
+    if (run !== undefined && e.ts - run.end <= SESSION_GAP_MS && Math.floor(run.end / BUCKET_MS.day) === day) {
+      run.end = e.ts;
+      run.events += 1;
+    } else {
+      u.runs.push({ start: e.ts, end: e.ts, events: 1, deviceType: e.device_type });
+    }
+  }
+  if (u.runs.length > 2) u.runs = [u.runs[0], u.runs[u.runs.length - 1]];
+  return u;
 }
 
 /**
@@ -139,6 +222,7 @@ export function emptyFold(): Fold {
     liveSessions: new Map(),
     completes: new Map(),
     dedupe: new Map(),
+    userFeatures: new Map(),
     consumed: 0,
     cost: { args: 0, keys: 0, bytes: 0 },
   };
@@ -167,15 +251,21 @@ export function baseStepCost(keyPrefixBytes = 0): StepCost {
 /*
  * Most one event can add to a step (see the per-family accounting in foldEvents):
  * dedupe 12 (its epoch's key and the previous one's, 4 values), counts 2 × (4 + 8 × 2), users 6 × (4 + 1), playback 6, top content 6,
- * live users and sessions 2 + 2, completes 11 plus a binge reserve of 2 days × (4 + 1 + 3).
+ * live users and sessions 2 + 2, completes 11 plus a binge reserve of 2 days × (4 + 1 + 3),
+ * the users' op 4 (its header, once) + 3 per user (key index, packed numbers, packed strings).
  */
-const EVENT_MAX_ARGS = 12 + 40 + 30 + 6 + 6 + 4 + 11 + 16;
-const EVENT_MAX_KEYS = 2 + 2 + 6 + 1 + 1 + 1 + 2;
+const EVENT_MAX_ARGS = 12 + 40 + 30 + 6 + 6 + 4 + 11 + 16 + 7;
+const EVENT_MAX_KEYS = 2 + 2 + 6 + 1 + 1 + 1 + 2 + 1;
+/** A user's arguments in the users' op (apply.ts): their key's index, packed numbers, packed strings. */
+const USER_OP_ARGS = 3;
+/** Their fixed numbers (ts, last content's ts, watch, list lengths, string lengths, two runs of 3), each with its comma. */
+const USER_OP_FIXED_NUMBERS = 12 + 6;
 
 function eventMaxBytes(e: EventRecord, keyPrefixBytes: number): number {
   const strings = utf8(e.user_id) + utf8(e.session_id) + utf8(e.content_id) + utf8(e.device_type) + utf8(e.country) + utf8(e.event_type);
-  // Each string appears at most 22 times (the device in 16 count fields and 6 HyperLogLog keys).
-  return 2304 + 22 * strings + EVENT_MAX_KEYS * keyPrefixBytes;
+  // Each string appears at most 22 times (the device in 16 count fields and 6 HyperLogLog keys), twice more in the user
+  // op (its key, last content and session devices), which also adds a key, a header and 23 numbers.
+  return 2304 + KEY_BYTES + HEADER_BYTES + 23 * NUM_BYTES + 24 * strings + EVENT_MAX_KEYS * keyPrefixBytes;
 }
 
 function exceeds(c: StepCost, l: StepLimits, args: number, keys: number, bytes: number): boolean {
@@ -205,6 +295,7 @@ export function foldEvents(inputs: Iterable<FoldInput>, opts: FoldOptions): Fold
     cost.bytes += bytes;
   };
   const seen = new Set<string>();
+  const byUser = new Map<string, { events: EventRecord[]; buckets: Set<string> }>();
   const bingeDays = new Set<string>();
   const bingeUserDays = new Set<string>();
   const liveUsersFrom = opts.now - LIVE_USERS_WINDOW_MS;
@@ -334,6 +425,28 @@ export function foldEvents(inputs: Iterable<FoldInput>, opts: FoldOptions): Fold
         }
       }
     }
+    let mine = byUser.get(e.user_id);
+    if (mine === undefined) {
+      if (byUser.size === 0) {
+        cost.args += HEADER_ARGS;
+        cost.bytes += HEADER_BYTES;
+      }
+      byUser.set(e.user_id, (mine = { events: [], buckets: new Set() }));
+      cost.keys += 1;
+      cost.bytes += keyBytes + Math.ceil((utf8(e.user_id) * 4) / 3); // base64url in the key
+      cost.args += USER_OP_ARGS;
+      cost.bytes += USER_OP_FIXED_NUMBERS * (NUM_BYTES + 1);
+    }
+    mine.events.push(e);
+    // Bytes only: the numbers share one argument. A minute (3 numbers), an hour (4), a day (1), when new.
+    for (const [unit, numbers] of [['minute', 3], ['hour', 4], ['day', 1]] as const) {
+      const b = `${unit}${bucketStart(e.ts, unit)}`;
+      if (!mine.buckets.has(b)) {
+        mine.buckets.add(b);
+        cost.bytes += numbers * (NUM_BYTES + 1);
+      }
+    }
+    cost.bytes += 2 * utf8(e.device_type) + utf8(e.content_id);
     if (e.ts >= liveUsersFrom && e.ts > (f.liveUsers.get(e.user_id) ?? -Infinity)) {
       if (!f.liveUsers.has(e.user_id)) {
         cost.args += 2;
@@ -349,6 +462,7 @@ export function foldEvents(inputs: Iterable<FoldInput>, opts: FoldOptions): Fold
       f.liveSessions.set(e.session_id, e.ts);
     }
   }
+  for (const [user, { events }] of byUser) f.userFeatures.set(user, userBatch(events));
   for (const g of ['second', 'minute'] as const) {
     for (const [bucket, byCombo] of combos[g]) {
       const counts = new Map<string, number>();

@@ -41,3 +41,4 @@ export { lakeFunnelEvents } from './funnel-events';
 export { weekBuckets, weekStartOf } from './weeks';
 export { EVENT_DIMENSIONS, OBT_DIMENSIONS, type BatchSource, type EventDimension, type ObtDimension, type Sources } from './shared';
 export type { MetricDef } from '../merge';
+export { userFeaturesReader, type UserFeatures } from './user-features';

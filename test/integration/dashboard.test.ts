@@ -141,6 +141,16 @@ describe('dashboard in headless Chromium', () => {
     expect(colours).toEqual(expect.arrayContaining(['#2563eb', '#f59e0b']));
     expect(await page.textContent('#alerts')).toMatch(/none firing|\(speed\)|\(serving\)/);
 
+    // The user lookup: a user of the last minutes, the panel shows the features the API answers.
+    const features = (await (await fetch(`${serving.url}/v1/users/live_user_3/features`, { headers: { 'x-api-key': 'dev-read-key' } })).json()) as { events: Record<string, number>; first_seen: { day: string } };
+    await page.fill('[data-testid="user-lookup-input"]', 'live_user_3');
+    await page.click('#userLookup button');
+    await page.waitForSelector('[data-testid="user-features"] tr[data-feature="events"]');
+    expect(await page.textContent('tr[data-feature="events"] td')).toBe(`≈ ${features.events['5m']} / ${features.events['1h']} / ${features.events['24h']}`);
+    expect(features.events['5m']).toBeGreaterThan(0);
+    expect(await page.textContent('tr[data-feature="first-seen"] td')).toContain(features.first_seen.day);
+    expect(new URLSearchParams(new URL(page.url()).hash.slice(1)).get('user')).toBe('live_user_3');
+
     fs.mkdirSync(path.join(REPO_ROOT, 'docs'), { recursive: true });
     await page.screenshot({ path: path.join(REPO_ROOT, 'test-results', 'dashboard.png'), fullPage: true });
     expect(problems).toEqual([]);
