@@ -338,6 +338,12 @@ export function loadConfig(env: Env = process.env) {
        * one of them counts again in the speed views (speed_dedupe_unremembered_total; the batch layer is exact).
        */
       dedupeMaxIds: int(env, 'SPEED_DEDUPE_MAX_IDS', 10_000_000, 1),
+      /**
+       * Keep each user's feature hash for GET /v1/users/{id}/features (docs/metrics.md "User features").
+       * It costs Redis ~8 µs per event (docs/benchmarks.md); a deployment that does not serve the
+       * features turns it off, and the route then answers 404 for every user.
+       */
+      userFeatures: oneOf(env, 'SPEED_USER_FEATURES', ['true', 'false'], 'true') === 'true',
     },
     orchestration: {
       /** /metrics and /health of the batch worker (0 = any free port). */

@@ -388,6 +388,7 @@ export class SpeedConsumer {
       limits: { maxArgs: speed.stepMaxArgs, maxKeys: speed.stepMaxKeys, maxBytes: speed.stepMaxBytes },
       keyPrefixBytes: Buffer.byteLength(this.cfg.redis.keyPrefix),
       dedupeEpochMs: speed.dedupeWindowMs,
+      userFeatures: speed.userFeatures,
     });
     // The step ends right before the first input it could not take (or with the batch).
     const cut = fold.consumed < inputs.length ? at[fold.consumed] : pending.length;

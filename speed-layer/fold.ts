@@ -40,6 +40,8 @@ export interface FoldOptions {
    * SPEED_DEDUPE_WINDOW_MS; default 5 min). An event is checked against its epoch's set and the one before.
    */
   dedupeEpochMs?: number;
+  /** Keep the per-user feature state (SPEED_USER_FEATURES; default true): off, the step writes no `{usr}` hash. */
+  userFeatures?: boolean;
 }
 
 export const DEFAULT_DEDUPE_EPOCH_MS = 5 * 60_000;
@@ -285,6 +287,7 @@ export function foldEvents(inputs: Iterable<FoldInput>, opts: FoldOptions): Fold
   const limits = opts.limits;
   const keyBytes = KEY_BYTES + prefixBytes;
   const epochMs = opts.dedupeEpochMs ?? DEFAULT_DEDUPE_EPOCH_MS;
+  const userFeatures = opts.userFeatures ?? true;
   const newKey = (variableBytes = 0): void => {
     cost.keys += 1;
     cost.args += HEADER_ARGS;
@@ -425,28 +428,30 @@ export function foldEvents(inputs: Iterable<FoldInput>, opts: FoldOptions): Fold
         }
       }
     }
-    let mine = byUser.get(e.user_id);
-    if (mine === undefined) {
-      if (byUser.size === 0) {
-        cost.args += HEADER_ARGS;
-        cost.bytes += HEADER_BYTES;
+    if (userFeatures) {
+      let mine = byUser.get(e.user_id);
+      if (mine === undefined) {
+        if (byUser.size === 0) {
+          cost.args += HEADER_ARGS;
+          cost.bytes += HEADER_BYTES;
+        }
+        byUser.set(e.user_id, (mine = { events: [], buckets: new Set() }));
+        cost.keys += 1;
+        cost.bytes += keyBytes + Math.ceil((utf8(e.user_id) * 4) / 3); // base64url in the key
+        cost.args += USER_OP_ARGS;
+        cost.bytes += USER_OP_FIXED_NUMBERS * (NUM_BYTES + 1);
       }
-      byUser.set(e.user_id, (mine = { events: [], buckets: new Set() }));
-      cost.keys += 1;
-      cost.bytes += keyBytes + Math.ceil((utf8(e.user_id) * 4) / 3); // base64url in the key
-      cost.args += USER_OP_ARGS;
-      cost.bytes += USER_OP_FIXED_NUMBERS * (NUM_BYTES + 1);
-    }
-    mine.events.push(e);
-    // Bytes only: the numbers share one argument. A minute (3 numbers), an hour (4), a day (1), when new.
-    for (const [unit, numbers] of [['minute', 3], ['hour', 4], ['day', 1]] as const) {
-      const b = `${unit}${bucketStart(e.ts, unit)}`;
-      if (!mine.buckets.has(b)) {
-        mine.buckets.add(b);
-        cost.bytes += numbers * (NUM_BYTES + 1);
+      mine.events.push(e);
+      // Bytes only: the numbers share one argument. A minute (3 numbers), an hour (4), a day (1), when new.
+      for (const [unit, numbers] of [['minute', 3], ['hour', 4], ['day', 1]] as const) {
+        const b = `${unit}${bucketStart(e.ts, unit)}`;
+        if (!mine.buckets.has(b)) {
+          mine.buckets.add(b);
+          cost.bytes += numbers * (NUM_BYTES + 1);
+        }
       }
+      cost.bytes += 2 * utf8(e.device_type) + utf8(e.content_id);
     }
-    cost.bytes += 2 * utf8(e.device_type) + utf8(e.content_id);
     if (e.ts >= liveUsersFrom && e.ts > (f.liveUsers.get(e.user_id) ?? -Infinity)) {
       if (!f.liveUsers.has(e.user_id)) {
         cost.args += 2;

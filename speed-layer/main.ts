@@ -22,6 +22,7 @@ Environment (defaults in common/config.ts):
   SPEED_REDIS_TIMEOUT_MS          a Redis step unanswered this long is retried (10 s)
   SPEED_MAX_RETRY_BACKOFF_MS      backoff ceiling while Redis is unreachable (5 s)
   SPEED_SESSION_TIMEOUT_MS        Kafka group session timeout (10 s; min 6 s)
+  SPEED_USER_FEATURES             keep each user's feature hash for /v1/users/{id}/features (true; ~8 µs of Redis per event)
   SPEED_STEP_MAX_ARGS, SPEED_STEP_MAX_KEYS, SPEED_STEP_MAX_BYTES
                                   bounds of one Redis step (50000, 5000, 4 MiB); a batch is applied as one or more steps
   SPEED_DEGRADED_AFTER_FAILURES   /health is 503 once the same step failed this many times in a row (3)

@@ -27,6 +27,17 @@ describe('foldEvents', () => {
     rec('e4', 'video_pause', 'u2', t0 + 2000, 'mobile', 'nowhere'),
   ];
 
+  it('keeps per-user feature state unless SPEED_USER_FEATURES turns it off, and only then costs the step nothing for it', () => {
+    const on = foldEvents(events.map(input), opts);
+    const off = foldEvents(events.map(input), { ...opts, userFeatures: false });
+    expect([...on.userFeatures.keys()].sort()).toEqual(['u1', 'u2']);
+    expect(off.userFeatures.size).toBe(0);
+    // The counters are the same either way; the step is smaller without the users' hashes.
+    expect(off.counts).toEqual(on.counts);
+    expect(off.cost.keys).toBe(on.cost.keys - 2);
+    expect(off.cost.args).toBeLessThan(on.cost.args);
+  });
+
   it('counts each event under all 8 roll-up combinations per second and per minute', () => {
     const f = foldEvents(events.map(input), opts);
     expect(f.events).toBe(4);
