@@ -82,7 +82,8 @@ export async function erasureStatus(client: Client, cfg: Config, requestId: stri
   } else if (state === 'running') {
     // Before the first workflow task has run there is no handler yet; with no worker polling, a query
     // waits for one: a status answer does not (found by the fuzzer: a 30 s read timeout).
-    progress = await client.withDeadline(Date.now() + 2_000, () => handle.query<ErasureProgress>('erasureProgress')).catch(() => null);
+    // A workflow whose first task no worker has completed yet (history: started, task scheduled[, task started]) has no handler to ask.
+    progress = d.historyLength < 4 ? null : await client.withDeadline(Date.now() + 2_000, () => handle.query<ErasureProgress>('erasureProgress')).catch(() => null);
   } else {
     error = await handle.result().then(
       () => null,
