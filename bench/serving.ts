@@ -41,8 +41,27 @@ const { values: args } = parseArgs({
     key: { type: 'string', default: 'dev-read-key' },
     scenario: { type: 'string', default: 'dashboard' },
     users: { type: 'string', default: '1000' },
+    help: { type: 'boolean', short: 'h', default: false },
   },
 });
+if (args.help) {
+  process.stdout.write(`Usage: npx tsx bench/serving.ts [options]
+
+The serving layer under autocannon at rising request rates: p50 / p90 / p99 / errors per step.
+
+Options:
+  --scenario <name>    dashboard (the dashboard's queries; target p99 < 25 ms at 1,000 req/s) or
+                       features (GET /v1/users/{id}/features; target p99 < 10 ms at 1,000 req/s) (dashboard)
+  --rates <list>       request rates per step, comma-separated (250,500,1000)
+  --seconds <n>        seconds per step (5)
+  --connections <n>    autocannon connections (20)
+  --url <url>          a running serving layer instead of one in this process (dashboard only)
+  --key <key>          read key (dev-read-key)
+  --users <n>          users whose state the features scenario writes first (1000)
+  -h, --help           this text
+`);
+  process.exit(0);
+}
 if (!['dashboard', 'features'].includes(args.scenario!)) throw new Error(`--scenario is dashboard or features, not ${args.scenario}`);
 const features = args.scenario === 'features';
 if (features && args.url) throw new Error('--scenario features runs its own server over the users it writes: no --url');
