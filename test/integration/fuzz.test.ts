@@ -28,8 +28,10 @@ const EXAMPLES = '200';
 const CHECKS = 'not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance,ignored_auth';
 
 /*
- * Every warning but missing_test_data for the query API: GET /v1/users/{user_id}/features answers 404 to the
- * generated ids (nobody has them), by contract; its 404 replies are still checked against their schema.
+ * Every warning but missing_test_data and low_valid_rate for the query API: GET /v1/users/{user_id}/features
+ * answers 404 to the generated ids (nobody has them), by contract; active_users' `country` applies only per
+ * day (a 400 otherwise), a dependency between parameters OpenAPI 3.0 cannot state, so most generated
+ * combinations are refused. Those 404 and 400 replies are still checked against their schemas.
  */
 const QUERY_API_WARNINGS = [
   'missing_auth',
@@ -42,7 +44,6 @@ const QUERY_API_WARNINGS = [
   'constants_extraction',
   'unmatched_filter',
   'unresolvable_reference',
-  'low_valid_rate',
   'rate_limited',
   'dictionary_mismatch',
 ].join(',');
