@@ -106,6 +106,8 @@ export const eventSchemaV1 = {
   },
 } as const;
 
+const { device_type: _flatDeviceType, ...v1PropertiesWithoutDeviceType } = eventSchemaV1.properties.properties.properties;
+
 /**
  * JSON Schema of schema_version 2 (SchemaVer 2-0-0): a new MODEL, since a v1 reader cannot read
  * it — the device is an object `properties.device {type, os, model}` instead of the flat
@@ -129,16 +131,12 @@ export const eventSchemaV2 = {
     properties: {
       type: ['object', 'null'],
       properties: {
-        content_id: str('content_id'),
+        // Version 1's properties with the flat device_type replaced by the device object.
+        ...v1PropertiesWithoutDeviceType,
         device: {
           type: ['object', 'null'],
           properties: { type: str('device_type'), os: str('device_os'), model: str('device_model') },
         },
-        video_quality: str('video_quality'),
-        playback_position: optionalNumber,
-        duration_ms: optionalNumber,
-        page: str('page'),
-        target: str('target'),
       },
     },
     context: contextSchema,

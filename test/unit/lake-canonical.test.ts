@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { prng } from '../support/prng';
 import { decodeRecord, MAX_DATE_MS, RejectedRecord, validateEvent } from '../../common/contract';
 import { simulate } from '../../ingestion/simulator/generate';
 import { LineChunks } from '../../batch-layer/lake-writer/buffers';
@@ -26,17 +27,6 @@ beforeAll(async () => {
   db = await DuckDBInstance.create(':memory:');
 });
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
-
-/** A small seeded PRNG (mulberry32), so a failure reproduces. */
-function prng(seed: number): () => number {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** The collector's records for the simulator's valid events, as their bytes on events.raw. */
 function collectorRecords(seed: number, users: number): Buffer[] {

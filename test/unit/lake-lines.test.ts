@@ -6,6 +6,7 @@
  * of its lines.
  */
 import { describe, expect, it } from 'vitest';
+import { prng } from '../support/prng';
 import { decodeRecord, RejectedRecord, validateEvent, type EventRecord } from '../../common/contract';
 import { simulate } from '../../ingestion/simulator/generate';
 import { LineChunks } from '../../batch-layer/lake-writer/buffers';
@@ -36,17 +37,6 @@ function referenceLine(row: RawRow): string {
 
 const NOW = Date.UTC(2024, 4, 1, 12, 30);
 const same = (record: EventRecord, offset = '7') => expect(rawLine({ record, partition: 3, offset })).toBe(referenceLine({ record, partition: 3, offset }));
-
-/** A small seeded PRNG (mulberry32), so a failure reproduces. */
-function prng(seed: number): () => number {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe('rawLine', () => {
   it("equals the reference on the simulator's records, valid and invalid sends alike", () => {
