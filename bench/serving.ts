@@ -29,6 +29,7 @@ import { speedKeys } from '../common/speed-keys';
 import { startServing, type Serving } from '../serving-layer/service';
 import { RedisApplier } from '../speed-layer/apply';
 import { eventIdHash, foldEvents, type FoldInput } from '../speed-layer/fold';
+import { attack, ensureVegeta } from './vegeta';
 
 process.env.LOG_LEVEL ??= 'warn';
 
@@ -41,6 +42,8 @@ const { values: args } = parseArgs({
     key: { type: 'string', default: 'dev-read-key' },
     scenario: { type: 'string', default: 'dashboard' },
     users: { type: 'string', default: '1000' },
+    'cpu-prof': { type: 'string' },
+    loadgen: { type: 'string', default: 'vegeta' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
@@ -54,14 +57,18 @@ Options:
                        features (GET /v1/users/{id}/features; target p99 < 10 ms at 1,000 req/s) (dashboard)
   --rates <list>       request rates per step, comma-separated (250,500,1000)
   --seconds <n>        seconds per step (5)
+  --loadgen <name>     vegeta (open loop, each request at its scheduled instant; built once with Go under
+                       STACK_HOME/tools) or autocannon (closed loop: bursts each second's quota) (vegeta)
   --connections <n>    autocannon connections (20)
   --url <url>          a running serving layer instead of one in this process (dashboard only)
   --key <key>          read key (dev-read-key)
   --users <n>          users whose state the features scenario writes first (1000)
+  --cpu-prof <dir>     write the serving process' CPU profile into <dir> (features scenario)
   -h, --help           this text
 `);
   process.exit(0);
 }
+if (!['vegeta', 'autocannon'].includes(args.loadgen!)) throw new Error(`--loadgen is vegeta or autocannon, not ${args.loadgen}`);
 if (!['dashboard', 'features'].includes(args.scenario!)) throw new Error(`--scenario is dashboard or features, not ${args.scenario}`);
 const features = args.scenario === 'features';
 if (features && args.url) throw new Error('--scenario features runs its own server over the users it writes: no --url');
@@ -133,7 +140,8 @@ async function freePort(): Promise<number> {
 /** The serving layer as a process of its own, on `env`; resolves once /health answers. */
 async function spawnServing(env: Record<string, string>): Promise<{ child: ChildProcess; url: string }> {
   const port = await freePort();
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'serving-layer/main.ts')], {
+  const prof = args['cpu-prof'] ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(args['cpu-prof'])}`] : [];
+  const child = spawn(process.execPath, [...prof, '--import', 'tsx', path.join(REPO_ROOT, 'serving-layer/main.ts')], {
     cwd: REPO_ROOT,
     env: { ...process.env, LOG_LEVEL: 'warn', ...env, SERVING_PORT: String(port), SERVING_HOST: '127.0.0.1' },
     stdio: ['ignore', 'ignore', 'inherit'],
@@ -167,21 +175,62 @@ if (features) {
 }
 
 console.log(`serving benchmark against ${base}: ${paths.length} ${features ? 'users' : 'dashboard queries'} in rotation, ${args.seconds} s per step`);
-console.log('rate req/s | achieved | p50 ms | p90 ms | p99 ms | max ms | non-2xx | errors');
+/**
+ * The serving process' own view of a step: its request-duration histogram (onRequest to response sent, for
+ * every route but /metrics) before and after, as the share of requests within 10 ms and the bucket holding
+ * the 99th percentile. Set beside autocannon's figures, it tells the server's time from the time a request
+ * waited for a core, a socket or the load generator's own event loop.
+ */
+async function serverHistogram(): Promise<Map<number, number>> {
+  const text = await fetch(`${base}/metrics`).then((r) => r.text());
+  const out = new Map<number, number>();
+  for (const m of text.matchAll(/^serving_http_request_duration_seconds_bucket\{([^}]*)\} (\d+)/gm)) {
+    if (m[1].includes('route="/metrics"')) continue;
+    const le = /le="([^"]+)"/.exec(m[1])![1];
+    const bound = le === '+Inf' ? Number.POSITIVE_INFINITY : Number(le);
+    out.set(bound, (out.get(bound) ?? 0) + Number(m[2]));
+  }
+  return out;
+}
+function serverSummary(before: Map<number, number>, after: Map<number, number>): string {
+  const bounds = [...after.keys()].sort((a, b) => a - b);
+  const cum = bounds.map((b) => (after.get(b) ?? 0) - (before.get(b) ?? 0));
+  const total = cum.at(-1) ?? 0;
+  if (total === 0) return 'no requests';
+  const within10 = cum[bounds.indexOf(0.01)] / total;
+  const p99 = bounds[cum.findIndex((c) => c >= 0.99 * total)];
+  return `${(100 * within10).toFixed(2)} % within 10 ms, p99 ≤ ${Number.isFinite(p99) ? `${p99 * 1000} ms` : '∞'} (${total} requests)`;
+}
+
+const vegeta = args.loadgen === 'vegeta' ? await ensureVegeta() : null;
+console.log(`load generator: ${args.loadgen}${vegeta ? ' (open loop: each request at its scheduled instant)' : ` (${args.connections} connections, closed loop)`}`);
+console.log('rate req/s | achieved | p50 ms | p90 ms | p99 ms | max ms | non-2xx | errors | server side (its own histogram)');
 for (const rate of args.rates!.split(',').map(Number)) {
-  const result = await autocannon({
-    url: base,
-    connections: Number(args.connections),
-    overallRate: rate,
-    duration: Number(args.seconds),
-    headers: { 'x-api-key': args.key! },
-    requests: paths.map((p) => ({ method: 'GET', path: p })),
-  });
-  const l = result.latency;
-  console.log(
-    [rate, Math.round(result.requests.average), l.p50, l.p90, l.p99, l.max, result.non2xx, result.errors].map((v) => String(v).padStart(6)).join(' | '),
-  );
+  const before = await serverHistogram();
+  let row: Array<string | number>;
+  if (vegeta) {
+    const r = await attack({ bin: vegeta, base: base!, paths, headers: { 'x-api-key': args.key! }, rate, seconds: Number(args.seconds) });
+    const ok = Object.entries(r.statusCodes).filter(([code]) => code.startsWith('2')).reduce((n, [, c]) => n + c, 0);
+    row = [rate, Math.round(r.throughput), r.p50, r.p90, r.p99, r.max, r.requests - ok - (r.statusCodes['0'] ?? 0), r.statusCodes['0'] ?? 0];
+  } else {
+    const result = await autocannon({
+      url: base,
+      connections: Number(args.connections),
+      overallRate: rate,
+      duration: Number(args.seconds),
+      headers: { 'x-api-key': args.key! },
+      requests: paths.map((p) => ({ method: 'GET', path: p })),
+    });
+    const l = result.latency;
+    row = [rate, Math.round(result.requests.average), l.p50, l.p90, l.p99, l.max, result.non2xx, result.errors];
+  }
+  const server = serverSummary(before, await serverHistogram());
+  console.log([...row.map((v) => String(v).padStart(6)), server].join(' | '));
 }
 await serving?.stop();
-child?.kill('SIGTERM');
+if (child) {
+  const exited = new Promise((r) => child!.once('exit', r));
+  child.kill('SIGTERM');
+  await exited;
+}
 if (features) await dropPrefix(benchCfg!);

@@ -386,7 +386,7 @@ export class BatchStore {
   }
 
   async query(sql: string, params: DuckDBValue[] = []): Promise<Row[]> {
-    const con = this.idle.pop() ?? (await new Promise<DuckDBConnection>((r) => this.waiting.push(r)));
+    const con = await this.acquire();
     try {
       const reader = await con.runAndReadAll(sql, params);
       return (reader.getRowObjectsJS() as Array<Record<string, unknown>>).map((row) => {
@@ -395,10 +395,35 @@ export class BatchStore {
         return out;
       });
     } finally {
-      const next = this.waiting.shift();
-      if (next) next(con);
-      else this.idle.push(con);
+      this.release(con);
     }
+  }
+
+  /**
+   * A large result chunk by chunk (DuckDB's vectors, about 2,048 rows each), as columns of raw values:
+   * the event loop serves requests between chunks instead of waiting for every row to be converted.
+   * Holds one reader connection until the last chunk.
+   */
+  async *streamColumns(sql: string, params: DuckDBValue[] = []): AsyncGenerator<DuckDBValue[][]> {
+    const con = await this.acquire();
+    try {
+      const result = await con.stream(sql, params);
+      for (let chunk = await result.fetchChunk(); chunk !== null && chunk.rowCount > 0; chunk = await result.fetchChunk()) {
+        yield chunk.getColumns();
+      }
+    } finally {
+      this.release(con);
+    }
+  }
+
+  private async acquire(): Promise<DuckDBConnection> {
+    return this.idle.pop() ?? (await new Promise<DuckDBConnection>((r) => this.waiting.push(r)));
+  }
+
+  private release(con: DuckDBConnection): void {
+    const next = this.waiting.shift();
+    if (next) next(con);
+    else this.idle.push(con);
   }
 
   async close(): Promise<void> {

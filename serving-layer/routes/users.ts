@@ -11,6 +11,7 @@ import { GUARDED, type ServingContext } from './context';
 export const userRoutes: FastifyPluginAsync<ServingContext> = async (app, ctx) => {
   const { cfg, redis, store, now } = ctx;
   const read = userFeaturesReader({ cfg, redis, batch: store }, () => store.watermark());
+  read.index.warm();
   app.get<{ Params: { user_id: string } }>(
     '/v1/users/:user_id/features',
     {
