@@ -5,49 +5,31 @@
  * lifecycle, retention variants and churn risk must equal an independent computation in plain SQL
  * over the NDJSON (METRICS.md written again, not batch-layer/sql), value for value.
  */
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { PutObjectCommand } from '@aws-sdk/client-s3';
-import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { redisClient, s3Client } from '../../common/clients';
+import { s3Client } from '../../common/clients';
 import type { Config } from '../../common/config';
-import { validateEvent, type EventRecord } from '../../common/contract';
-import { hourId, lakePaths, type RunManifest } from '../../common/lake';
+import { lakePaths, type RunManifest } from '../../common/lake';
 import { getJson, stageObjects } from '../../common/lake-io';
-import { logger } from '../../common/log';
-import { hoursOfDay, jobContext, runDaily, runHourly, type JobContext } from '../../batch-layer/jobs';
-import { Duck, sqlList } from '../../batch-layer/jobs/duck';
-import { writeRawParquet, type RawRow } from '../../batch-layer/lake-writer/parquet';
-import { writeNdjson } from '../../ingestion/simulator/generate';
-import { startServing, type Serving } from '../../serving-layer/service';
-import { defineExpected } from '../support/expected-sql';
-import { dropIsolated, isolatedConfig } from '../support/isolated';
+import { sqlList, type Duck } from '../../batch-layer/jobs/duck';
+import { dayWindow, publishSimulatedDays, type PublishedDays } from './analytics-support';
 
 const DAY = 86_400_000;
 /** A Monday, so the window holds whole ISO weeks from its start. */
 const START = Date.parse('2025-02-03T00:00:00Z');
 const N_DAYS = 22;
-const END = START + N_DAYS * DAY;
-const DAYS = Array.from({ length: N_DAYS }, (_, i) => new Date(START + i * DAY).toISOString().slice(0, 10));
-const CLOCK = END + DAY;
-const KEY = { 'x-api-key': 'dev-read-key' };
+const WINDOW = dayWindow(START, N_DAYS);
+const { end: END, days: DAYS } = WINDOW;
 const HAND = 'user_hand';
 /** Day indexes the hand-built user is active on: new (0), returning (1), dormant (2), resurrecting (3, 10), at risk from 17. */
 const HAND_DAYS = [0, 1, 3, 10];
 
+let lake: PublishedDays;
 let cfg: Config;
-let ctx: JobContext;
 let tmp: string;
 let duck: Duck;
-let serving: Serving;
-let redis: Redis;
 
-async function get(pathAndQuery: string): Promise<{ status: number; body: any }> {
-  const res = await fetch(`${serving.url}${pathAndQuery}`, { headers: KEY });
-  return { status: res.status, body: await res.json() };
-}
+const get = (pathAndQuery: string) => lake.get(pathAndQuery);
 
 /** One send line per active day of the hand-built user (two events each, noon UTC). */
 function handLines(): string[] {
@@ -58,61 +40,14 @@ function handLines(): string[] {
   );
 }
 
-/** What the collector + lake writer would put in the lake: every valid line, one partition, offsets in send order. */
-async function writeLake(lines: string[]): Promise<void> {
-  const byHour = new Map<string, RawRow[]>();
-  let offset = 0;
-  for (const [i, line] of lines.entries()) {
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(line);
-    } catch {
-      continue;
-    }
-    // The window is older than the lateness horizon: the lake is loaded as an operator's backfill would.
-    const v = validateEvent(parsed, CLOCK, { latenessHorizonMs: Number.POSITIVE_INFINITY });
-    if (!v.ok) continue;
-    const record: EventRecord = { ...v.record, received_at: START + i };
-    const hour = hourId(record.ts);
-    byHour.set(hour, [...(byHour.get(hour) ?? []), { record, partition: 0, offset: String(offset++) }]);
-  }
-  const s3 = s3Client(cfg);
-  for (const [hour, rows] of byHour) {
-    const file = path.join(tmp, `${hour}.parquet`);
-    await writeRawParquet(rows, file);
-    const key = lakePaths.rawObject(hour, 0, rows[0].offset, rows[rows.length - 1].offset);
-    await s3.send(new PutObjectCommand({ Bucket: cfg.s3.bucket, Key: key, Body: fs.readFileSync(file) }));
-  }
-}
-
 beforeAll(async () => {
-  cfg = await isolatedConfig('analytics', { BATCH_SHARDS: '2', SERVING_SYNC_INTERVAL_MS: '600000' });
-  ctx = jobContext(cfg, logger('analytics-test'));
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'analytics-it-'));
-  const ndjson = path.join(tmp, 'sends.ndjson');
-  await writeNdjson(ndjson, { seed: 14, users: 30, startMs: START, endMs: END, duplicateFraction: 0.03, invalidFraction: 0.02 });
-  fs.appendFileSync(ndjson, handLines().join('\n') + '\n');
-  const lines = fs.readFileSync(ndjson, 'utf8').split('\n').filter((l) => l !== '');
-  await writeLake(lines);
-  for (const day of DAYS) {
-    for (const hour of hoursOfDay(day)) await runHourly(ctx, hour, { now: CLOCK });
-    await runDaily(ctx, day, { now: CLOCK });
-  }
-  duck = await Duck.open({ threads: 1 });
-  await defineExpected(duck, ndjson, CLOCK);
+  lake = await publishSimulatedDays('analytics', WINDOW, { seed: 14, users: 30, extraLines: handLines() });
+  ({ cfg, tmp, duck } = lake);
   await duck.run(`CREATE TABLE exp_activity AS SELECT DISTINCT user_id, day FROM exp_events`);
   await duck.run(`CREATE TABLE exp_days AS SELECT unnest(${sqlList(DAYS)})::DATE AS d`);
-  redis = redisClient(cfg);
-  serving = await startServing(cfg, { port: 0, host: '127.0.0.1' });
 }, 1_800_000);
 
-afterAll(async () => {
-  await serving?.stop();
-  duck?.close();
-  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
-  if (cfg && redis) await dropIsolated(cfg, redis);
-  redis?.disconnect();
-});
+afterAll(() => lake?.stop());
 
 const dayMs = (d: unknown) => Date.parse(`${String(d)}T00:00:00Z`);
 

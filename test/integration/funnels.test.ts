@@ -5,33 +5,20 @@
  * must equal an independent computation in plain SQL over the NDJSON (METRICS.md "Funnels"
  * written again with correlated subqueries, not batch-layer/sql), value for value.
  */
-import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { PutObjectCommand } from '@aws-sdk/client-s3';
-import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { redisClient, s3Client } from '../../common/clients';
+import { s3Client } from '../../common/clients';
 import { parseFunnelSteps, type Config, type FunnelStep } from '../../common/config';
-import { validateEvent, type EventRecord } from '../../common/contract';
-import { hourId, lakePaths, type RunManifest } from '../../common/lake';
+import { lakePaths, type RunManifest } from '../../common/lake';
 import { getJson, putJson, stageObjects } from '../../common/lake-io';
-import { logger } from '../../common/log';
-import { hoursOfDay, jobContext, runDaily, runHourly, type JobContext } from '../../batch-layer/jobs';
-import { Duck, sqlList, sqlString } from '../../batch-layer/jobs/duck';
-import { writeRawParquet, type RawRow } from '../../batch-layer/lake-writer/parquet';
-import { writeNdjson } from '../../ingestion/simulator/generate';
-import { startServing, type Serving } from '../../serving-layer/service';
-import { defineExpected } from '../support/expected-sql';
-import { dropIsolated, isolatedConfig } from '../support/isolated';
+import { sqlList, sqlString, type Duck } from '../../batch-layer/jobs/duck';
+import { dayWindow, publishSimulatedDays, type PublishedDays } from './analytics-support';
 
 const DAY = 86_400_000;
 const START = Date.parse('2025-03-03T00:00:00Z');
 const N_DAYS = 3;
-const END = START + N_DAYS * DAY;
-const DAYS = Array.from({ length: N_DAYS }, (_, i) => new Date(START + i * DAY).toISOString().slice(0, 10));
-const CLOCK = END + DAY;
-const KEY = { 'x-api-key': 'dev-read-key' };
+const WINDOW = dayWindow(START, N_DAYS);
+const { end: END, days: DAYS, clock: CLOCK } = WINDOW;
 const BROWSE = ['page_view', 'click', 'video_play', 'video_complete'];
 const HOME = ['page_view:page=home', 'click', 'video_play'];
 const FUNNELS = [
@@ -39,58 +26,16 @@ const FUNNELS = [
   { name: 'home_to_play', steps: HOME, window_ms: 1_800_000 },
 ];
 
+let lake: PublishedDays;
 let cfg: Config;
-let ctx: JobContext;
 let tmp: string;
 let duck: Duck;
-let serving: Serving;
-let redis: Redis;
 
-async function get(pathAndQuery: string): Promise<{ status: number; body: any }> {
-  const res = await fetch(`${serving.url}${pathAndQuery}`, { headers: KEY });
-  return { status: res.status, body: await res.json() };
-}
-
-/** What the collector + lake writer would put in the lake: every valid line, one partition, offsets in send order. */
-async function writeLake(lines: string[]): Promise<void> {
-  const byHour = new Map<string, RawRow[]>();
-  let offset = 0;
-  for (const [i, line] of lines.entries()) {
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(line);
-    } catch {
-      continue;
-    }
-    const v = validateEvent(parsed, CLOCK, { latenessHorizonMs: Number.POSITIVE_INFINITY });
-    if (!v.ok) continue;
-    const record: EventRecord = { ...v.record, received_at: START + i };
-    const hour = hourId(record.ts);
-    byHour.set(hour, [...(byHour.get(hour) ?? []), { record, partition: 0, offset: String(offset++) }]);
-  }
-  const s3 = s3Client(cfg);
-  for (const [hour, rows] of byHour) {
-    const file = path.join(tmp, `${hour}.parquet`);
-    await writeRawParquet(rows, file);
-    const key = lakePaths.rawObject(hour, 0, rows[0].offset, rows[rows.length - 1].offset);
-    await s3.send(new PutObjectCommand({ Bucket: cfg.s3.bucket, Key: key, Body: fs.readFileSync(file) }));
-  }
-}
+const get = (pathAndQuery: string) => lake.get(pathAndQuery);
 
 beforeAll(async () => {
-  cfg = await isolatedConfig('funnels', { BATCH_SHARDS: '2', SERVING_SYNC_INTERVAL_MS: '600000', FUNNELS: JSON.stringify(FUNNELS) });
-  ctx = jobContext(cfg, logger('funnels-test'));
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'funnels-it-'));
-  const ndjson = path.join(tmp, 'sends.ndjson');
-  await writeNdjson(ndjson, { seed: 6, users: 60, startMs: START, endMs: END, duplicateFraction: 0.03, invalidFraction: 0.02 });
-  const lines = fs.readFileSync(ndjson, 'utf8').split('\n').filter((l) => l !== '');
-  await writeLake(lines);
-  for (const day of DAYS) {
-    for (const hour of hoursOfDay(day)) await runHourly(ctx, hour, { now: CLOCK });
-    await runDaily(ctx, day, { now: CLOCK });
-  }
-  duck = await Duck.open({ threads: 1 });
-  await defineExpected(duck, ndjson, CLOCK);
+  lake = await publishSimulatedDays('funnels', WINDOW, { seed: 6, users: 60, overrides: { FUNNELS: JSON.stringify(FUNNELS) } });
+  ({ cfg, tmp, duck } = lake);
   // exp_events has no page: the valid line an event came from has it (every copy of an event carries the same one).
   await duck.run(`
     CREATE TABLE exp_funnel_events AS
@@ -98,17 +43,9 @@ beforeAll(async () => {
                  WHERE json_valid(l.line) AND json_extract_string(l.line, '$.event_id') = e.event_id
                    AND json_type(l.line, '$.properties.page') = 'VARCHAR' AND json_extract_string(l.line, '$.timestamp') = CAST(e.ts AS VARCHAR)) AS page
     FROM exp_events e`);
-  redis = redisClient(cfg);
-  serving = await startServing(cfg, { port: 0, host: '127.0.0.1' });
 }, 1_800_000);
 
-afterAll(async () => {
-  await serving?.stop();
-  duck?.close();
-  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
-  if (cfg && redis) await dropIsolated(cfg, redis);
-  redis?.disconnect();
-});
+afterAll(() => lake?.stop());
 
 /**
  * Each user's best attempt per day, from the definition: an attempt per step-1 event; step k is the

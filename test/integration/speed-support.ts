@@ -11,7 +11,7 @@ import type { Config } from '../../common/config';
 import { ALL, BINGE_WINDOW_MS, bucketStart, dayOf, validateEvent, type EventRecord } from '../../common/contract';
 import { countField, LIVE_SESSIONS_WINDOW_MS, LIVE_USERS_WINDOW_MS, readOffsets } from '../../common/speed-keys';
 import { simulate } from '../../ingestion/simulator/generate';
-import type { SpeedLayer } from '../../speed-layer/service';
+import { startSpeedLayer, type SpeedLayer } from '../../speed-layer/service';
 import { spawnMain } from '../support/spawn-main';
 
 export interface Message {
@@ -98,6 +98,9 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | undefine
   }
 }
 
+/** Whether `offsets` are at `high` on every partition that has messages. */
+const atEnd = (high: Record<number, number>, offsets: Record<number, number>): boolean => Object.entries(high).every(([p, h]) => h === 0 || offsets[Number(p)] === h);
+
 /** Resolves when Redis' stored offsets reach the end of every partition. */
 export async function waitAllApplied(redis: Redis, cfg: Config, timeoutMs = 60_000): Promise<void> {
   const high = await highWatermarks(cfg);
@@ -105,10 +108,28 @@ export async function waitAllApplied(redis: Redis, cfg: Config, timeoutMs = 60_0
     `offsets in Redis to reach ${JSON.stringify(high)}`,
     async () => {
       const stored = await readOffsets(redis, cfg);
-      return Object.entries(high).every(([p, h]) => h === 0 || stored[Number(p)] === h) ? true : undefined;
+      return atEnd(high, stored) ? true : undefined;
     },
     timeoutMs,
   );
+}
+
+/**
+ * A second consumer group re-reading the topic from the start: an in-process speed layer without
+ * the seek to Redis' stored offsets, so every batch reaches the apply script, whose stored-offset
+ * check must skip it. `during` runs once the group has committed the end of every partition; the
+ * layer stops after it, whatever it throws.
+ */
+export async function withReplayGroup<T>(cfg: Config, during: (again: SpeedLayer) => Promise<T>): Promise<T> {
+  const cfg2 = { ...cfg, kafka: { ...cfg.kafka, speedGroup: `${cfg.kafka.speedGroup}-again` } };
+  const again = await startSpeedLayer(cfg2, { alerts: false, seekOnAssign: false });
+  try {
+    const high = await highWatermarks(cfg);
+    await waitFor('the second group to commit the end of every partition', async () => (atEnd(high, await committedOffsets(cfg2)) ? true : undefined));
+    return await during(again);
+  } finally {
+    await again.stop();
+  }
 }
 
 /** The exact values of METRICS.md over the distinct events (first occurrence wins) inside the speed retention. */

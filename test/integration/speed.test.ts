@@ -27,19 +27,7 @@ import { RedisApplier } from '../../speed-layer/apply';
 import { eventIdHash, foldEvents } from '../../speed-layer/fold';
 import { startSpeedLayer, type SpeedLayer } from '../../speed-layer/service';
 import { isolatedConfig } from '../support/isolated';
-import {
-  committedOffsets,
-  expectedValues,
-  highWatermarks,
-  metricValue,
-  produce,
-  simulatedRecords,
-  sum,
-  toMessages,
-  waitAllApplied,
-  waitFor,
-  HOUR_MS,
-} from './speed-support';
+import { expectedValues, metricValue, produce, simulatedRecords, sum, toMessages, waitAllApplied, withReplayGroup, HOUR_MS } from './speed-support';
 
 const MIN = 60_000;
 
@@ -191,15 +179,7 @@ describe('speed layer: simulated traffic with duplicates → exact counts', () =
 
   it('a consumer with a fresh group id re-reading the topic from the start double counts nothing', async () => {
     const before = await snapshot(redis, cfg);
-    const cfg2 = { ...cfg, kafka: { ...cfg.kafka, speedGroup: `${cfg.kafka.speedGroup}-again` } };
-    // Without the seek, every batch reaches the apply script, whose stored-offset check must skip it.
-    const again = await startSpeedLayer(cfg2, { alerts: false, seekOnAssign: false });
-    try {
-      const high = await highWatermarks(cfg);
-      await waitFor('the second group to commit the end of every partition', async () => {
-        const c = await committedOffsets(cfg2);
-        return Object.entries(high).every(([p, h]) => h === 0 || c[Number(p)] === h) ? true : undefined;
-      });
+    await withReplayGroup(cfg, async (again) => {
       expect(await metricValue(again, 'speed_batches_total', { result: 'skipped' })).toBeGreaterThan(0);
       expect(await metricValue(again, 'speed_batches_total', { result: 'applied' })).toBe(0);
       expect(await snapshot(redis, cfg)).toEqual(before);
@@ -216,9 +196,7 @@ describe('speed layer: simulated traffic with duplicates → exact counts', () =
       const exp = expectedValues(cfg, [...records, ...fresh], now);
       expect(minute).toEqual(exp.counts.minute.get(bucketStart(now - 1000, 'minute')));
       expect((await readStats(redis, cfg)).events).toBe(exp.events);
-    } finally {
-      await again.stop();
-    }
+    });
   });
 
   it('serves /metrics and /health', async () => {

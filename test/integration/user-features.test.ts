@@ -16,9 +16,8 @@ import { startCollector, type RunningCollector } from '../../ingestion/collector
 import { BatchStore } from '../../serving-layer/batch-store';
 import { buildServer } from '../../serving-layer/server';
 import { startServing, type Serving } from '../../serving-layer/service';
-import { startSpeedLayer } from '../../speed-layer/service';
 import { dropIsolated, isolatedConfig } from '../support/isolated';
-import { committedOffsets, highWatermarks, metricValue, spawnSpeedLayer, waitAllApplied, waitFor } from './speed-support';
+import { highWatermarks, metricValue, spawnSpeedLayer, waitAllApplied, waitFor, withReplayGroup } from './speed-support';
 
 const MIN = 60_000;
 const HOUR = 3_600_000;
@@ -217,19 +216,10 @@ describe('user features: collector → speed layer → GET /v1/users/{user_id}/f
   it('a consumer group re-reading the topic from the start (every batch replayed) changes nothing', async () => {
     const state = async () => Promise.all(users.map((u) => redis.hgetall(speedKeys(cfg).userFeatures(u))));
     const before = await state();
-    const cfg2 = { ...cfg, kafka: { ...cfg.kafka, speedGroup: `${cfg.kafka.speedGroup}-again` } };
-    const again = await startSpeedLayer(cfg2, { alerts: false, seekOnAssign: false });
-    try {
-      const high = await highWatermarks(cfg);
-      await waitFor('the second group to commit the end of every partition', async () => {
-        const c = await committedOffsets(cfg2);
-        return Object.entries(high).every(([p, h]) => h === 0 || c[Number(p)] === h) ? true : undefined;
-      });
+    await withReplayGroup(cfg, async (again) => {
       expect(await metricValue(again, 'speed_batches_total', { result: 'skipped' })).toBeGreaterThan(0);
       expect(await metricValue(again, 'speed_batches_total', { result: 'applied' })).toBe(0);
-    } finally {
-      await again.stop();
-    }
+    });
     expect(await state()).toEqual(before);
     for (const u of users) {
       const got = await features(u);
