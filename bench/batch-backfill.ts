@@ -17,6 +17,8 @@ import { deleteObjects, listObjects, uploadFile } from '../common/lake-io';
 import { ensureBucket } from '../common/topics';
 import { writeRawParquet, type RawRow } from '../batch-layer/lake-writer/parquet';
 import { simulate } from '../ingestion/simulator/generate';
+import { Duck } from '../batch-layer/jobs/duck';
+import { generateDay, loadDay } from './batch-synthetic';
 import { startBackfill } from '../workflows/cli/backfill';
 import { createBatchWorker } from '../workflows/service';
 import type { BackfillMode } from '../workflows/types';
@@ -28,6 +30,28 @@ interface Options {
   concurrency?: string;
   mode: BackfillMode;
   keep?: boolean;
+  eventsPerDay?: string;
+  eventsPerUser: string;
+}
+
+/** Large days: each generated inside DuckDB (bench/batch-synthetic.ts) and landed as 24 × 6 raw objects. */
+async function seedSynthetic(cfg: Config, from: string, days: number, eventsPerDay: number, eventsPerUser: number): Promise<number> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-backfill-'));
+  const duck = await Duck.open({ threads: cfg.batch.duckdbThreads, tempDir: path.join(dir, 'duck') });
+  let rows = 0;
+  try {
+    for (let d = 0; d < days; d++) {
+      const day = new Date(Date.parse(`${from}T00:00:00Z`) + d * 86_400_000).toISOString().slice(0, 10);
+      await generateDay(duck, { day, events: eventsPerDay, users: Math.max(1, Math.round(eventsPerDay / eventsPerUser)), partitions: 6, first: d * 2 * eventsPerDay });
+      await loadDay(duck, cfg, dir, { day, partitions: 6 });
+      rows += await duck.scalar('SELECT count(*) FROM gen');
+      process.stderr.write(`seeded ${day}: ${eventsPerDay.toLocaleString('en')} events (+1 % resent)\n`);
+    }
+  } finally {
+    duck.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  return rows;
 }
 
 /** The simulated days as raw objects, one per hour × partition, as the lake writer writes them. */
@@ -106,7 +130,9 @@ async function run(opts: Options): Promise<void> {
   if (old.length > 0) await deleteObjects(s3, cfg.s3.bucket, old);
   const startMs = Date.parse(`${opts.from}T00:00:00Z`);
   const t0 = performance.now();
-  const events = await seed(cfg, startMs, startMs + days * 86_400_000, users);
+  const events = opts.eventsPerDay
+    ? await seedSynthetic(cfg, opts.from, days, Number(opts.eventsPerDay), Number(opts.eventsPerUser))
+    : await seed(cfg, startMs, startMs + days * 86_400_000, users);
   const seedSeconds = (performance.now() - t0) / 1000;
 
   const bw = await createBatchWorker(cfg, { schedules: false });
@@ -125,7 +151,7 @@ async function run(opts: Options): Promise<void> {
         {
           mode: opts.mode,
           days,
-          users,
+          users: opts.eventsPerDay ? Math.round(Number(opts.eventsPerDay) / Number(opts.eventsPerUser)) : users,
           events,
           eventsPerDay: Math.round(events / days),
           seedSeconds: +seedSeconds.toFixed(1),
@@ -159,6 +185,8 @@ export function backfillCommand(): Command {
     .option('--users <n>', 'simulated users (1,000 make ~7,400 events a day)', '1000')
     .option('--concurrency <n>', 'days in flight (default BACKFILL_CONCURRENCY)')
     .option('--mode <mode>', 'steps (hours of a day in one activity, ahead of the days) or children (an hourly child workflow per hour)', 'steps')
+    .option('--events-per-day <n>', 'large synthetic days instead of the simulator: n events each, generated in DuckDB as bench/batch.ts does (e.g. 10000000)')
+    .option('--events-per-user <n>', 'with --events-per-day: average events per user', '40')
     .option('--keep', 'leave the lake in the bucket afterwards')
     .addHelpText('after', '\nUses its own bucket (BENCH_BUCKET, default bench-backfill), emptied first, and its own task queue.')
     .action((opts: Options) => run(opts));

@@ -20,15 +20,13 @@ import path from 'node:path';
 import { Command } from 'commander';
 import { s3Client } from '../common/clients';
 import { loadConfig } from '../common/config';
-import { EVENT_TYPES } from '../common/contract';
-import { lakePaths } from '../common/lake';
 import { logger } from '../common/log';
-import { ensureBucket } from '../common/topics';
-import { deleteObjects, listObjects, uploadFile } from '../common/lake-io';
+import { deleteObjects, listObjects } from '../common/lake-io';
 import { hoursOfDay, listPublished, newRunId, prepareDaily, publishDaily, runDaily, runDailyShard, runHourly, jobContext, type JobContext } from '../batch-layer/jobs';
-import { Duck, rawColumnsSelect, sqlString } from '../batch-layer/jobs/duck';
+import { Duck, sqlString } from '../batch-layer/jobs/duck';
 import { compareDaily, runPysparkDaily, sameTables } from './peers/pyspark';
 import { backfillCommand } from './batch-backfill';
+import { generateDay, loadDay } from './batch-synthetic';
 
 process.env.LOG_LEVEL ??= 'warn';
 
@@ -85,59 +83,6 @@ async function measure<T>(fn: () => Promise<T>): Promise<{ result: T; seconds: n
   } finally {
     clearInterval(timer);
   }
-}
-
-/** Synthetic raw day with the lake's schema: users spread over devices/countries, 1% resent later. */
-async function generate(duck: Duck, file: string): Promise<void> {
-  const types = `[${EVENT_TYPES.map(sqlString).join(', ')}]`;
-  await duck.run(`
-    CREATE TABLE gen AS
-    SELECT
-      'evt_' || i AS event_id,
-      ${types}[1 + CAST(hash(i, 'type') % ${EVENT_TYPES.length} AS INTEGER)] AS event_type,
-      'user_' || u AS user_id,
-      'sess_' || u AS session_id,
-      ${dayStart} + CAST(hash(i, 'ts') % 86400000 AS BIGINT) AS ts,
-      1 AS schema_version,
-      ['smart_tv', 'ios', 'android', 'web', 'unknown'][1 + CAST(u % 5 AS INTEGER)] AS device_type,
-      ['US', 'BR', 'GB', 'IN', 'FR', 'unknown'][1 + CAST(u % 6 AS INTEGER)] AS country,
-      ['8.41.0', '8.40.2', '8.39.1'][1 + CAST(u % 3 AS INTEGER)] AS app_version,
-      'movie_' || CAST(hash(i, 'content') % 500 AS INTEGER) AS content_id,
-      NULL AS video_quality, NULL AS playback_position, NULL AS duration_ms, NULL AS page, NULL AS target,
-      NULL AS location, NULL AS user_agent, NULL AS ip_address,
-      ${dayStart} + CAST(hash(i, 'ts') % 86400000 AS BIGINT) + 50 AS received_at,
-      CAST(u % ${PARTITIONS} AS INTEGER) AS kafka_partition,
-      i AS kafka_offset,
-      NULL AS extra,
-      NULL AS device_ts, NULL AS sent_at
-    FROM (SELECT i, CAST(hash(i, 'user') % ${USERS} AS BIGINT) AS u FROM range(${N}) t(i))`);
-  await duck.run(`
-    INSERT INTO gen
-    SELECT * REPLACE (received_at + 30000 AS received_at, kafka_offset + ${N} AS kafka_offset)
-    FROM gen WHERE hash(event_id, 'dup') % 100 = 0`);
-  await duck.run(`COPY (SELECT ${rawColumnsSelect()} FROM gen ORDER BY kafka_partition, kafka_offset) TO ${sqlString(file)} (FORMAT parquet, COMPRESSION zstd)`);
-}
-
-async function loadLake(duck: Duck, dir: string): Promise<number> {
-  const s3 = s3Client(cfg);
-  await ensureBucket(s3, cfg.s3.bucket);
-  const old = (await listObjects(s3, cfg.s3.bucket, '')).map((o) => o.key);
-  if (old.length > 0) await deleteObjects(s3, cfg.s3.bucket, old);
-  let objects = 0;
-  for (const hour of hoursOfDay(DAY)) {
-    const h0 = Date.parse(`${hour}:00:00Z`);
-    for (let p = 0; p < PARTITIONS; p++) {
-      const where = `ts >= ${h0} AND ts < ${h0 + 3_600_000} AND kafka_partition = ${p}`;
-      const [range] = await duck.rows(`SELECT min(kafka_offset) AS lo, max(kafka_offset) AS hi FROM gen WHERE ${where}`);
-      if (range.lo === null) continue;
-      const file = path.join(dir, `${hour}-${p}.parquet`);
-      await duck.run(`COPY (SELECT ${rawColumnsSelect()} FROM gen WHERE ${where} ORDER BY kafka_offset) TO ${sqlString(file)} (FORMAT parquet, COMPRESSION zstd)`);
-      await uploadFile(s3, cfg.s3.bucket, lakePaths.rawObject(hour, p, String(range.lo), String(range.hi)), file);
-      fs.rmSync(file);
-      objects++;
-    }
-  }
-  return objects;
 }
 
 const DAILY_SQL = ['sessions', 'user_daily_activity', 'retention_cohorts_partial', 'binge_users', 'daily_aggregates_partial', 'retention_cohorts', 'daily_aggregates_with_dimensions', 'daily_sessions', 'clicks_to_play', 'top_paths'];
@@ -228,8 +173,8 @@ async function main(): Promise<void> {
       fs.mkdirSync(dir, { recursive: true });
       const gen = await Duck.open({ threads: cfg.batch.duckdbThreads, tempDir: path.join(dir, 'duck') });
       setup = await measure(async () => {
-        await generate(gen, local);
-        objects = await loadLake(gen, dir);
+        await generateDay(gen, { day: DAY, events: N, users: USERS, partitions: PARTITIONS }, local);
+        objects = await loadDay(gen, cfg, dir, { day: DAY, partitions: PARTITIONS, emptyBucket: true });
       });
       rawRows = await gen.scalar('SELECT count(*) FROM gen');
       gen.close();
