@@ -30,7 +30,7 @@
  * | live    | {live}:sessions                      | zset   | session_id scored by latest event ts; trimmed to 30 min      | (trimmed)          |
  * | binge   | {binge}:day:<YYYY-MM-DD>             | set    | users who binged that day (third complete on that day)       | day end + R        |
  * | binge   | {binge}:stream                       | stream | one entry per newly detected (user, day): user, day, ts      | MAXLEN ~ 100k      |
- * | binge   | {binge}:completes:<user_id>          | zset   | the user's recent video_complete (member = event hash, score = ts) | R + 4 h after last write |
+ * | binge   | {binge}:completes:<base64url(user_id)> | zset | the user's recent video_complete (member = event hash, score = ts) | R + 4 h after last write |
  * | dedup   | {dedup}:arrival:<epoch>              | set    | 8-byte hashes of the event_ids the collector received in that dedupe-window-long epoch (whatever their event time) | until the next epoch ends |
  * | ctl     | {ctl}:offsets:<topic>                | hash   | partition → next offset applied (the source of truth)        | never              |
  * | ctl     | {ctl}:stats                          | hash   | events, duplicates, late_minute, late_second, unparseable, batches | never        |
@@ -105,6 +105,7 @@ export interface SpeedKeys {
   liveSessions(): string;
   bingeDay(day: string): string;
   bingeStream(): string;
+  /** One user's remembered completes; the id base64url-encoded, as in userFeatures. */
   bingeCompletes(userId: string): string;
   /** Event ids received in the arrival epoch starting at `epochStart` (SPEED_DEDUPE_WINDOW_MS long). */
   dedupe(epochStart: number): string;
@@ -134,7 +135,7 @@ export function speedKeys(cfg: Config): SpeedKeys {
     liveSessions: () => `${p}{live}:sessions`,
     bingeDay: (day) => `${p}{binge}:day:${day}`,
     bingeStream: () => `${p}{binge}:stream`,
-    bingeCompletes: (u) => `${p}{binge}:completes:${u}`,
+    bingeCompletes: (u) => `${p}{binge}:completes:${Buffer.from(u, 'utf8').toString('base64url')}`,
     dedupe: (b) => `${p}{dedup}:arrival:${b}`,
     offsets: (topic) => `${p}{ctl}:offsets:${topic}`,
     stats: () => `${p}{ctl}:stats`,
@@ -488,6 +489,10 @@ function scoredMembers(flat: string[]): Map<string, number> {
  * | ss, sl, sn, sd | current session: start ts, last ts, events, device_type of its first event |
  * | lc, lct        | last content_id (of the latest event carrying one) and its ts |
  * | wo             | ts of the play or resume still open (no pause, stop, complete or play since) |
+ *
+ * Cost: three Redis calls per user and step whatever the batch holds: one HMGET of the scalars and of every slot
+ * the user's batch touches, one HSET of the fields it changed, one PEXPIREAT (docs/benchmarks.md, "The per-user
+ * feature op in Redis").
  *
  * Memory: measured 1,382 bytes per user (MEMORY USAGE, Redis 7.0, 62 fields) for 60 events spread over the last
  * 24 h (bench/serving.ts --scenario features; docs/benchmarks.md, "User features"): ~1.4 GB per million users

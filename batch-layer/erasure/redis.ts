@@ -1,8 +1,8 @@
 /**
  * Erasure of users from the speed layer's Redis keys. The families that hold user ids
  * (common/speed-keys.ts): `{live}:users` (members), `{binge}:day:*` (members),
- * `{binge}:stream` (the `user` field of entries) and `{binge}:completes:<user_id>` (the key
- * name). The HyperLogLogs hold registers, not ids, but cannot forget a member: their
+ * `{binge}:stream` (the `user` field of entries) and `{binge}:completes:<base64url(user_id)>`
+ * (the key name). The HyperLogLogs hold registers, not ids, but cannot forget a member: their
  * estimates count the users until the keys expire (bucket end + SPEED_RETENTION_MS), and
  * erasure waits that out rather than rebuild them. Nothing else holds a user id: counts,
  * playback and top lists are per bucket and content, dedupe sets hold event-id hashes.

@@ -183,6 +183,10 @@ describe('user features: collector → speed layer → GET /v1/users/{user_id}/f
   it('keeps the user id out of the key unescaped, and answers 404 / 400 / 401 as documented', async () => {
     expect(await redis.exists(speedKeys(cfg).userFeatures('uf.odd+id@x=y:1'))).toBe(1);
     expect(speedKeys(cfg).userFeatures('a{b}*')).toMatch(/\{usr\}:[A-Za-z0-9_-]+$/);
+    // The remembered completes too (issue 14): no key of the prefix spells a user id.
+    expect(await redis.zcard(speedKeys(cfg).bingeCompletes('uf-binger'))).toBeGreaterThan(0);
+    expect(speedKeys(cfg).bingeCompletes('a{b}*')).toMatch(/\{binge\}:completes:[A-Za-z0-9_-]+$/);
+    expect((await redis.keys(speedKeys(cfg).glob())).filter((k) => users.some((u) => k.includes(u)))).toEqual([]);
     const unknown = await get('/v1/users/nobody-here/features');
     expect(unknown.status).toBe(404);
     expect(await unknown.json()).toMatchObject({ error: 'unknown_user' });
