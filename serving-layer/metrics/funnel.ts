@@ -60,9 +60,12 @@ export function declaredFunnel(funnels: readonly FunnelDef[], steps: readonly Fu
   return funnels.find((f) => f.window_ms === windowMs && f.steps.length === steps.length && f.steps.every((s, i) => same(s, steps[i])))?.name ?? null;
 }
 
+/** One step as the API and FUNNELS spell it. */
+export const funnelStepText = (s: FunnelStep): string => (s.property === null ? s.event_type : `${s.event_type}:${s.property}=${s.value}`);
+
 /** A definition as funnel_days.sql records it: the steps as the API spells them, comma-separated. */
 export function funnelStepsText(steps: readonly FunnelStep[]): string {
-  return steps.map((s) => (s.property === null ? s.event_type : `${s.event_type}:${s.property}=${s.value}`)).join(',');
+  return steps.map(funnelStepText).join(',');
 }
 
 /** Day starts (epoch ms) in [from, to) whose daily run computed this declared funnel with these steps and window. */

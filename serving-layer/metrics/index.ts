@@ -35,7 +35,7 @@ export {
   declaredFunnel,
   funnelComputedDays,
   funnelMetric,
-  funnelStepsText,
+  funnelStepText,
   type FunnelDimension,
   type FunnelParams,
   type FunnelValue,

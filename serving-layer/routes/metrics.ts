@@ -21,7 +21,7 @@ import {
   FUNNEL_SPEED_REASON,
   funnelComputedDays,
   funnelMetric,
-  funnelStepsText,
+  funnelStepText,
   lakeFunnelEvents,
   type FunnelDimension,
   type FunnelParams,
@@ -325,7 +325,7 @@ export const metricRoutes: FastifyPluginAsync<ServingContext> = async (app, ctx)
       },
     },
     async () => ({
-      funnels: cfg.funnels.map((f) => ({ name: f.name, steps: funnelStepsText(f.steps).split(','), window_ms: f.window_ms })),
+      funnels: cfg.funnels.map((f) => ({ name: f.name, steps: f.steps.map(funnelStepText), window_ms: f.window_ms })),
       event_types: EVENT_TYPES,
       max_steps: FUNNEL_MAX_STEPS,
       max_window_ms: FUNNEL_MAX_WINDOW_MS,
