@@ -234,6 +234,7 @@ export const LAKE_TABLES: readonly LakeTable[] = [
   { table: 'retention_variants', zone: 'aggregated', period: 'daily', served: true, description: 'recurring, unbounded and weekly retention per cohort, as of each day' },
   { table: 'churn_risk', zone: 'aggregated', period: 'daily', served: true, shard: { orderBy: 'user_id' }, description: 'users active >= 3 of the 14 days before the last 7 and none since, per day, with the reason' },
   { table: 'user_funnels', zone: 'aggregated', period: 'daily', served: true, shard: { orderBy: 'funnel, user_id' }, description: "each declared funnel's entrants of the day: the steps their best attempt reached and when" },
+  { table: 'funnel_days', zone: 'aggregated', period: 'daily', served: true, description: 'the declared funnels the day was computed for, with the steps and window used (a day without its row is not computed, not 0)' },
 ];
 
 /** The tables a period kind publishes, in computing order. */

@@ -328,6 +328,11 @@ export const funnelResponse = {
           items: { type: 'object', properties: { event_type: { type: 'string' }, property: { type: ['string', 'null'] }, value: { type: ['string', 'null'] } } },
         },
         window_ms: count,
+        not_computed: {
+          type: 'object',
+          description: 'a declared funnel only: the published days of the range its daily run did not compute with these steps and window (their buckets are `none`, not 0)',
+          properties: { days: { type: 'array', items: { type: 'string' } }, reason: { type: ['string', 'null'] } },
+        },
       },
     },
     speed: {
@@ -335,6 +340,30 @@ export const funnelResponse = {
       description: 'why buckets after the batch watermark are `none`',
       properties: { source: { type: 'string', enum: ['none'] }, reason: { type: 'string' } },
     },
+  },
+} as const;
+
+export const funnelsResponse = {
+  type: 'object',
+  description: 'The funnels the batch layer computes daily (FUNNELS), and the limits of an ad-hoc funnel',
+  required: ['funnels', 'event_types', 'max_steps', 'max_window_ms', 'adhoc_max_days'],
+  properties: {
+    funnels: {
+      type: 'array',
+      items: {
+        type: 'object',
+        required: ['name', 'steps', 'window_ms'],
+        properties: {
+          name: { type: 'string' },
+          steps: { type: 'array', items: { type: 'string' }, description: 'as the `steps` parameter spells them: `event_type` or `event_type:property=value`' },
+          window_ms: count,
+        },
+      },
+    },
+    event_types: { type: 'array', items: { type: 'string' }, description: "the contract's event types, which a step may name" },
+    max_steps: count,
+    max_window_ms: count,
+    adhoc_max_days: { ...count, description: 'the longest range of a funnel not declared in FUNNELS' },
   },
 } as const;
 

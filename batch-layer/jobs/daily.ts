@@ -191,6 +191,8 @@ export async function publishDaily(ctx: JobContext, day: string, runId: string, 
         hours_published: plan.hoursPublished,
       });
       for (const table of PARTIALS) await duck.run(`CREATE OR REPLACE VIEW ${table} AS SELECT * FROM ${sourceOf(table)}`);
+      // funnel_days records the definitions the shards computed user_funnels with.
+      await createFunnelSteps(duck, ctx.cfg.funnels);
       const rowCounts: Record<string, number> = {};
       for (const t of DAILY_TABLES) {
         await timed(ctx, `publish.combine.${t.table}`, async () => {

@@ -4,7 +4,8 @@
  * device_type and country. A declared funnel (FUNNELS) reads its precomputed user_funnels rows; any
  * other runs batch-layer/sql/user_funnels.sql over the published days' processed/events
  * (funnel-events.ts). Batch only: a funnel needs each user's events in order, which the speed layer
- * does not keep.
+ * does not keep. A declared funnel's day is exact only where funnel_days says the day was computed
+ * with its current steps and window (`funnelComputedDays`); any other published day is not covered.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -18,6 +19,8 @@ export const FUNNEL_DIMENSIONS = ['device_type', 'country'] as const;
 export type FunnelDimension = (typeof FUNNEL_DIMENSIONS)[number];
 /** Ad-hoc funnels read every event of the range: at most this many days per query. */
 export const FUNNEL_ADHOC_MAX_DAYS = 31;
+export const FUNNEL_NOT_COMPUTED_REASON =
+  'published before this funnel was declared in FUNNELS, or with other steps or another window: not computed for these days (a daily backfill of them computes it)';
 export const FUNNEL_SPEED_REASON = "a funnel follows each user's events in order; the speed layer keeps counts, not sequences, so days after the batch watermark are not covered";
 
 export interface FunnelStepValue {
@@ -55,6 +58,24 @@ export interface FunnelEvents {
 export function declaredFunnel(funnels: readonly FunnelDef[], steps: readonly FunnelStep[], windowMs: number): string | null {
   const same = (a: FunnelStep, b: FunnelStep) => a.event_type === b.event_type && a.property === b.property && a.value === b.value;
   return funnels.find((f) => f.window_ms === windowMs && f.steps.length === steps.length && f.steps.every((s, i) => same(s, steps[i])))?.name ?? null;
+}
+
+/** One step as the API and FUNNELS spell it. */
+export const funnelStepText = (s: FunnelStep): string => (s.property === null ? s.event_type : `${s.event_type}:${s.property}=${s.value}`);
+
+/** A definition as funnel_days.sql records it: the steps as the API spells them, comma-separated. */
+export function funnelStepsText(steps: readonly FunnelStep[]): string {
+  return steps.map(funnelStepText).join(',');
+}
+
+/** Day starts (epoch ms) in [from, to) whose daily run computed this declared funnel with these steps and window. */
+export async function funnelComputedDays(src: Sources, name: string, steps: readonly FunnelStep[], windowMs: number, from: number, to: number): Promise<Set<number>> {
+  if (!src.batch.has('funnel_days')) return new Set();
+  const rows = await src.batch.query(
+    `SELECT ${dayMsExpr('day')} AS day FROM funnel_days WHERE funnel = $1 AND steps = $2 AND window_ms = $3 AND ${dayMsExpr('day')} >= $4 AND ${dayMsExpr('day')} < $5`,
+    [name, funnelStepsText(steps), windowMs, from, to],
+  );
+  return new Set(rows.map((r) => num(r.day)));
 }
 
 let userFunnelsSql: string | undefined;
@@ -119,9 +140,14 @@ export function funnelMetric(src: Sources, events: FunnelEvents, n: number): Met
         const p = q.params;
         const bound: DuckDBValue[] = [q.from, q.to];
         if (p.declared !== null) {
-          if (!src.batch.has('user_funnels')) return [];
-          bound.push(p.declared);
-          const source = `(SELECT * FROM user_funnels WHERE funnel = $${bound.length})`;
+          if (!src.batch.has('user_funnels') || !src.batch.has('funnel_days')) return [];
+          // Only the days computed with this definition: another definition's rows under the same name are not this funnel.
+          bound.push(p.declared, funnelStepsText(p.steps), p.windowMs);
+          const k = bound.length;
+          const source = `(
+            SELECT u.* FROM user_funnels u
+            JOIN funnel_days d ON d.day = u.day AND d.funnel = u.funnel AND d.steps = $${k - 1} AND d.window_ms = $${k}
+            WHERE u.funnel = $${k - 2})`;
           const rows = await src.batch.query(aggregateSql(n, source, p, bound), bound);
           return toSeries(rows, p.groupBy, (r) => valueOf(n, r));
         }

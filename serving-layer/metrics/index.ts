@@ -30,9 +30,12 @@ export { churnRiskMetric, type ChurnRiskParams, type ChurnRiskValue } from './ch
 export {
   FUNNEL_ADHOC_MAX_DAYS,
   FUNNEL_DIMENSIONS,
+  FUNNEL_NOT_COMPUTED_REASON,
   FUNNEL_SPEED_REASON,
   declaredFunnel,
+  funnelComputedDays,
   funnelMetric,
+  funnelStepText,
   type FunnelDimension,
   type FunnelParams,
   type FunnelValue,

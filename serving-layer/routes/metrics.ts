@@ -5,9 +5,9 @@
  */
 import type { FastifyPluginAsync } from 'fastify';
 import { s3Client } from '../../common/clients';
-import { parseFunnelSteps, type FunnelStep } from '../../common/config';
-import { ALL } from '../../common/contract';
-import { MergeError, merge, type MetricDef } from '../merge';
+import { FUNNEL_MAX_STEPS, FUNNEL_MAX_WINDOW_MS, parseFunnelSteps, type FunnelStep } from '../../common/config';
+import { ALL, EVENT_TYPES } from '../../common/contract';
+import { MergeError, merge, type MetricDef, type WatermarkView } from '../merge';
 import {
   activeUsersMetric,
   bingeMetric,
@@ -17,8 +17,11 @@ import {
   declaredFunnel,
   FUNNEL_ADHOC_MAX_DAYS,
   FUNNEL_DIMENSIONS,
+  FUNNEL_NOT_COMPUTED_REASON,
   FUNNEL_SPEED_REASON,
+  funnelComputedDays,
   funnelMetric,
+  funnelStepText,
   lakeFunnelEvents,
   type FunnelDimension,
   type FunnelParams,
@@ -56,6 +59,14 @@ import { BatchCache, withBatchCache } from '../read-cache';
 import * as S from '../schemas';
 import { rangeOf, type RangeQs } from '../time-range';
 import { GUARDED, type ServingContext } from './context';
+
+const DAY_MS = 86_400_000;
+
+/** The daily watermark with the days outside `computed` missing, so merge labels them `none`. */
+function funnelWatermark(w: WatermarkView, computed: ReadonlySet<number>): WatermarkView {
+  const { stateOf } = w.daily;
+  return { ...w, daily: { ...w.daily, periodMs: DAY_MS, stateOf: (d) => (computed.has(d) ? (stateOf?.(d) ?? 'exact') : 'missing') } };
+}
 
 const csv = <T extends string>(s: string | undefined): T[] => (s ? ([...new Set(s.split(','))] as T[]) : []);
 
@@ -265,8 +276,23 @@ export const metricRoutes: FastifyPluginAsync<ServingContext> = async (app, ctx)
       const filters: FunnelParams['filters'] = {};
       for (const d of FUNNEL_DIMENSIONS) if (qs[d] !== undefined) filters[d] = qs[d];
       const params: FunnelParams = { steps, windowMs: qs.window, declared, filters, groupBy };
+      const watermark = store.watermark();
+      let notComputed: string[] | undefined;
+      let view = watermark;
+      if (declared !== null) {
+        // A published day without this definition's funnel_days row is not covered: never an exact 0.
+        const first = Math.floor(range.from / DAY_MS) * DAY_MS;
+        const computed = await funnelComputedDays(src, declared, steps, qs.window, first, range.to);
+        const published = (d: number) => {
+          const w = watermark.daily;
+          return w.start !== null && w.end !== null && d >= w.start && d < w.end && (w.stateOf?.(d) ?? 'exact') !== 'missing';
+        };
+        notComputed = [];
+        for (let d = first; d < range.to; d += DAY_MS) if (published(d) && !computed.has(d)) notComputed.push(new Date(d).toISOString().slice(0, 10));
+        view = funnelWatermark(watermark, computed);
+      }
       const [result, freshness] = await Promise.all([
-        merge(funnelMetric(src, funnelEvents, steps.length), { ...range, granularity: qs.granularity, params, groupBy }, { watermark: store.watermark(), now: t, maxBuckets: cfg.serving.maxBuckets }),
+        merge(funnelMetric(src, funnelEvents, steps.length), { ...range, granularity: qs.granularity, params, groupBy }, { watermark: view, now: t, maxBuckets: cfg.serving.maxBuckets }),
         status.freshness(),
       ]);
       for (const s of ['batch', 'speed', 'none', 'recomputing'] as const) {
@@ -277,10 +303,34 @@ export const metricRoutes: FastifyPluginAsync<ServingContext> = async (app, ctx)
         ...result,
         watermark: status.watermark(),
         freshness,
-        funnel: { name: declared, steps, window_ms: qs.window },
+        funnel: {
+          name: declared,
+          steps,
+          window_ms: qs.window,
+          ...(notComputed === undefined ? {} : { not_computed: { days: notComputed, reason: notComputed.length > 0 ? FUNNEL_NOT_COMPUTED_REASON : null } }),
+        },
         speed: { source: 'none', reason: FUNNEL_SPEED_REASON },
       };
     },
+  );
+
+  app.get(
+    '/v1/metrics/funnels',
+    {
+      config: { access: 'read' },
+      schema: {
+        tags: ['metrics'],
+        summary: 'The declared funnels (FUNNELS), and what an ad-hoc funnel may use: event types, step count, window',
+        response: { 200: S.funnelsResponse, ...GUARDED },
+      },
+    },
+    async () => ({
+      funnels: cfg.funnels.map((f) => ({ name: f.name, steps: f.steps.map(funnelStepText), window_ms: f.window_ms })),
+      event_types: EVENT_TYPES,
+      max_steps: FUNNEL_MAX_STEPS,
+      max_window_ms: FUNNEL_MAX_WINDOW_MS,
+      adhoc_max_days: FUNNEL_ADHOC_MAX_DAYS,
+    }),
   );
 
   app.get<{ Params: { metric: string } }>(

@@ -26,6 +26,12 @@ const DAY = BUCKET_MS.day;
 const NOW = Date.now();
 const D = bucketStart(NOW, 'day') - 2 * DAY;
 
+/** The default browse to play first (the panel opens on the first declared funnel), and a second to pick. */
+const FUNNELS = [
+  { name: 'browse_to_play', steps: ['page_view', 'click', 'video_play', 'video_complete'], window_ms: 3_600_000 },
+  { name: 'play_to_complete', steps: ['video_play', 'video_complete'], window_ms: 3_600_000 },
+];
+
 let cfg: Config;
 let tmp: string;
 let redis: Redis;
@@ -60,7 +66,7 @@ function recentEvents(n: number): EventRecord[] {
 }
 
 beforeAll(async () => {
-  cfg = await isolatedConfig('dashboard', { SPEED_PORT: '0', BATCH_SHARDS: '1' });
+  cfg = await isolatedConfig('dashboard', { SPEED_PORT: '0', BATCH_SHARDS: '1', FUNNELS: JSON.stringify(FUNNELS) });
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'dashboard-it-'));
   const ctx = jobContext(cfg, logger('dashboard-test'));
   const fixture = lambdaFixture(cfg, ctx, tmp, { seed: 11, users: 30, startMs: D, endMs: D + DAY + 3 * 3_600_000, now: NOW });
@@ -266,13 +272,90 @@ describe('dashboard in headless Chromium', () => {
     expect(problems).toEqual([]);
     await page.close();
   });
+
+  it('the funnel panel: picks a declared funnel, runs an ad-hoc one, keeps the choice in the URL, shows the API refusal', async () => {
+    const page = await browser.newPage({ viewport: { width: 1440, height: 1500 } });
+    const problems = watchProblems(page);
+    await page.addInitScript(() => localStorage.setItem('clickstream.key', 'dev-read-key'));
+    const api = async (q: string) => (await (await fetch(`${serving.url}${q}`, { headers: { 'x-api-key': 'dev-read-key' } })).json()) as any;
+    const funnelChart = () =>
+      page.evaluate(() => {
+        const c = (window as unknown as { Chart: { getChart(id: string): { data: { labels: string[]; datasets: Array<{ data: number[] }> } } } }).Chart.getChart('funnel');
+        return { labels: c.data.labels, values: c.data.datasets[0].data };
+      });
+    const drawn = (funnel: string, state = 'ok') => page.waitForSelector(`#funnel[data-funnel="${funnel}"][data-state="${state}"]`, { timeout: 30_000 });
+    const hash = async () => Object.fromEntries(new URLSearchParams(new URL(page.url()).hash.slice(1)));
+    const stepValues = () => page.$$eval('#funnelSteps select', (els) => els.map((e) => (e as HTMLSelectElement).value));
+    const day = dayOf(D);
+    const onD = (steps: string, window = 3_600_000) => api(`/v1/metrics/funnel?granularity=day&from=${D}&to=${D + DAY}&steps=${steps}&window=${window}`);
+
+    await page.goto(`${serving.url}/?from=${day}&to=${day}`);
+    await drawn('browse_to_play');
+    expect(await page.$$eval('#funnelPick option', (os) => os.map((o) => (o as HTMLOptionElement).value))).toEqual(['browse_to_play', 'play_to_complete', '']);
+    expect(await page.isHidden('#funnelAdhoc')).toBe(true);
+
+    // A declared funnel from the list: its steps, as the API answers them for D.
+    await page.selectOption('#funnelPick', 'play_to_complete');
+    await drawn('play_to_complete');
+    const declared = await onD('video_play,video_complete');
+    expect(declared.funnel.name).toBe('play_to_complete');
+    expect(await funnelChart()).toEqual({ labels: ['video_play', 'video_complete'], values: declared.series[0].buckets[0].value.steps.map((x: { users: number }) => x.users) });
+    expect((await funnelChart()).values[0]).toBeGreaterThan(0);
+    expect(await hash()).toEqual({ funnel: 'play_to_complete' });
+
+    // An ad-hoc funnel: three steps of the contract's event types, 10 minutes.
+    await page.selectOption('#funnelPick', { label: 'ad-hoc…' });
+    await page.waitForSelector('#funnelAdhoc:not([hidden])');
+    expect(await stepValues()).toEqual(['video_play', 'video_complete']);
+    await page.click('#funnelAddStep');
+    const steps = page.locator('#funnelSteps select');
+    await steps.nth(0).selectOption('page_view');
+    await steps.nth(1).selectOption('click');
+    await steps.nth(2).selectOption('video_play');
+    await page.fill('#funnelWindow', '10');
+    await page.click('#funnelRun');
+    const adhocKey = 'page_view,click,video_play@600000';
+    await drawn(adhocKey);
+    const adhoc = await onD('page_view,click,video_play', 600_000);
+    expect(adhoc.funnel.name).toBeNull();
+    const adhocChart = { labels: ['page_view', 'click', 'video_play'], values: adhoc.series[0].buckets[0].value.steps.map((x: { users: number }) => x.users) };
+    expect(await funnelChart()).toEqual(adhocChart);
+    expect(adhocChart.values[0]).toBeGreaterThan(0);
+    expect(await hash()).toEqual({ funnel_steps: 'page_view,click,video_play', funnel_window: '600000' });
+
+    // The link reopens it: the editor, the window and the bars.
+    await page.reload();
+    await drawn(adhocKey);
+    expect(await page.inputValue('#funnelPick')).toBe('');
+    expect(await stepValues()).toEqual(['page_view', 'click', 'video_play']);
+    expect(await page.inputValue('#funnelWindow')).toBe('10');
+    expect(await funnelChart()).toEqual(adhocChart);
+
+    // Over 90 days the API refuses an ad-hoc funnel (at most 31): the panel says why, the URL keeps the funnel.
+    await page.click('[data-range="90d"]');
+    await drawn(adhocKey, 'error');
+    expect(await page.isVisible('#funnelError')).toBe(true);
+    expect(await page.textContent('#funnelError')).toContain('at most 31 days');
+    expect(await hash()).toEqual({ funnel_steps: 'page_view,click,video_play', funnel_window: '600000' });
+    await page.screenshot({ path: path.join(REPO_ROOT, 'test-results', 'dashboard-funnel.png'), fullPage: true });
+    // Back to a declared funnel: any range, the error goes.
+    await page.selectOption('#funnelPick', 'browse_to_play');
+    await drawn('browse_to_play');
+    expect(await page.isHidden('#funnelError')).toBe(true);
+
+    // The refusal's response (and Chromium's console line about it) are the only problems.
+    const refusal = (p: string) => /^HTTP 400: .*\/v1\/metrics\/funnel\?/.test(p) || /^console: Failed to load resource: .*status of 400.*\/v1\/metrics\/funnel\?/.test(p);
+    expect(problems.filter((p) => p.startsWith('HTTP 400')).length).toBeGreaterThan(0);
+    expect(problems.filter((p) => !refusal(p))).toEqual([]);
+    await page.close();
+  });
 });
 
-/** Console errors, uncaught exceptions, failed requests and HTTP errors of a page. */
+/** Console errors (with where they come from), uncaught exceptions, failed requests and HTTP errors of a page. */
 function watchProblems(page: Page): string[] {
   const problems: string[] = [];
   page.on('console', (m) => {
-    if (m.type() === 'error') problems.push(`console: ${m.text()}`);
+    if (m.type() === 'error') problems.push(`console: ${m.text()} (${m.location().url})`);
   });
   page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
   page.on('requestfailed', (r) => problems.push(`requestfailed: ${r.url()}`));

@@ -9,6 +9,10 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { s3Client } from '../../common/clients';
 import { parseFunnelSteps, type Config, type FunnelStep } from '../../common/config';
+import { EVENT_TYPES } from '../../common/contract';
+import { logger } from '../../common/log';
+import { jobContext, runDaily } from '../../batch-layer/jobs';
+import { startServing, type Serving } from '../../serving-layer/service';
 import { lakePaths, type RunManifest } from '../../common/lake';
 import { getJson, putJson, stageObjects } from '../../common/lake-io';
 import { sqlList, sqlString, type Duck } from '../../batch-layer/jobs/duck';
@@ -160,6 +164,94 @@ describe('declared funnels (precomputed user_funnels)', () => {
     expect(r.body.coverage).toEqual({ batch: N_DAYS, speed: 0, none: 2 });
     expect(r.body.series[0].buckets.slice(-2).map((b: any) => b.value)).toEqual([null, null]);
     expect(r.body.speed).toEqual({ source: 'none', reason: expect.stringContaining('in order') });
+  });
+});
+
+describe('GET /v1/metrics/funnels', () => {
+  it('lists the declared funnels as FUNNELS spells them, and the ad-hoc limits, with the read key only', async () => {
+    const r = await get('/v1/metrics/funnels');
+    expect(r.status).toBe(200);
+    expect(r.body).toEqual({ funnels: FUNNELS, event_types: [...EVENT_TYPES], max_steps: 8, max_window_ms: DAY, adhoc_max_days: 31 });
+    expect((await fetch(`${lake.serving.url}/v1/metrics/funnels`)).status).toBe(401);
+    expect((await fetch(`${lake.serving.url}/v1/metrics/funnels`, { headers: { 'x-api-key': 'not-a-key' } })).status).toBe(401);
+    const doc = (await get('/openapi.json')).body;
+    expect(doc.paths['/v1/metrics/funnels'].get).toBeDefined();
+  });
+});
+
+describe('a funnel declared after its days were published', () => {
+  // Declared in a new FUNNELS the published days were not computed with; `empty` matches nobody.
+  const LATE = { name: 'late_funnel', steps: ['page_view', 'video_play'], window_ms: 600_000 };
+  const EMPTY = { name: 'empty_funnel', steps: ['page_view:page=nowhere', 'click'], window_ms: 600_000 };
+  const declare = (funnels: Array<{ name: string; steps: string[]; window_ms: number }>): Config => ({
+    ...cfg,
+    funnels: funnels.map((f) => ({ name: f.name, steps: stepsOf(f.steps), window_ms: f.window_ms })),
+  });
+  const servings: Serving[] = [];
+  const serve = async (c: Config) => {
+    const s = await startServing(c, { port: 0, host: '127.0.0.1' });
+    servings.push(s);
+    return async (q: string) => {
+      const res = await fetch(`${s.url}${q}`, { headers: { 'x-api-key': 'dev-read-key' } });
+      return { status: res.status, body: (await res.json()) as any };
+    };
+  };
+  const funnelQs = (f: { steps: string[]; window_ms: number }) => `/v1/metrics/funnel?${range}&steps=${encodeURIComponent(f.steps.join(','))}&window=${f.window_ms}`;
+  afterAll(async () => {
+    for (const s of servings) await s.stop();
+  });
+
+  it('answers its published days as not computed (none, with the days and the reason), never an exact 0; a backfill makes them exact', async () => {
+    const lateCfg = declare([...FUNNELS, LATE, EMPTY]);
+    const lateGet = await serve(lateCfg);
+    for (const f of [LATE, EMPTY]) {
+      const r = await lateGet(funnelQs(f));
+      expect(r.status).toBe(200);
+      expect(r.body.funnel.name).toBe(f.name);
+      expect(r.body.coverage).toEqual({ batch: 0, speed: 0, none: N_DAYS });
+      expect(r.body.exact).toBe(false);
+      for (const b of r.body.series[0].buckets) expect(b).toMatchObject({ source: 'none', exact: false, covered: false, value: null });
+      expect(r.body.funnel.not_computed.days).toEqual(DAYS);
+      expect(r.body.funnel.not_computed.reason).toContain('backfill');
+    }
+    // The funnels declared all along are still exact, with nothing missing.
+    const browse = await lateGet(funnelQs(FUNNELS[0]));
+    expect(browse.body.coverage).toEqual({ batch: N_DAYS, speed: 0, none: 0 });
+    expect(browse.body.funnel.not_computed).toEqual({ days: [], reason: null });
+
+    // The daily backfill of one day, under the new FUNNELS: that day is exact and equals the SQL; nobody entering is an exact 0.
+    await runDaily(jobContext(lateCfg, logger('funnels-late-test')), DAYS[1], { now: CLOCK });
+    await servings[0].store.sync();
+    const r = await lateGet(funnelQs(LATE));
+    expect(r.body.coverage).toEqual({ batch: 1, speed: 0, none: N_DAYS - 1 });
+    expect(r.body.series[0].buckets.map((b: any) => b.source)).toEqual(['none', 'batch', 'none']);
+    expect(r.body.funnel.not_computed.days).toEqual([DAYS[0], DAYS[2]]);
+    const want = await expectedBuckets(stepsOf(LATE.steps), LATE.window_ms);
+    const day1 = r.body.series[0].buckets[1];
+    expect(day1.exact).toBe(true);
+    expect(day1.value).toEqual(want.get(JSON.stringify([DAYS[1]])));
+    expect(day1.value.entered).toBeGreaterThan(0);
+    const empty = await lateGet(funnelQs(EMPTY));
+    expect(empty.body.series[0].buckets[1]).toMatchObject({ source: 'batch', exact: true, value: { entered: 0 } });
+    expect(empty.body.funnel.not_computed.days).toEqual([DAYS[0], DAYS[2]]);
+    // The re-published day still holds the funnels declared before, with the same definitions.
+    await lake.serving.store.sync();
+    const before = await get(funnelQs(FUNNELS[0]));
+    expect(before.body.coverage).toEqual({ batch: N_DAYS, speed: 0, none: 0 });
+    expect(actualBuckets(before.body)).toEqual(await expectedBuckets(stepsOf(BROWSE), 3_600_000));
+  });
+
+  it('does not serve days computed with an older definition of the same name as the new one', async () => {
+    const changed = { name: 'browse_to_play', steps: BROWSE, window_ms: 1_800_000 };
+    const changedGet = await serve(declare([changed, FUNNELS[1]]));
+    const r = await changedGet(funnelQs(changed));
+    expect(r.body.funnel.name).toBe('browse_to_play');
+    expect(r.body.coverage).toEqual({ batch: 0, speed: 0, none: N_DAYS });
+    expect(r.body.funnel.not_computed.days).toEqual(DAYS);
+    // The old definition is no longer declared: an ad-hoc funnel over processed/events, still equal to the SQL.
+    const old = await changedGet(funnelQs(FUNNELS[0]));
+    expect(old.body.funnel.name).toBeNull();
+    expect(actualBuckets(old.body)).toEqual(await expectedBuckets(stepsOf(BROWSE), 3_600_000));
   });
 });
 

@@ -124,6 +124,7 @@ describe('serving layer: authorization is decided on the matched route', () => {
     '/v1/metrics/churn_risk',
     // Its steps are required: the control's request carries them.
     '/v1/metrics/funnel?steps=page_view,click',
+    '/v1/metrics/funnels',
     '/v1/metrics/no_such_metric',
     '/v1/users/no_such_user/features',
     '/v1/freshness',

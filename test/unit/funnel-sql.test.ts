@@ -6,6 +6,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig, parseFunnelSteps } from '../../common/config';
 import { Duck } from '../../batch-layer/jobs/duck';
+import { funnelStepsText } from '../../serving-layer/metrics/funnel';
 
 const D0 = Date.parse('2024-03-10T00:00:00Z');
 const MIN = 60_000;
@@ -105,6 +106,30 @@ describe('user_funnels', () => {
 
   it('has no row for a user who never entered step 1', async () => {
     expect(await funnel('page_view,click', [e('u', 'a', HOUR, 'click')])).toEqual([]);
+  });
+});
+
+describe('funnel_days', () => {
+  it('records each declared funnel the day was computed for, with the definition the serving layer compares, even with no entrant', async () => {
+    const declared = loadConfig({
+      FUNNELS: JSON.stringify([
+        { name: 'home', steps: ['page_view:page=home', 'click', 'video_play:content_id=movie_1'], window_ms: 60_000 },
+        { name: 'browse', steps: ['page_view', 'click'], window_ms: 3_600_000 },
+      ]),
+    }).funnels;
+    await duck.run('CREATE OR REPLACE TABLE funnel_steps (funnel VARCHAR, step INTEGER, event_type VARCHAR, property VARCHAR, value VARCHAR, window_ms BIGINT)');
+    for (const f of declared) {
+      for (const [i, s] of f.steps.entries()) await duck.con.run('INSERT INTO funnel_steps VALUES ($1, $2, $3, $4, $5, $6)', [f.name, i + 1, s.event_type, s.property, s.value, f.window_ms]);
+    }
+    await duck.setVariables({ day: { date: '2024-03-10' } });
+    await duck.materialize('funnel_days');
+    const rows = await duck.json(`SELECT CAST(day AS VARCHAR) AS day, funnel, steps, window_ms FROM funnel_days ORDER BY funnel`);
+    expect(rows).toEqual(
+      declared
+        .map((f) => ({ day: '2024-03-10', funnel: f.name, steps: funnelStepsText(f.steps), window_ms: String(f.window_ms) }))
+        .sort((a, b) => a.funnel.localeCompare(b.funnel)),
+    );
+    expect(rows[1].steps).toBe('page_view:page=home,click,video_play:content_id=movie_1');
   });
 });
 
