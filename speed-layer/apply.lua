@@ -73,14 +73,7 @@ end
 -- h holds the user's fields as read, then as changed: a slot a batch hits twice (its minutes wrap the ring)
 -- sees the first write, as it did when each slot was an HGET and an HSET.
 local function fmt(x) return string.format('%.0f', x) end
--- The slot fields' names, built once per step rather than formatted per slot (Lua's string.format is dear).
-local SLOT_FIELDS = {}
-for kind, n in pairs(USER_SLOTS) do
-  local names = {}
-  for s = 0, n - 1 do names[s] = kind .. fmt(s) end
-  SLOT_FIELDS[kind] = names
-end
-local function slot_field(kind, idx) return SLOT_FIELDS[kind][idx % USER_SLOTS[kind]] end
+local function slot_field(kind, idx) return kind .. fmt(idx % USER_SLOTS[kind]) end
 local function slot_add(h, set, kind, idx, incs)
   local field = slot_field(kind, idx)
   local cur = h[field]
@@ -99,8 +92,7 @@ end
 local DAY_MS = 86400000
 local function same_day(x, y) return math.floor(x / DAY_MS) == math.floor(y / DAY_MS) end
 
--- U: per user, (KEYS index, numbers, strings). The numbers are a JSON array of integers (-1 = none; cjson
--- decodes it in C, several times faster than splitting it in Lua): first ts,
+-- U: per user, (KEYS index, numbers, strings). The numbers are comma-separated integers (-1 = none): first ts,
 -- last ts, last content's ts, first watch event's ts, the play left open, the numbers of minutes, hours, days
 -- and session runs (at most 2), the byte lengths of the strings, then (minute, events, plays)…,
 -- (hour, events, plays, watch ms)…, day…, (start, end, events)…. The strings, concatenated: the last content_id,
@@ -110,7 +102,8 @@ local function same_day(x, y) return math.floor(x / DAY_MS) == math.floor(y / DA
 -- changed, so a new field takes the place in the hash it took with one HSET per field.
 local USER_SCALARS = {'fs', 'lt', 'lct', 'wo', 'ss', 'sl', 'sn'}
 local function user_op(key, packed, strings, exp)
-  local v = cjson.decode(packed)
+  local v = {}
+  for x in string.gmatch(packed, '[^,]+') do v[#v + 1] = tonumber(x) end
   local nm, nh, nd, nr = v[6], v[7], v[8], v[9]
   local str = {}
   local at = 1

@@ -187,7 +187,7 @@ export function buildPlan(cfg: Config, keys: SpeedKeys, req: ApplyRequest): Buil
   }
 
   // One op for the batch's users, in the same step as everything else: a replayed batch is refused whole.
-  // Per user 3 arguments: their key's index, their numbers as a JSON array (-1 = none), their strings packed (lengths among the numbers).
+  // Per user 3 arguments: their key's index, their numbers packed (-1 = none), their strings packed (lengths among the numbers).
   if (fold.userFeatures.size > 0) {
     const userArgs: Array<string | number> = [];
     for (const [user, u] of fold.userFeatures) {
@@ -198,7 +198,7 @@ export function buildPlan(cfg: Config, keys: SpeedKeys, req: ApplyRequest): Buil
       for (const [h, [events, plays, watch]] of u.hours) nums.push(h, events, plays, watch);
       for (const d of u.days) nums.push(d);
       for (const r of u.runs) nums.push(r.start, r.end, r.events);
-      userArgs.push(plan.key(keys.userFeatures(user)), `[${nums.join(',')}]`, strings.join(''));
+      userArgs.push(plan.key(keys.userFeatures(user)), nums.join(','), strings.join(''));
     }
     const first = keys.userFeatures(fold.userFeatures.keys().next().value as string);
     plan.op('U', first, now + cfg.speed.retentionMs, userArgs);
