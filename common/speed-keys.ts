@@ -490,10 +490,6 @@ function scoredMembers(flat: string[]): Map<string, number> {
  * | lc, lct        | last content_id (of the latest event carrying one) and its ts |
  * | wo             | ts of the play or resume still open (no pause, stop, complete or play since) |
  *
- * Cost: three Redis calls per user and step whatever the batch holds: one HMGET of the scalars and of every slot
- * the user's batch touches, one HSET of the fields it changed, one PEXPIREAT (docs/benchmarks.md, "The per-user
- * feature op in Redis").
- *
  * Memory: measured 1,382 bytes per user (MEMORY USAGE, Redis 7.0, 62 fields) for 60 events spread over the last
  * 24 h (bench/serving.ts --scenario features; docs/benchmarks.md, "User features"): ~1.4 GB per million users
  * active in the last R, the key's TTL (R after the user's last applied event), at most 122 fields whatever they do.

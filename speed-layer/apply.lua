@@ -70,13 +70,10 @@ end
 
 -- A ring slot of a user's hash (common/speed-keys.ts, "User features"): `<index>:<value>…`. A slot holding an
 -- older bucket is reset; one holding a newer bucket means this one has left the window: nothing to add.
--- h holds the user's fields as read, then as changed: a slot a batch hits twice (its minutes wrap the ring)
--- sees the first write, as it did when each slot was an HGET and an HSET.
 local function fmt(x) return string.format('%.0f', x) end
-local function slot_field(kind, idx) return kind .. fmt(idx % USER_SLOTS[kind]) end
-local function slot_add(h, set, kind, idx, incs)
-  local field = slot_field(kind, idx)
-  local cur = h[field]
+local function slot_add(key, kind, idx, incs)
+  local field = kind .. fmt(idx % USER_SLOTS[kind])
+  local cur = redis.call('HGET', key, field)
   local vals = {}
   if cur then
     local parts = {}
@@ -86,7 +83,7 @@ local function slot_add(h, set, kind, idx, incs)
   end
   local out = {fmt(idx)}
   for j = 1, #incs do out[j + 1] = fmt((vals[j + 1] or 0) + incs[j]) end
-  set(field, table.concat(out, ':'))
+  redis.call('HSET', key, field, table.concat(out, ':'))
 end
 
 local DAY_MS = 86400000
@@ -97,10 +94,6 @@ local function same_day(x, y) return math.floor(x / DAY_MS) == math.floor(y / DA
 -- and session runs (at most 2), the byte lengths of the strings, then (minute, events, plays)…,
 -- (hour, events, plays, watch ms)…, day…, (start, end, events)…. The strings, concatenated: the last content_id,
 -- then one device_type per run (speed-layer/fold.ts, UserBatch). exp: the key's expiry.
--- Three calls per user whatever the batch holds: one HMGET of the scalars and of every slot the batch
--- touches, one HSET of the fields that changed, one PEXPIREAT. The HSET lists them in the order they first
--- changed, so a new field takes the place in the hash it took with one HSET per field.
-local USER_SCALARS = {'fs', 'lt', 'lct', 'wo', 'ss', 'sl', 'sn'}
 local function user_op(key, packed, strings, exp)
   local v = {}
   for x in string.gmatch(packed, '[^,]+') do v[#v + 1] = tonumber(x) end
@@ -111,68 +104,39 @@ local function user_op(key, packed, strings, exp)
     str[s] = string.sub(strings, at, at + v[9 + s] - 1)
     at = at + v[9 + s]
   end
-  local first = 11 + nr
-  local names = {unpack(USER_SCALARS)}
-  local listed = {}
-  local function want(field)
-    if not listed[field] then
-      listed[field] = true
-      names[#names + 1] = field
-    end
-  end
-  local i = first
-  for _ = 1, nm do want(slot_field('m', v[i])); i = i + 3 end
-  for _ = 1, nh do want(slot_field('h', v[i])); i = i + 4 end
-  for _ = 1, nd do want(slot_field('d', v[i])); i = i + 1 end
-  local got = redis.call('HMGET', key, unpack(names))
-  local h = {}
-  for j = 1, #names do
-    if got[j] then h[names[j]] = got[j] end
-  end
-  local changed, is_changed = {}, {}
-  local function set(field, value)
-    if h[field] == value then return end
-    h[field] = value
-    if not is_changed[field] then
-      is_changed[field] = true
-      changed[#changed + 1] = field
-    end
-  end
+  local i = 11 + nr
+  local state = redis.call('HMGET', key, 'fs', 'lt', 'lct', 'wo', 'ss', 'sl', 'sn')
   local num = function(s) return tonumber(s or '') end
   -- The interval an earlier batch left open ends at this batch's first playback event.
   local extra_hour, extra = nil, 0
   if v[4] >= 0 then
-    local wo = num(h.wo)
+    local wo = num(state[4])
     if wo and v[4] >= wo then
       extra = math.min(v[4] - wo, WATCH_INTERVAL_CAP_MS)
       extra_hour = math.floor(v[4] / 3600000)
     end
-    set('wo', v[5] >= 0 and fmt(v[5]) or '')
+    redis.call('HSET', key, 'wo', v[5] >= 0 and fmt(v[5]) or '')
   end
-  local fs, lt, lct = num(h.fs), num(h.lt), num(h.lct)
-  local ss, sl, sn, sd = num(h.ss), num(h.sl), num(h.sn), nil
-  i = first
   for _ = 1, nm do
-    slot_add(h, set, 'm', v[i], {v[i + 1], v[i + 2]})
+    slot_add(key, 'm', v[i], {v[i + 1], v[i + 2]})
     i = i + 3
   end
   for _ = 1, nh do
     local w = v[i + 3]
     if v[i] == extra_hour then w = w + extra end
-    slot_add(h, set, 'h', v[i], {v[i + 1], v[i + 2], w})
+    slot_add(key, 'h', v[i], {v[i + 1], v[i + 2], w})
     i = i + 4
   end
   for _ = 1, nd do
-    slot_add(h, set, 'd', v[i], {})
+    slot_add(key, 'd', v[i], {})
     i = i + 1
   end
-  if not fs or v[1] < fs then set('fs', fmt(v[1])) end
-  if not lt or v[2] > lt then set('lt', fmt(v[2])) end
-  if v[3] >= 0 and (not lct or v[3] >= lct) then
-    set('lct', fmt(v[3]))
-    set('lc', str[1])
-  end
+  local fs, lt, lct = num(state[1]), num(state[2]), num(state[3])
+  if not fs or v[1] < fs then redis.call('HSET', key, 'fs', fmt(v[1])) end
+  if not lt or v[2] > lt then redis.call('HSET', key, 'lt', fmt(v[2])) end
+  if v[3] >= 0 and (not lct or v[3] >= lct) then redis.call('HSET', key, 'lct', fmt(v[3]), 'lc', str[1]) end
   -- The current session: a run continues it (30-minute gap, same day), starts a new one, or is an older one (left).
+  local ss, sl, sn, sd = num(state[5]), num(state[6]), num(state[7]), nil
   for r = 1, nr do
     local rs, re, rn, rd = v[i], v[i + 1], v[i + 2], str[1 + r]
     i = i + 3
@@ -193,18 +157,8 @@ local function user_op(key, packed, strings, exp)
     end
   end
   if nr > 0 then
-    set('ss', fmt(ss))
-    set('sl', fmt(sl))
-    set('sn', fmt(sn))
-    if sd then set('sd', sd) end
-  end
-  if #changed > 0 then
-    local args = {}
-    for j = 1, #changed do
-      args[2 * j - 1] = changed[j]
-      args[2 * j] = h[changed[j]]
-    end
-    redis.call('HSET', key, unpack(args))
+    redis.call('HSET', key, 'ss', fmt(ss), 'sl', fmt(sl), 'sn', fmt(sn))
+    if sd then redis.call('HSET', key, 'sd', sd) end
   end
   redis.call('PEXPIREAT', key, exp)
 end
