@@ -315,7 +315,7 @@ export function loadConfig(env: Env = process.env) {
        * applied as several steps, each over a sub-range of offsets with its own offset guard. What a step
        * costs Redis (and blocks it for) grows with its arguments, not with the events behind them.
        */
-      stepMaxArgs: int(env, 'SPEED_STEP_MAX_ARGS', 50_000, 1000),
+      stepMaxArgs: int(env, 'SPEED_STEP_MAX_ARGS', 100_000, 1000),
       stepMaxKeys: int(env, 'SPEED_STEP_MAX_KEYS', 5_000, 100),
       stepMaxBytes: int(env, 'SPEED_STEP_MAX_BYTES', 4 * 1024 * 1024, 64 * 1024),
       /** /health turns degraded once the same step failed this many times in a row. */

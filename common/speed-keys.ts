@@ -477,9 +477,10 @@ function scoredMembers(flat: string[]): Map<string, number> {
 
 /*
  * User features (METRICS.md "User features"): one hash per user, `{usr}:<base64url(user_id)>`, written by
- * the speed layer's step (op U of apply.lua) and read by readUserFeatures. Windows are rings of slots, so a
- * hash never grows past 60 + 24 + 28 slot fields plus 10 scalars whatever the user does (Redis keeps it a
- * listpack), and a slot holding an older bucket than an event's is reset by it, never trimmed by a scan:
+ * the speed layer's step (computed by the consumer, speed-layer/user-state.ts; written by op U of apply.lua) and
+ * read by readUserFeatures. Windows are rings of slots, so a hash never grows past 60 + 24 + 28 slot fields plus
+ * 11 scalars whatever the user does (Redis keeps it a listpack), and a slot holding an older bucket than an
+ * event's is reset by it, never trimmed by a scan:
  * | field          | value                                                      |
  * |----------------|------------------------------------------------------------|
  * | m<minute % 60> | `<minute index>:<events>:<plays>` (index = floor(ts / 60 s)) |
@@ -489,10 +490,11 @@ function scoredMembers(flat: string[]): Map<string, number> {
  * | ss, sl, sn, sd | current session: start ts, last ts, events, device_type of its first event |
  * | lc, lct        | last content_id (of the latest event carrying one) and its ts |
  * | wo             | ts of the play or resume still open (no pause, stop, complete or play since) |
+ * | v              | version: +1 per step that wrote the hash; a step writes only over the version it read |
  *
  * Memory: measured 1,382 bytes per user (MEMORY USAGE, Redis 7.0, 62 fields) for 60 events spread over the last
  * 24 h (bench/serving.ts --scenario features; docs/benchmarks.md, "User features"): ~1.4 GB per million users
- * active in the last R, the key's TTL (R after the user's last applied event), at most 122 fields whatever they do.
+ * active in the last R, the key's TTL (R after the user's last applied event), at most 123 fields whatever they do.
  */
 export const USER_MINUTE_SLOTS = 60;
 export const USER_HOUR_SLOTS = 24;

@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Redis } from 'ioredis';
 import type { Config } from '../common/config';
-import { BINGE_WINDOW_MS, bucketStart, SESSION_GAP_MS, type EventRecord } from '../common/contract';
+import { BINGE_WINDOW_MS, bucketStart, type EventRecord } from '../common/contract';
 import {
   BINGE_STREAM_MAXLEN,
   expiresAt,
@@ -18,27 +18,18 @@ import {
   LIVE_USERS_WINDOW_MS,
   readCompletes,
   speedKeys,
-  USER_DAY_SLOTS,
-  USER_HOUR_SLOTS,
-  USER_MINUTE_SLOTS,
-  WATCH_INTERVAL_CAP_MS,
   type SpeedKeys,
 } from '../common/speed-keys';
 import { bingeDays } from './binge';
 import { dedupeEpoch, type Fold } from './fold';
+import { userReadFields, userWrite, type UserWrite } from './user-state';
 
 /**
  * The step's script and its ARGV protocol (codes, replies): apply.lua, beside this file, read once at
  * startup. The stream's bound is prepended from common/speed-keys.ts, its one definition.
  */
 const lua = (file: string): string => readFileSync(fileURLToPath(new URL(file, import.meta.url)), 'utf8');
-const SCRIPT = [
-  `local BINGE_STREAM_MAXLEN = ${BINGE_STREAM_MAXLEN}`,
-  `local USER_SLOTS = { m = ${USER_MINUTE_SLOTS}, h = ${USER_HOUR_SLOTS}, d = ${USER_DAY_SLOTS} }`,
-  `local WATCH_INTERVAL_CAP_MS = ${WATCH_INTERVAL_CAP_MS}`,
-  `local SESSION_GAP_MS = ${SESSION_GAP_MS}`,
-  lua('./apply.lua'),
-].join('\n');
+const SCRIPT = [`local BINGE_STREAM_MAXLEN = ${BINGE_STREAM_MAXLEN}`, lua('./apply.lua')].join('\n');
 /** The read-only check before the fold (RedisApplier.seenBefore): seen-before.lua, beside this file. */
 const SEEN_BEFORE = lua('./seen-before.lua');
 
@@ -50,7 +41,9 @@ export type ApplyResult =
   | { status: 'gap'; stored: number }
   /** No stored offset for the partition and the step was not allowed to set one. Nothing written. */
   | { status: 'missing' }
-  | { status: 'duplicates'; hashes: string[] };
+  | { status: 'duplicates'; hashes: string[] }
+  /** A user's feature hash moved since it was read (UserWrites): nothing written; read and compute again. */
+  | { status: 'stale' };
 
 export interface BingeDetection {
   userId: string;
@@ -80,6 +73,8 @@ export interface ApplyRequest {
   crossBatchDuplicates: number;
   /** max(now − received_at) over the batch, or null when it had no events. */
   freshnessMs: number | null;
+  /** What the step writes to each user of fold.userFeatures (RedisApplier.readUsers); read by apply() when absent. */
+  users?: Map<string, UserWrite>;
 }
 
 /** Builds the KEYS/ARGV of one script call, and measures them. */
@@ -187,18 +182,15 @@ export function buildPlan(cfg: Config, keys: SpeedKeys, req: ApplyRequest): Buil
   }
 
   // One op for the batch's users, in the same step as everything else: a replayed batch is refused whole.
-  // Per user 3 arguments: their key's index, their numbers packed (-1 = none), their strings packed (lengths among the numbers).
+  // Per user: their key's index, the version read, and the (field, value) pairs computed (speed-layer/user-state.ts).
   if (fold.userFeatures.size > 0) {
+    if (req.users === undefined) throw new Error('buildPlan: the fold has user features but the request has no user writes (RedisApplier.readUsers)');
     const userArgs: Array<string | number> = [];
-    for (const [user, u] of fold.userFeatures) {
-      const strings = [u.lastContent?.contentId ?? '', ...u.runs.map((r) => r.deviceType)];
-      const nums: number[] = [u.firstTs, u.lastTs, u.lastContent?.ts ?? -1, u.watchFirst ?? -1, u.watchOpen ?? -1, u.minutes.size, u.hours.size, u.days.size, u.runs.length];
-      for (const str of strings) nums.push(Buffer.byteLength(str));
-      for (const [m, [events, plays]] of u.minutes) nums.push(m, events, plays);
-      for (const [h, [events, plays, watch]] of u.hours) nums.push(h, events, plays, watch);
-      for (const d of u.days) nums.push(d);
-      for (const r of u.runs) nums.push(r.start, r.end, r.events);
-      userArgs.push(plan.key(keys.userFeatures(user)), nums.join(','), strings.join(''));
+    for (const user of fold.userFeatures.keys()) {
+      const w = req.users.get(user);
+      if (w === undefined) throw new Error(`buildPlan: no user write for a user of the fold`);
+      userArgs.push(plan.key(keys.userFeatures(user)), w.expect, w.fields.length);
+      for (const f of w.fields) userArgs.push(f);
     }
     const first = keys.userFeatures(fold.userFeatures.keys().next().value as string);
     plan.op('U', first, now + cfg.speed.retentionMs, userArgs);
@@ -276,6 +268,7 @@ export class RedisApplier {
   lastUnremembered = 0;
 
   async apply(req: ApplyRequest): Promise<ApplyResult> {
+    if (req.users === undefined && req.fold.userFeatures.size > 0) req = { ...req, users: await this.readUsers(req.fold) };
     const plan = buildPlan(this.cfg, this.keys, req);
     this.lastStep = { keys: plan.keys.length, args: plan.args.length, bytes: plan.bytes };
     const raw = (await this.run(SCRIPT, plan.keys, plan.args)) as Array<string | number>;
@@ -285,7 +278,7 @@ export class RedisApplier {
       return { status };
     }
     if (status === 'skipped' || status === 'partial' || status === 'gap') return { status, stored: Number(raw[1]) };
-    if (status === 'missing') return { status };
+    if (status === 'missing' || status === 'stale') return { status };
     if (status === 'duplicates') return { status, hashes: raw.slice(1).map((i) => plan.dedupeHashes[Number(i)]) };
     throw new Error(`unexpected reply from the apply script: ${JSON.stringify(raw)}`);
   }
@@ -311,6 +304,27 @@ export class RedisApplier {
     }
     const found = (await this.run(SEEN_BEFORE, keys, args)) as number[];
     return new Set(found.map((i) => order[i]));
+  }
+
+  /**
+   * Each user's fields the fold touches, read in one pipelined round trip (an HMGET per user: no script, so
+   * Redis spends no Lua time on it), and what the step will write for them. Read before every attempt of a step:
+   * a step refused as 'stale' is computed again from a fresh read.
+   */
+  async readUsers(fold: Fold): Promise<Map<string, UserWrite>> {
+    const out = new Map<string, UserWrite>();
+    if (fold.userFeatures.size === 0) return out;
+    const users = [...fold.userFeatures];
+    const fields = users.map(([, u]) => userReadFields(u));
+    const pipeline = this.redis.pipeline();
+    users.forEach(([user], i) => pipeline.hmget(this.keys.userFeatures(user), ...fields[i]));
+    const replies = (await pipeline.exec()) ?? [];
+    users.forEach(([user, u], i) => {
+      const [err, values] = replies[i] ?? [new Error('no reply')];
+      if (err) throw err;
+      out.set(user, userWrite(u, fields[i], values as Array<string | null>));
+    });
+    return out;
   }
 
   private async run(script: string, keys: string[], args: Array<string | Buffer>): Promise<unknown> {

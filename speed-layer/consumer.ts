@@ -302,6 +302,11 @@ export class SpeedConsumer {
         for (const h of outcome.hashes) crossBatchDuplicates.add(h);
         continue;
       }
+      if (outcome.status === 'stale') {
+        // Another writer (erasure, another partition's step for the same user) moved a user's hash after the read.
+        this.log.debug({ topic, partition, firstOffset: pending[0].offset }, 'a user feature hash moved since it was read; computing the step again');
+        continue;
+      }
       if (outcome.status === 'partial' || outcome.status === 'skipped') {
         this.applied.set(partition, outcome.stored);
         continue;
@@ -402,7 +407,8 @@ export class SpeedConsumer {
       else if (crossBatchDuplicates.has(pending[i].hash)) dupCount += 1;
       else if (r.received_at > 0 && r.received_at < oldestReceived) oldestReceived = r.received_at; // 0: not known (decodeRecord)
     }
-    const binges = await detectBinges(this.redis, this.cfg, fold, now);
+    // Both reads in one wait: the binge check's remembered completes, and each user's feature fields the step advances.
+    const [binges, users] = await Promise.all([detectBinges(this.redis, this.cfg, fold, now), this.applier.readUsers(fold)]);
     const allowed = this.allow.get(partition);
     const outcome = await this.applier.apply({
       topic,
@@ -416,6 +422,7 @@ export class SpeedConsumer {
       unparseable,
       crossBatchDuplicates: dupCount,
       freshnessMs: Number.isFinite(oldestReceived) ? Math.max(0, now - oldestReceived) : null,
+      users,
     });
     const unremembered = outcome.status === 'applied' ? this.applier.lastUnremembered : 0;
     return { outcome, fold, nextOffset, entries: pending.slice(0, cut), dupCount: dupCount + fold.duplicates, size: this.applier.lastStep, unremembered };

@@ -109,9 +109,9 @@ export interface Fold {
 }
 
 /**
- * One user's events of a batch, summarised in (ts, event_id) order for the step's user op (apply.lua, U):
+ * One user's events of a batch, summarised in (ts, event_id) order for their feature hash (speed-layer/user-state.ts):
  * bucket indexes are floor(ts / unit). What depends on the state already in Redis (the play left open by an
- * earlier batch, the session it may continue) is left to the script: watchFirst and the first run.
+ * earlier batch, the session it may continue) is left to userWrite, which reads it: watchFirst and the first run.
  */
 export interface UserBatch {
   firstTs: number;
@@ -250,24 +250,31 @@ export function baseStepCost(keyPrefixBytes = 0): StepCost {
   return { keys, args, bytes: keys * (KEY_BYTES + keyPrefixBytes) + args * NUM_BYTES };
 }
 
+/**
+ * A user's arguments in the users' op (apply.ts, speed-layer/user-state.ts) besides their ring slots: key index,
+ * version read, count, then up to 10 scalar (field, value) pairs (v, fs, lt, lct, lc, wo, ss, sl, sn, sd).
+ */
+const USER_OP_ARGS = 3 + 2 * 10;
+/** Their bytes besides the strings (lc, sd): 3 numbers, 8 numeric values, 10 field names of ≤ 3 bytes. */
+const USER_OP_FIXED_BYTES = 11 * NUM_BYTES + 30;
+/** A ring slot's (field, value): a field of ≤ 3 bytes, then the bucket index and up to 3 numbers joined by ':'. */
+const USER_SLOT_BYTES = { minute: 3 + 3 * (NUM_BYTES + 1), hour: 3 + 4 * (NUM_BYTES + 1), day: 3 + NUM_BYTES } as const;
+
 /*
  * Most one event can add to a step (see the per-family accounting in foldEvents):
  * dedupe 12 (its epoch's key and the previous one's, 4 values), counts 2 × (4 + 8 × 2), users 6 × (4 + 1), playback 6, top content 6,
  * live users and sessions 2 + 2, completes 11 plus a binge reserve of 2 days × (4 + 1 + 3),
- * the users' op 4 (its header, once) + 3 per user (key index, packed numbers, packed strings).
+ * the users' op 4 (its header, once) + USER_OP_ARGS per user + 2 per ring slot (3 slots).
  */
-const EVENT_MAX_ARGS = 12 + 40 + 30 + 6 + 6 + 4 + 11 + 16 + 7;
+const EVENT_MAX_ARGS = 12 + 40 + 30 + 6 + 6 + 4 + 11 + 16 + 4 + USER_OP_ARGS + 6;
 const EVENT_MAX_KEYS = 2 + 2 + 6 + 1 + 1 + 1 + 2 + 1;
-/** A user's arguments in the users' op (apply.ts): their key's index, packed numbers, packed strings. */
-const USER_OP_ARGS = 3;
-/** Their fixed numbers (ts, last content's ts, watch, list lengths, string lengths, two runs of 3), each with its comma. */
-const USER_OP_FIXED_NUMBERS = 12 + 6;
 
 function eventMaxBytes(e: EventRecord, keyPrefixBytes: number): number {
   const strings = utf8(e.user_id) + utf8(e.session_id) + utf8(e.content_id) + utf8(e.device_type) + utf8(e.country) + utf8(e.event_type);
   // Each string appears at most 22 times (the device in 16 count fields and 6 HyperLogLog keys), twice more in the user
-  // op (its key, last content and session devices), which also adds a key, a header and 23 numbers.
-  return 2304 + KEY_BYTES + HEADER_BYTES + 23 * NUM_BYTES + 24 * strings + EVENT_MAX_KEYS * keyPrefixBytes;
+  // op (its key, last content and session devices), which also adds a key, a header, its scalars and three ring slots.
+  const userOp = USER_OP_FIXED_BYTES + USER_SLOT_BYTES.minute + USER_SLOT_BYTES.hour + USER_SLOT_BYTES.day;
+  return 2304 + KEY_BYTES + HEADER_BYTES + userOp + 24 * strings + EVENT_MAX_KEYS * keyPrefixBytes;
 }
 
 function exceeds(c: StepCost, l: StepLimits, args: number, keys: number, bytes: number): boolean {
@@ -439,18 +446,19 @@ export function foldEvents(inputs: Iterable<FoldInput>, opts: FoldOptions): Fold
         cost.keys += 1;
         cost.bytes += keyBytes + Math.ceil((utf8(e.user_id) * 4) / 3); // base64url in the key
         cost.args += USER_OP_ARGS;
-        cost.bytes += USER_OP_FIXED_NUMBERS * (NUM_BYTES + 1);
+        cost.bytes += USER_OP_FIXED_BYTES;
       }
       mine.events.push(e);
-      // Bytes only: the numbers share one argument. A minute (3 numbers), an hour (4), a day (1), when new.
-      for (const [unit, numbers] of [['minute', 3], ['hour', 4], ['day', 1]] as const) {
+      // A touched minute, hour and day slot, when new: a (field, value) pair each.
+      for (const unit of ['minute', 'hour', 'day'] as const) {
         const b = `${unit}${bucketStart(e.ts, unit)}`;
         if (!mine.buckets.has(b)) {
           mine.buckets.add(b);
-          cost.bytes += numbers * (NUM_BYTES + 1);
+          cost.args += 2;
+          cost.bytes += USER_SLOT_BYTES[unit];
         }
       }
-      cost.bytes += 2 * utf8(e.device_type) + utf8(e.content_id);
+      cost.bytes += utf8(e.device_type) + utf8(e.content_id);
     }
     if (e.ts >= liveUsersFrom && e.ts > (f.liveUsers.get(e.user_id) ?? -Infinity)) {
       if (!f.liveUsers.has(e.user_id)) {

@@ -11,6 +11,7 @@ import { BUCKET_MS, validateEvent, type Granularity } from '../../common/contrac
 import { COVERAGE_MARGIN_MS, expiresAt, speedKeys } from '../../common/speed-keys';
 import { activeUsersMetric, bingeMetric, eventsMetric, playbackMetric, topContentMetric, type Sources } from '../../serving-layer/metrics';
 import { buildPlan } from '../../speed-layer/apply';
+import { newUserWrites } from '../../speed-layer/user-state';
 import { eventIdHash, foldEvents } from '../../speed-layer/fold';
 
 const HOUR = 3_600_000;
@@ -29,7 +30,7 @@ describe('speed-key expiry', () => {
       return { record: v.record, hash: eventIdHash(`e-${i}`) };
     });
     const fold = foldEvents(inputs, { now: NOW, secondRetentionMs: cfg.speed.secondRetentionMs, retentionMs: cfg.speed.retentionMs });
-    const plan = buildPlan(cfg, keys, { topic: 't', partition: 0, firstOffset: 0, nextOffset: inputs.length, now: NOW, fold, binges: [{ userId: 'u-1', day: '2026-11-29', ts: NOW - DAY }], unparseable: 0, crossBatchDuplicates: 0, freshnessMs: 0 });
+    const plan = buildPlan(cfg, keys, { topic: 't', partition: 0, firstOffset: 0, nextOffset: inputs.length, now: NOW, fold, binges: [{ userId: 'u-1', day: '2026-11-29', ts: NOW - DAY }], unparseable: 0, crossBatchDuplicates: 0, freshnessMs: 0, users: newUserWrites(fold.userFeatures) });
     const p = cfg.redis.keyPrefix;
     const unitOf: Array<[RegExp, (m: RegExpMatchArray) => [keyof typeof BUCKET_MS, number]]> = [
       [/^\{cnt\}:(second|minute):(\d+)$/, (m) => [m[1] as 'second' | 'minute', Number(m[2])]],

@@ -10,6 +10,7 @@ import { loadConfig } from '../../common/config';
 import { validateEvent, EVENT_TYPES, type EventRecord, type EventType } from '../../common/contract';
 import { speedKeys } from '../../common/speed-keys';
 import { buildPlan, RedisApplier, type ApplyRequest } from '../../speed-layer/apply';
+import { newUserWrites } from '../../speed-layer/user-state';
 import { firstAtOrAfter } from '../../speed-layer/consumer';
 import { baseStepCost, eventIdHash, foldEvents, type Fold, type FoldInput, type StepLimits } from '../../speed-layer/fold';
 
@@ -53,7 +54,8 @@ function events(n: number, spanMs: number, seed = 1): FoldInput[] {
 }
 
 function request(fold: Fold, firstOffset = 0): ApplyRequest {
-  return { topic: 'events.raw', partition: 0, firstOffset, nextOffset: firstOffset + fold.consumed, now: NOW, fold, binges: [], unparseable: 0, crossBatchDuplicates: 0, freshnessMs: 0 };
+  // Users with no hash yet: every scalar is written, the largest a user's writes get.
+  return { topic: 'events.raw', partition: 0, firstOffset, nextOffset: firstOffset + fold.consumed, now: NOW, fold, binges: [], unparseable: 0, crossBatchDuplicates: 0, freshnessMs: 0, users: newUserWrites(fold.userFeatures) };
 }
 
 /** Fold `inputs` as the consumer does: step after step, each within `limits`. */
