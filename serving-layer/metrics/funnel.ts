@@ -140,14 +140,14 @@ export function funnelMetric(src: Sources, events: FunnelEvents, n: number): Met
         const p = q.params;
         const bound: DuckDBValue[] = [q.from, q.to];
         if (p.declared !== null) {
-          if (!src.batch.has('user_funnels') || !src.batch.has('funnel_days')) return [];
-          // Only the days computed with this definition: another definition's rows under the same name are not this funnel.
-          bound.push(p.declared, funnelStepsText(p.steps), p.windowMs);
-          const k = bound.length;
-          const source = `(
-            SELECT u.* FROM user_funnels u
-            JOIN funnel_days d ON d.day = u.day AND d.funnel = u.funnel AND d.steps = $${k - 1} AND d.window_ms = $${k}
-            WHERE u.funnel = $${k - 2})`;
+          if (!src.batch.has('user_funnels')) return [];
+          // The buckets asked for are the days funnel_days says were computed with this definition
+          // (funnelComputedDays, through the route's watermark view): only those, so another
+          // definition's rows under the same name never reach a value or a series key.
+          bound.push(p.declared);
+          const name = bound.length;
+          const days = q.buckets.map((b) => `$${bound.push(b)}`);
+          const source = `(SELECT * FROM user_funnels WHERE funnel = $${name} AND ${dayMsExpr('day')} IN (${days.join(', ')}))`;
           const rows = await src.batch.query(aggregateSql(n, source, p, bound), bound);
           return toSeries(rows, p.groupBy, (r) => valueOf(n, r));
         }

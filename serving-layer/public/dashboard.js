@@ -88,11 +88,30 @@
   }
 
   /**
+   * The URL's hash holds each panel's state under keys of its own (retention, funnel…, user), so a
+   * link reopens every panel: a panel reads and writes only its keys, never the whole hash.
+   */
+  const hash = {
+    get: (k) => new URLSearchParams(location.hash.slice(1)).get(k),
+    /** Sets each key to its value; null removes it. */
+    set(values) {
+      const h = new URLSearchParams(location.hash.slice(1));
+      for (const [k, v] of Object.entries(values)) {
+        if (v === null || v === undefined) h.delete(k);
+        else h.set(k, v);
+      }
+      const s = h.toString();
+      history.replaceState(history.state, '', `${location.pathname}${location.search}${s ? `#${s}` : ''}`);
+    },
+  };
+
+  /**
    * What other panels (funnel.js, user-features.js…) build on, loaded after this file with `defer`:
    *   dashboard.state()    the view now: {preset, live, from, to, granularity, days: {from, to}, filters}
    *   dashboard.params(['device_type', …])  from/to/granularity plus the set filters among those named
    *   dashboard.scope(el, ['device_type', …], why?)  the "all devices" note of a panel's section
    *   dashboard.api(path)  GET with the read key (rejects while dashboard.ready is false: no key yet)
+   *   dashboard.hash.get('user'), dashboard.hash.set({ user: 'u1' })  the panel's own keys of the URL's hash
    *   dashboard.addEventListener('rangechange', (e) => e.detail)  after every change of range or filters,
    *     detail = state(); presets also slide: poll state() on your own refresh.
    */
@@ -104,6 +123,7 @@
       return { from: s.from, to: s.to, granularity: s.granularity, ...filterParams(supported) };
     },
     scope,
+    hash,
     api: () => Promise.reject(new Error('no read key yet')),
   });
   window.dashboard = dashboard;
@@ -293,10 +313,10 @@
 
   /** The retention heat map, in the mode and period the switch names (kept in the URL's hash, so a view can be shared). */
   const modeSwitch = document.getElementById('retentionMode');
-  if (/^#retention=/.test(location.hash)) modeSwitch.value = decodeURIComponent(location.hash.slice('#retention='.length));
+  if (hash.get('retention')) modeSwitch.value = hash.get('retention');
   if (!modeSwitch.value) modeSwitch.value = 'first_seen/day';
   modeSwitch.addEventListener('change', () => {
-    history.replaceState(history.state, '', `${location.pathname}${location.search}#retention=${encodeURIComponent(modeSwitch.value)}`);
+    hash.set({ retention: modeSwitch.value });
     refreshRetention().catch((err) => {
       document.body.dataset.error = err.message;
     });

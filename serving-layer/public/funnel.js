@@ -1,7 +1,8 @@
 /* The funnel panel: one funnel's latest day in the view with users in it, users per step with the
  * conversion from the step before and the median time it took (METRICS.md "Funnels"). The funnel is
- * a declared one (GET /v1/metrics/funnels) or an ad-hoc one of the contract's event types; the choice
- * is kept in the URL's hash (funnel=<name>, or funnel_steps=a,b,c&funnel_window=<ms>), so a link
+ * a declared one (GET /v1/metrics/funnels) or an ad-hoc one of the contract's event types, each step
+ * optionally filtered on page or content_id; the choice is kept in the URL's hash (funnel=<name>, or
+ * funnel_steps=a,b:page=home,c&funnel_window=<ms>, the steps as the API spells them), so a link
  * reopens it. Uses the dashboard's helpers (window.dashboard); funnels are batch only, so its bars
  * are exact. The API's refusals (an ad-hoc range over its limit…) are shown in the panel. */
 (() => {
@@ -14,6 +15,12 @@
 
   // The funnel endpoint splits by device and country; the picker's app_version does not apply.
   const SUPPORTED = ['device_type', 'country'];
+  // A step's optional filter (METRICS.md "Funnels"): one of these properties equal to a value.
+  const PROPERTIES = ['page', 'content_id'];
+  // A value may not hold the characters that separate steps and filters in the API's `steps`: checked
+  // here, because a comma would silently make another step and the API's refusal names a regex.
+  const BAD_VALUE = /[,:=\s]/;
+  const MAX_VALUE = 128;
 
   const pick = document.getElementById('funnelPick');
   const form = document.getElementById('funnelAdhoc');
@@ -28,23 +35,15 @@
 
   /** The choice: {name} (declared) or {steps, window_ms} (ad-hoc), from the hash; null: the first declared. */
   function choiceFromHash() {
-    const h = new URLSearchParams(location.hash.slice(1));
-    if (h.get('funnel')) return { name: h.get('funnel') };
-    const steps = h.get('funnel_steps');
-    const windowMs = Number(h.get('funnel_window'));
+    if (d.hash.get('funnel')) return { name: d.hash.get('funnel') };
+    const steps = d.hash.get('funnel_steps');
+    const windowMs = Number(d.hash.get('funnel_window'));
     if (steps && Number.isInteger(windowMs) && windowMs > 0) return { steps: steps.split(','), window_ms: windowMs };
     return null;
   }
-  /** Keeps the other panels' keys of the hash (user=…) beside the funnel's. */
+  /** The funnel's keys of the hash only: the other panels' (retention, user) stay. */
   function choiceToHash(c) {
-    const h = new URLSearchParams(location.hash.slice(1));
-    for (const k of ['funnel', 'funnel_steps', 'funnel_window']) h.delete(k);
-    if (c.name) h.set('funnel', c.name);
-    else {
-      h.set('funnel_steps', c.steps.join(','));
-      h.set('funnel_window', String(c.window_ms));
-    }
-    history.replaceState(history.state, '', `${location.pathname}${location.search}#${h}`);
+    d.hash.set(c.name ? { funnel: c.name, funnel_steps: null, funnel_window: null } : { funnel: null, funnel_steps: c.steps.join(','), funnel_window: String(c.window_ms) });
   }
   let choice = choiceFromHash();
 
@@ -56,18 +55,44 @@
     return body;
   }
 
-  function stepSelect(value) {
+  /** One step of the editor: its event type, and an input per filter property (both empty: no filter). */
+  function stepEditor(text) {
+    const [, type, property, value] = /^([^:]*)(?::([^=]*)=(.*))?$/.exec(text);
+    const box = document.createElement('span');
+    box.className = 'funnel-step';
     const s = document.createElement('select');
     s.setAttribute('aria-label', 'funnel step');
     s.dataset.testid = 'funnel-step';
     s.append(...catalog.event_types.map((t) => new Option(t, t)));
-    s.value = catalog.event_types.includes(value) ? value : catalog.event_types[0];
-    return s;
+    s.value = catalog.event_types.includes(type) ? type : catalog.event_types[0];
+    box.append(s);
+    for (const p of PROPERTIES) {
+      const input = Object.assign(document.createElement('input'), { placeholder: p, size: 9, maxLength: MAX_VALUE, value: p === property ? value : '' });
+      input.setAttribute('aria-label', `funnel step ${p}`);
+      input.dataset.property = p;
+      input.dataset.testid = `funnel-step-${p}`;
+      box.append(input);
+    }
+    return box;
   }
-  /** The ad-hoc editor holding these steps (their event types: the editor offers no property filter) and window. */
+  /** The ad-hoc editor holding these steps (as the API spells them) and window. */
   function fillEditor(steps, windowMs) {
-    stepsBox.replaceChildren(...steps.map((s) => stepSelect(s.split(':')[0])));
+    stepsBox.replaceChildren(...steps.map(stepEditor));
     windowInput.value = String(Math.max(1, Math.round(windowMs / MIN)));
+  }
+  /** The editor's steps as the API's `steps` spells them, or throws what is wrong with which step. */
+  function editorSteps() {
+    return [...stepsBox.querySelectorAll('.funnel-step')].map((box, i) => {
+      const type = box.querySelector('select').value;
+      const filters = [...box.querySelectorAll('input')].map((e) => [e.dataset.property, e.value.trim()]).filter(([, v]) => v !== '');
+      if (filters.length === 0) return type;
+      if (filters.length > 1) throw new Error(`step ${i + 1}: a step filters on one of ${PROPERTIES.join(' or ')}, not both`);
+      const [[property, value]] = filters;
+      if (BAD_VALUE.test(value) || value.length > MAX_VALUE) {
+        throw new Error(`step ${i + 1}: a ${property} value has at most ${MAX_VALUE} characters and no space, comma, colon or "=", not "${value}"`);
+      }
+      return `${type}:${property}=${value}`;
+    });
   }
   function fillPicker() {
     pick.replaceChildren(...catalog.funnels.map((f) => new Option(f.name.replaceAll('_', ' '), f.name)), new Option('ad-hoc…', ''));
@@ -80,6 +105,13 @@
     const f = catalog.funnels.find((x) => x.name === choice?.name) ?? catalog.funnels[0];
     if (f) return f;
     return { name: null, steps: ['page_view', 'click'], window_ms: 60 * MIN };
+  }
+
+  /** What is wrong with the editor's last submission (shown until the next one), else null. */
+  let editorError = null;
+  function showError(message) {
+    errorBox.textContent = message ?? '';
+    errorBox.hidden = message === null;
   }
 
   /** Refills the editor only when the choice changes, so a refresh never undoes an edit in progress. */
@@ -123,16 +155,14 @@
     try {
       r = await get(d.q('funnel', { granularity: 'day', from: days.from, to: days.to, steps: f.steps.join(','), window: f.window_ms, ...filters }));
     } catch (err) {
-      errorBox.textContent = err.message;
-      errorBox.hidden = false;
+      showError(err.message);
       when.textContent = '';
       draw(f.steps, null);
       canvas.dataset.funnel = shown;
       canvas.dataset.state = 'error';
       return;
     }
-    errorBox.hidden = true;
-    errorBox.textContent = '';
+    showError(editorError);
     const buckets = r.series[0].buckets.filter((b) => b.covered && b.value.entered > 0);
     const b = buckets[buckets.length - 1];
     // Days a declared funnel was not computed for are `none`, not 0: say so rather than draw nothing silently.
@@ -155,20 +185,31 @@
     else {
       // Ad-hoc starts from the funnel shown, to edit.
       const f = resolve();
-      choice = { steps: f.steps.map((s) => s.split(':')[0]), window_ms: f.window_ms };
+      choice = { steps: [...f.steps], window_ms: f.window_ms };
     }
+    editorError = null;
     choiceToHash(choice);
     void refresh();
   });
   document.getElementById('funnelAddStep').addEventListener('click', () => {
-    if (stepsBox.children.length < catalog.max_steps) stepsBox.append(stepSelect(catalog.event_types[0]));
+    if (stepsBox.children.length < catalog.max_steps) stepsBox.append(stepEditor(catalog.event_types[0]));
   });
   document.getElementById('funnelDropStep').addEventListener('click', () => {
     if (stepsBox.children.length > 2) stepsBox.lastElementChild.remove();
   });
   form.addEventListener('submit', (e) => {
     e.preventDefault();
-    choice = { steps: [...stepsBox.querySelectorAll('select')].map((s) => s.value), window_ms: Math.round(Number(windowInput.value) * MIN) };
+    let steps;
+    try {
+      steps = editorSteps();
+    } catch (err) {
+      // The funnel shown stays (and so does its link); the panel says what to fix.
+      editorError = err.message;
+      showError(editorError);
+      return;
+    }
+    editorError = null;
+    choice = { steps, window_ms: Math.round(Number(windowInput.value) * MIN) };
     choiceToHash(choice);
     void refresh();
   });

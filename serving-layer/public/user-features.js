@@ -56,17 +56,15 @@
       return;
     }
     render(await res.json());
-    // Kept in the URL's fragment beside the other panels' state, so a lookup can be shared.
-    const hash = new URLSearchParams(location.hash.slice(1));
-    hash.set('user', userId);
-    history.replaceState(null, '', `${location.pathname}${location.search}#${hash}`);
+    // Kept in the URL's hash beside the other panels' state, so a lookup can be shared.
+    window.dashboard.hash.set({ user: userId });
   }
 
   form.addEventListener('submit', (e) => {
     e.preventDefault();
     lookup(input.value.trim()).catch((err) => (status.textContent = `lookup failed: ${err.message}`));
   });
-  const shared = new URLSearchParams(location.hash.slice(1)).get('user');
+  const shared = window.dashboard.hash.get('user');
   if (shared) {
     input.value = shared;
     lookup(input.value).catch((err) => (status.textContent = `lookup failed: ${err.message}`));

@@ -351,6 +351,106 @@ describe('dashboard in headless Chromium', () => {
   });
 });
 
+describe('the dashboard URL hash', () => {
+  it("keeps each panel's state under its own keys: an ad-hoc funnel with step filters, a looked-up user and a retention mode survive one another and a reload", async () => {
+    const page = await browser.newPage({ viewport: { width: 1440, height: 1500 } });
+    const problems = watchProblems(page);
+    await page.addInitScript(() => localStorage.setItem('clickstream.key', 'dev-read-key'));
+    const api = async (q: string) => (await (await fetch(`${serving.url}${q}`, { headers: { 'x-api-key': 'dev-read-key' } })).json()) as any;
+    const funnelChart = () =>
+      page.evaluate(() => {
+        const c = (window as unknown as { Chart: { getChart(id: string): { data: { labels: string[]; datasets: Array<{ data: number[] }> } } } }).Chart.getChart('funnel');
+        return { labels: c.data.labels, values: c.data.datasets[0].data };
+      });
+    const drawn = (funnel: string) => page.waitForSelector(`#funnel[data-funnel="${funnel}"][data-state="ok"]`, { timeout: 30_000 });
+    const hash = async () => Object.fromEntries(new URLSearchParams(new URL(page.url()).hash.slice(1)));
+    const editor = () =>
+      page.$$eval('#funnelSteps .funnel-step', (els) =>
+        els.map((e) => [e.querySelector('select')!.value, ...Array.from(e.querySelectorAll('input')).map((i) => `${i.dataset.property}=${i.value}`)].join(' ')),
+      );
+    const step = (i: number) => page.locator('#funnelSteps .funnel-step').nth(i);
+    const day = dayOf(D);
+    await page.goto(`${serving.url}/?from=${day}&to=${day}`);
+    await drawn('browse_to_play');
+
+    // The ad-hoc editor starts from the funnel shown; a step may filter on page or content_id.
+    await page.selectOption('#funnelPick', { label: 'ad-hoc…' });
+    await page.waitForSelector('#funnelAdhoc:not([hidden])');
+    const shown = { funnel_steps: 'page_view,click,video_play,video_complete', funnel_window: '3600000' };
+    await drawn(`${shown.funnel_steps}@${shown.funnel_window}`);
+    expect(await editor()).toEqual(['page_view page= content_id=', 'click page= content_id=', 'video_play page= content_id=', 'video_complete page= content_id=']);
+    await page.click('#funnelDropStep');
+    await step(0).locator('[data-property="page"]').fill('browse');
+    await step(2).locator('[data-property="content_id"]').fill('movie_7');
+
+    // What the API would refuse or misread never leaves the panel: the panel says which step and why, the funnel shown stays.
+    await step(1).locator('[data-property="page"]').fill('my list');
+    await page.click('#funnelRun');
+    await page.waitForSelector('#funnelError:not([hidden])');
+    expect(await page.textContent('#funnelError')).toBe('step 2: a page value has at most 128 characters and no space, comma, colon or "=", not "my list"');
+    await step(1).locator('[data-property="page"]').fill('home,video_play');
+    await page.click('#funnelRun');
+    expect(await page.textContent('#funnelError')).toContain('step 2: a page value');
+    await step(1).locator('[data-property="page"]').fill('home');
+    await step(1).locator('[data-property="content_id"]').fill('movie_1');
+    await page.click('#funnelRun');
+    expect(await page.textContent('#funnelError')).toBe('step 2: a step filters on one of page or content_id, not both');
+    await page.locator('#funnelPanel').screenshot({ path: path.join(REPO_ROOT, 'test-results', 'dashboard-funnel-input.png') });
+    expect(await hash()).toEqual(shown);
+    expect(await page.getAttribute('#funnel', 'data-funnel')).toBe(`${shown.funnel_steps}@${shown.funnel_window}`);
+
+    // Valid filters reach the API exactly as its `steps` spells them: the bars are its answer.
+    await step(1).locator('[data-property="page"]').fill('');
+    await step(1).locator('[data-property="content_id"]').fill('');
+    await page.click('#funnelRun');
+    const steps = 'page_view:page=browse,click,video_play:content_id=movie_7';
+    const adhocKey = `${steps}@3600000`;
+    await drawn(adhocKey);
+    expect(await page.isHidden('#funnelError')).toBe(true);
+    const adhoc = await api(`/v1/metrics/funnel?granularity=day&from=${D}&to=${D + DAY}&steps=${encodeURIComponent(steps)}&window=3600000`);
+    expect(adhoc.funnel.steps).toEqual([
+      { event_type: 'page_view', property: 'page', value: 'browse' },
+      { event_type: 'click', property: null, value: null },
+      { event_type: 'video_play', property: 'content_id', value: 'movie_7' },
+    ]);
+    const adhocChart = { labels: steps.split(','), values: adhoc.series[0].buckets[0].value.steps.map((x: { users: number }) => x.users) };
+    expect(await funnelChart()).toEqual(adhocChart);
+    expect(adhocChart.values[0]).toBeGreaterThan(0);
+    // Fewer users than without the filter: the filter was applied.
+    const unfiltered = await api(`/v1/metrics/funnel?granularity=day&from=${D}&to=${D + DAY}&steps=page_view,click,video_play&window=3600000`);
+    expect(adhocChart.values[0]).toBeLessThan(unfiltered.series[0].buckets[0].value.steps[0].users);
+
+    // Then a user lookup and a retention mode: each panel adds its keys, none erases another's.
+    await page.fill('[data-testid="user-lookup-input"]', 'live_user_3');
+    await page.click('#userLookup button');
+    await page.waitForSelector('[data-testid="user-features"] tr[data-feature="events"]');
+    await page.selectOption('#retentionMode', 'recurring/week');
+    await page.waitForSelector('#retention[data-mode="recurring/week"]');
+    const all = { funnel_steps: steps, funnel_window: '3600000', user: 'live_user_3', retention: 'recurring/week' };
+    expect(await hash()).toEqual(all);
+
+    // The link reopens all three.
+    await page.reload();
+    await drawn(adhocKey);
+    await page.waitForSelector('#retention[data-mode="recurring/week"]');
+    await page.waitForSelector('[data-testid="user-features"] tr[data-feature="events"]');
+    expect(await page.inputValue('#retentionMode')).toBe('recurring/week');
+    expect(await page.textContent('[data-testid="user-features-status"]')).toMatch(/^live_user_3, as of /);
+    expect(await page.inputValue('#funnelPick')).toBe('');
+    expect(await editor()).toEqual(['page_view page=browse content_id=', 'click page= content_id=', 'video_play page= content_id=movie_7']);
+    expect(await funnelChart()).toEqual(adhocChart);
+    expect(await hash()).toEqual(all);
+    await page.screenshot({ path: path.join(REPO_ROOT, 'test-results', 'dashboard-hash.png'), fullPage: true });
+
+    // A declared funnel replaces the ad-hoc keys, and only them.
+    await page.selectOption('#funnelPick', 'play_to_complete');
+    await drawn('play_to_complete');
+    expect(await hash()).toEqual({ funnel: 'play_to_complete', user: 'live_user_3', retention: 'recurring/week' });
+    expect(problems).toEqual([]);
+    await page.close();
+  });
+});
+
 /** Console errors (with where they come from), uncaught exceptions, failed requests and HTTP errors of a page. */
 function watchProblems(page: Page): string[] {
   const problems: string[] = [];

@@ -1,12 +1,14 @@
 /**
  * user_funnels.sql on hand-built users, at the edges METRICS.md "Funnels" draws: steps out of
  * order, a step after the window, two attempts in a day (counted once, the best), ties in ts,
- * a repeated step, a property filter, midnight.
+ * a repeated step, a property filter, midnight; and which days a declared funnel's read answers.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig, parseFunnelSteps } from '../../common/config';
 import { Duck } from '../../batch-layer/jobs/duck';
-import { funnelStepsText } from '../../serving-layer/metrics/funnel';
+import type { DuckDBValue } from '@duckdb/node-api';
+import type { Row } from '../../serving-layer/batch-store';
+import { funnelMetric, funnelStepsText } from '../../serving-layer/metrics/funnel';
 
 const D0 = Date.parse('2024-03-10T00:00:00Z');
 const MIN = 60_000;
@@ -157,5 +159,43 @@ describe('FUNNELS', () => {
     ];
     for (const [f, message] of bad) expect(() => one(f as object)).toThrow(message);
     expect(() => loadConfig({ FUNNELS: '[{' })).toThrow(ConfigError);
+  });
+});
+
+describe("a declared funnel's batch read", () => {
+  it('answers only the days asked for (those funnel_days says were computed with this definition): another day reaches neither a value nor a series', async () => {
+    const DAY = 24 * HOUR;
+    await duck.run('CREATE TABLE user_funnels (day DATE, funnel VARCHAR, user_id VARCHAR, device_type VARCHAR, country VARCHAR, steps_reached INTEGER, step_ts BIGINT[])');
+    // Day 1 holds rows of another definition under the same name (only its device, tablet, is there).
+    const rows: Array<[number, string, string, number]> = [
+      [0, 'u1', 'tv', 2],
+      [0, 'u2', 'tv', 1],
+      [1, 'u3', 'tablet', 2],
+      [2, 'u4', 'tv', 2],
+    ];
+    for (const [d, user, device, reached] of rows) {
+      const t = D0 + d * DAY + HOUR;
+      await duck.con.run(`INSERT INTO user_funnels VALUES (CAST(epoch_ms($1::BIGINT) AS DATE), 'f', $2, $3, 'US', $4, $5::BIGINT[])`, [t, user, device, reached, reached === 2 ? `[${t}, ${t + MIN}]` : `[${t}]`]);
+    }
+    await duck.con.run(`INSERT INTO user_funnels SELECT day, 'other', user_id, device_type, country, steps_reached, step_ts FROM user_funnels`);
+    const src = {
+      cfg: loadConfig({}),
+      redis: undefined as never,
+      batch: { has: (t: string) => t === 'user_funnels', query: async (sql: string, params: DuckDBValue[] = []) => (await duck.con.runAndReadAll(sql, params)).getRowObjectsJS() as Row[] },
+    };
+    const read = funnelMetric(src, { withDays: () => Promise.reject(new Error('a declared funnel reads no events')) }, 2).batch!.read;
+    const buckets = [D0, D0 + 2 * DAY];
+    const got = await read({
+      params: { steps: parseFunnelSteps(['page_view', 'click']), windowMs: HOUR, declared: 'f', filters: {}, groupBy: ['device_type'] },
+      granularity: 'day',
+      buckets,
+      from: D0,
+      to: D0 + 3 * DAY,
+      boundary: D0 + 3 * DAY,
+    });
+    expect(got.map((s) => ({ key: s.key, days: [...s.values.keys()], entered: [...s.values.values()].map((v) => v.entered) }))).toEqual([
+      { key: { device_type: 'tv' }, days: buckets, entered: [2, 1] },
+    ]);
+    expect(got[0].values.get(D0)!.steps.map((s) => s.users)).toEqual([2, 1]);
   });
 });
