@@ -15,7 +15,7 @@ import { USER_DAY_SLOTS, USER_HOUR_SLOTS, USER_MINUTE_SLOTS, WATCH_INTERVAL_CAP_
 import type { UserBatch } from './fold';
 
 /** The version field and the scalars the computation reads, in this order, before the touched slots. */
-const SCALARS = ['v', 'fs', 'lt', 'lct', 'wo', 'ss', 'sl', 'sn'] as const;
+export const USER_SCALARS = ['v', 'fs', 'lt', 'lct', 'wo', 'ss', 'sl', 'sn'] as const;
 const SLOTS = { m: USER_MINUTE_SLOTS, h: USER_HOUR_SLOTS, d: USER_DAY_SLOTS } as const;
 
 /** What a step writes for one user: the version it read ('' = no hash) and the (field, value) pairs, `v` included. */
@@ -26,7 +26,7 @@ export interface UserWrite {
 
 /** The fields of a user's hash a batch reads: the scalars, then each touched ring slot once. */
 export function userReadFields(u: UserBatch): string[] {
-  const fields: string[] = [...SCALARS];
+  const fields: string[] = [...USER_SCALARS];
   const slots = new Set<string>();
   for (const m of u.minutes.keys()) slots.add(`m${m % SLOTS.m}`);
   for (const h of u.hours.keys()) slots.add(`h${h % SLOTS.h}`);
@@ -35,89 +35,117 @@ export function userReadFields(u: UserBatch): string[] {
   return fields;
 }
 
-const num = (s: string | null | undefined): number | null => (s === null || s === undefined || s === '' ? null : Number(s));
-const sameDay = (x: number, y: number): boolean => Math.floor(x / BUCKET_MS.day) === Math.floor(y / BUCKET_MS.day);
+function num(s: string | null | undefined): number | null {
+  return s === null || s === undefined || s === '' ? null : Number(s);
+}
+
+function sameDay(x: number, y: number): boolean {
+  return Math.floor(x / BUCKET_MS.day) === Math.floor(y / BUCKET_MS.day);
+}
 
 /**
- * The hash's new fields after a batch, given the values of userReadFields(u) as read (null = absent).
- * Ring slots hold `<index>:<value>…`: one holding an older bucket is reset, one holding a newer bucket means
- * this bucket has left the window (nothing to add).
+ * Add `n` counters (a, b, c) to a ring slot of `slots` (field → value, as read and as changed so far) and note
+ * the field in `written`. A slot holding an older bucket is reset; one holding a newer bucket means this bucket
+ * has left the window (nothing to add). Plain arguments, no closures: this runs per user and slot on every step.
+ */
+function slotAdd(slots: Map<string, string | null>, written: string[], field: string, idx: number, n: number, a: number, b: number, c: number): void {
+  const cur = slots.get(field);
+  let value: string;
+  if (cur) {
+    const parts = cur.split(':');
+    const stored = Number(parts[0]);
+    if (stored > idx) return;
+    if (stored === idx) {
+      value = String(idx);
+      if (n > 0) value += `:${Number(parts[1] ?? 0) + a}`;
+      if (n > 1) value += `:${Number(parts[2] ?? 0) + b}`;
+      if (n > 2) value += `:${Number(parts[3] ?? 0) + c}`;
+    }
+  }
+  value ??= n === 0 ? String(idx) : n === 2 ? `${idx}:${a}:${b}` : `${idx}:${a}:${b}:${c}`;
+  slots.set(field, value);
+  if (!written.includes(field)) written.push(field);
+}
+
+/**
+ * The hash's new fields after a batch, given the values of userReadFields(u) as read (null = absent):
+ * the version read and the (field, value) pairs to write, the version + 1 among them.
  */
 export function userWrite(u: UserBatch, fields: string[], values: Array<string | null>): UserWrite {
-  const state = new Map<string, string | null>();
-  fields.forEach((f, i) => state.set(f, values[i] ?? null));
-  const out = new Map<string, string>();
-  const slotAdd = (kind: keyof typeof SLOTS, idx: number, incs: number[]): void => {
-    const field = `${kind}${idx % SLOTS[kind]}`;
-    const cur = state.get(field);
-    let vals: number[] = [];
-    if (cur) {
-      const parts = cur.split(':').map(Number);
-      if (parts[0] > idx) return;
-      if (parts[0] === idx) vals = parts;
-    }
-    let value = String(idx);
-    for (let j = 0; j < incs.length; j++) value += `:${(vals[j + 1] ?? 0) + incs[j]}`;
-    state.set(field, value);
-    out.set(field, value);
-  };
+  const scalars = USER_SCALARS.length;
+  const slots = new Map<string, string | null>();
+  for (let i = scalars; i < fields.length; i++) slots.set(fields[i], values[i] ?? null);
+  const [v, fsRead, ltRead, lctRead, woRead, ssRead, slRead, snRead] = values;
+  const out: string[] = [];
 
   // The interval an earlier batch left open ends at this batch's first playback event.
   let extraHour: number | null = null;
   let extra = 0;
   if (u.watchFirst !== null) {
-    const wo = num(state.get('wo'));
+    const wo = num(woRead);
     if (wo !== null && u.watchFirst >= wo) {
       extra = Math.min(u.watchFirst - wo, WATCH_INTERVAL_CAP_MS);
       extraHour = Math.floor(u.watchFirst / BUCKET_MS.hour);
     }
-    out.set('wo', u.watchOpen === null ? '' : String(u.watchOpen));
+    out.push('wo', u.watchOpen === null ? '' : String(u.watchOpen));
   }
-  for (const [m, [events, plays]] of u.minutes) slotAdd('m', m, [events, plays]);
-  for (const [h, [events, plays, watch]] of u.hours) slotAdd('h', h, [events, plays, h === extraHour ? watch + extra : watch]);
-  for (const d of u.days) slotAdd('d', d, []);
+  const written: string[] = [];
+  for (const [m, [events, plays]] of u.minutes) slotAdd(slots, written, `m${m % SLOTS.m}`, m, 2, events, plays, 0);
+  for (const [h, [events, plays, watch]] of u.hours) slotAdd(slots, written, `h${h % SLOTS.h}`, h, 3, events, plays, h === extraHour ? watch + extra : watch);
+  for (const d of u.days) slotAdd(slots, written, `d${d % SLOTS.d}`, d, 0, 0, 0, 0);
+  for (const f of written) out.push(f, slots.get(f) as string);
 
-  const fs = num(state.get('fs'));
-  const lt = num(state.get('lt'));
-  const lct = num(state.get('lct'));
-  if (fs === null || u.firstTs < fs) out.set('fs', String(u.firstTs));
-  if (lt === null || u.lastTs > lt) out.set('lt', String(u.lastTs));
-  if (u.lastContent !== null && (lct === null || u.lastContent.ts >= lct)) {
-    out.set('lct', String(u.lastContent.ts));
-    out.set('lc', u.lastContent.contentId);
-  }
+  const fs = num(fsRead);
+  const lt = num(ltRead);
+  const lct = num(lctRead);
+  if (fs === null || u.firstTs < fs) out.push('fs', String(u.firstTs));
+  if (lt === null || u.lastTs > lt) out.push('lt', String(u.lastTs));
+  if (u.lastContent !== null && (lct === null || u.lastContent.ts >= lct)) out.push('lct', String(u.lastContent.ts), 'lc', u.lastContent.contentId);
 
   // The current session: a run continues it (30-minute gap, same day), starts a new one, or is an older one (left).
-  let ss = num(state.get('ss'));
-  let sl = num(state.get('sl'));
-  let sn = num(state.get('sn')) ?? 0;
+  let ss = num(ssRead);
+  let sl = num(slRead);
+  let sn = num(snRead) ?? 0;
   let sd: string | null = null;
   for (const r of u.runs) {
     if (ss === null || sl === null) {
-      [ss, sl, sn, sd] = [r.start, r.end, r.events, r.deviceType];
+      ss = r.start;
+      sl = r.end;
+      sn = r.events;
+      sd = r.deviceType;
     } else if (r.end < ss) {
-      if (ss - r.end <= SESSION_GAP_MS && sameDay(r.end, ss)) [ss, sn, sd] = [r.start, sn + r.events, r.deviceType];
+      if (ss - r.end <= SESSION_GAP_MS && sameDay(r.end, ss)) {
+        ss = r.start;
+        sn += r.events;
+        sd = r.deviceType;
+      }
     } else if (r.start > sl) {
-      if (r.start - sl <= SESSION_GAP_MS && sameDay(r.start, sl)) [sl, sn] = [r.end, sn + r.events];
-      else [ss, sl, sn, sd] = [r.start, r.end, r.events, r.deviceType];
+      if (r.start - sl <= SESSION_GAP_MS && sameDay(r.start, sl)) {
+        sl = r.end;
+        sn += r.events;
+      } else {
+        ss = r.start;
+        sl = r.end;
+        sn = r.events;
+        sd = r.deviceType;
+      }
     } else {
-      if (r.start < ss) [ss, sd] = [r.start, r.deviceType];
+      if (r.start < ss) {
+        ss = r.start;
+        sd = r.deviceType;
+      }
       if (r.end > sl) sl = r.end;
       sn += r.events;
     }
   }
   if (u.runs.length > 0 && ss !== null && sl !== null) {
-    out.set('ss', String(ss));
-    out.set('sl', String(sl));
-    out.set('sn', String(sn));
-    if (sd !== null) out.set('sd', sd);
+    out.push('ss', String(ss), 'sl', String(sl), 'sn', String(sn));
+    if (sd !== null) out.push('sd', sd);
   }
 
-  const expect = state.get('v') ?? '';
-  out.set('v', String((num(expect) ?? 0) + 1));
-  const flat: string[] = [];
-  for (const [f, v] of out) flat.push(f, v);
-  return { expect, fields: flat };
+  const expect = v ?? '';
+  out.push('v', String((num(expect) ?? 0) + 1));
+  return { expect, fields: out };
 }
 
 /** What a step writes for users that have no hash yet: userWrite of an empty read (for plans built without Redis). */
