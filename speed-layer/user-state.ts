@@ -69,7 +69,7 @@ function slotAdd(slots: Map<string, string | null>, written: string[], field: st
 
 /**
  * The hash's new fields after a batch, given the values of userReadFields(u) as read (null = absent):
- * the version read and the (field, value) pairs to write, the version + 1 among them.
+ * the version read and the (field, value) pairs that change, the version + 1 among them.
  */
 export function userWrite(u: UserBatch, fields: string[], values: Array<string | null>): UserWrite {
   const scalars = USER_SCALARS.length;
@@ -87,20 +87,28 @@ export function userWrite(u: UserBatch, fields: string[], values: Array<string |
       extra = Math.min(u.watchFirst - wo, WATCH_INTERVAL_CAP_MS);
       extraHour = Math.floor(u.watchFirst / BUCKET_MS.hour);
     }
-    out.push('wo', u.watchOpen === null ? '' : String(u.watchOpen));
+    const wo2 = u.watchOpen === null ? '' : String(u.watchOpen);
+    if (wo2 !== woRead) out.push('wo', wo2);
   }
   const written: string[] = [];
   for (const [m, [events, plays]] of u.minutes) slotAdd(slots, written, `m${m % SLOTS.m}`, m, 2, events, plays, 0);
   for (const [h, [events, plays, watch]] of u.hours) slotAdd(slots, written, `h${h % SLOTS.h}`, h, 3, events, plays, h === extraHour ? watch + extra : watch);
   for (const d of u.days) slotAdd(slots, written, `d${d % SLOTS.d}`, d, 0, 0, 0, 0);
-  for (const f of written) out.push(f, slots.get(f) as string);
+  // Only what changed: a day already marked is not written again.
+  for (const f of written) {
+    const value = slots.get(f) as string;
+    if (value !== values[fields.indexOf(f)]) out.push(f, value);
+  }
 
   const fs = num(fsRead);
   const lt = num(ltRead);
   const lct = num(lctRead);
   if (fs === null || u.firstTs < fs) out.push('fs', String(u.firstTs));
   if (lt === null || u.lastTs > lt) out.push('lt', String(u.lastTs));
-  if (u.lastContent !== null && (lct === null || u.lastContent.ts >= lct)) out.push('lct', String(u.lastContent.ts), 'lc', u.lastContent.contentId);
+  if (u.lastContent !== null && (lct === null || u.lastContent.ts >= lct)) {
+    if (u.lastContent.ts !== lct) out.push('lct', String(u.lastContent.ts));
+    out.push('lc', u.lastContent.contentId); // not read: written whenever it may have changed
+  }
 
   // The current session: a run continues it (30-minute gap, same day), starts a new one, or is an older one (left).
   let ss = num(ssRead);
@@ -139,8 +147,10 @@ export function userWrite(u: UserBatch, fields: string[], values: Array<string |
     }
   }
   if (u.runs.length > 0 && ss !== null && sl !== null) {
-    out.push('ss', String(ss), 'sl', String(sl), 'sn', String(sn));
-    if (sd !== null) out.push('sd', sd);
+    if (ss !== num(ssRead)) out.push('ss', String(ss));
+    if (sl !== num(slRead)) out.push('sl', String(sl));
+    if (String(sn) !== snRead) out.push('sn', String(sn));
+    if (sd !== null) out.push('sd', sd); // not read: set with every new session start
   }
 
   const expect = v ?? '';
