@@ -24,13 +24,18 @@ export interface UserWrite {
   fields: string[];
 }
 
+/** The ring slot holding bucket `idx` of a kind (m, h, d): its field in the hash. */
+function slotField(kind: keyof typeof SLOTS, idx: number): string {
+  return `${kind}${idx % SLOTS[kind]}`;
+}
+
 /** The fields of a user's hash a batch reads: the scalars, then each touched ring slot once. */
 export function userReadFields(u: UserBatch): string[] {
   const fields: string[] = [...USER_SCALARS];
   const slots = new Set<string>();
-  for (const m of u.minutes.keys()) slots.add(`m${m % SLOTS.m}`);
-  for (const h of u.hours.keys()) slots.add(`h${h % SLOTS.h}`);
-  for (const d of u.days) slots.add(`d${d % SLOTS.d}`);
+  for (const m of u.minutes.keys()) slots.add(slotField('m', m));
+  for (const h of u.hours.keys()) slots.add(slotField('h', h));
+  for (const d of u.days) slots.add(slotField('d', d));
   for (const s of slots) fields.push(s);
   return fields;
 }
@@ -91,9 +96,9 @@ export function userWrite(u: UserBatch, fields: string[], values: Array<string |
     if (wo2 !== woRead) out.push('wo', wo2);
   }
   const written: string[] = [];
-  for (const [m, [events, plays]] of u.minutes) slotAdd(slots, written, `m${m % SLOTS.m}`, m, 2, events, plays, 0);
-  for (const [h, [events, plays, watch]] of u.hours) slotAdd(slots, written, `h${h % SLOTS.h}`, h, 3, events, plays, h === extraHour ? watch + extra : watch);
-  for (const d of u.days) slotAdd(slots, written, `d${d % SLOTS.d}`, d, 0, 0, 0, 0);
+  for (const [m, [events, plays]] of u.minutes) slotAdd(slots, written, slotField('m', m), m, 2, events, plays, 0);
+  for (const [h, [events, plays, watch]] of u.hours) slotAdd(slots, written, slotField('h', h), h, 3, events, plays, h === extraHour ? watch + extra : watch);
+  for (const d of u.days) slotAdd(slots, written, slotField('d', d), d, 0, 0, 0, 0);
   // Only what changed: a day already marked is not written again.
   for (const f of written) {
     const value = slots.get(f) as string;
